@@ -1,0 +1,672 @@
+# Context: owns a llama_context (KV cache, compute buffers) over a Model it keeps alive.
+
+_POOLING = {None: L.LLAMA_POOLING_TYPE_UNSPECIFIED, "unspecified": L.LLAMA_POOLING_TYPE_UNSPECIFIED,
+            "none": L.LLAMA_POOLING_TYPE_NONE, "mean": L.LLAMA_POOLING_TYPE_MEAN,
+            "cls": L.LLAMA_POOLING_TYPE_CLS, "last": L.LLAMA_POOLING_TYPE_LAST,
+            "rank": L.LLAMA_POOLING_TYPE_RANK}
+_ROPE_SCALING = {None: L.LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED,
+                 "unspecified": L.LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED,
+                 "none": L.LLAMA_ROPE_SCALING_TYPE_NONE, "linear": L.LLAMA_ROPE_SCALING_TYPE_LINEAR,
+                 "yarn": L.LLAMA_ROPE_SCALING_TYPE_YARN,
+                 "longrope": L.LLAMA_ROPE_SCALING_TYPE_LONGROPE}
+_ATTENTION = {None: L.LLAMA_ATTENTION_TYPE_UNSPECIFIED, "causal": L.LLAMA_ATTENTION_TYPE_CAUSAL,
+              "non_causal": L.LLAMA_ATTENTION_TYPE_NON_CAUSAL}
+_FLASH_ATTN = {None: L.LLAMA_FLASH_ATTN_TYPE_AUTO, "auto": L.LLAMA_FLASH_ATTN_TYPE_AUTO,
+               True: L.LLAMA_FLASH_ATTN_TYPE_ENABLED, "on": L.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+               False: L.LLAMA_FLASH_ATTN_TYPE_DISABLED, "off": L.LLAMA_FLASH_ATTN_TYPE_DISABLED}
+_CACHE_TYPES = {"f32": G.GGML_TYPE_F32, "f16": G.GGML_TYPE_F16, "bf16": G.GGML_TYPE_BF16,
+                "q8_0": G.GGML_TYPE_Q8_0, "q4_0": G.GGML_TYPE_Q4_0, "q4_1": G.GGML_TYPE_Q4_1,
+                "q5_0": G.GGML_TYPE_Q5_0, "q5_1": G.GGML_TYPE_Q5_1, "iq4_nl": G.GGML_TYPE_IQ4_NL}
+
+
+def default_n_threads():
+    """Threads to use by default: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+cdef int _enum_arg(dict table, value, str name) except? -999:
+    if isinstance(value, str):
+        value = value.lower()
+    try:
+        return table[value]
+    except (KeyError, TypeError):
+        pass
+    if isinstance(value, int) and not isinstance(value, bool) and value in table.values():
+        return value
+    choices = sorted(str(k) for k in table if k is not None)
+    raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+cdef inline bint _in_main_thread():
+    return PyThread_get_thread_ident() == _MAIN_THREAD_IDENT
+
+
+cdef class Context:
+    """An inference context (KV cache + compute buffers) for a Model.
+
+    Context(model, *, n_ctx=0, n_batch=2048, n_ubatch=512, n_seq_max=1, n_threads=None,
+            n_threads_batch=None, embeddings=False, pooling_type=None, attention_type=None,
+            flash_attn=None, offload_kqv=True, type_k=None, type_v=None, rope_scaling_type=None,
+            rope_freq_base=0.0, rope_freq_scale=0.0, yarn_ext_factor=-1.0, yarn_attn_factor=-1.0,
+            yarn_beta_fast=-1.0, yarn_beta_slow=-1.0, yarn_orig_ctx=0, swa_full=True,
+            kv_unified=None, op_offload=True, no_perf=True)
+
+    n_ctx=0 takes the model's training context. flash_attn=None is llama.cpp's "auto".
+    One call at a time: a second thread using the context while it works gets BusyError.
+    """
+    cdef L.llama_context * _ctx
+    cdef readonly Model model
+    cdef S.AbortFlag * _abort
+    cdef L.llama_batch _batch          # reusable batch for eval()/generation
+    cdef bint _batch_alive
+    cdef long _owner                   # thread ident while a call is running, else 0
+    cdef readonly uint64_t epoch       # bumped by every change to the KV cache
+    cdef int32_t _n_vocab
+    cdef object __weakref__
+
+    def __cinit__(self):
+        self._ctx = NULL
+        self._abort = NULL
+        self._batch_alive = False
+        self._owner = 0
+        self.epoch = 0
+
+    def __init__(self, Model model not None, *, uint32_t n_ctx=0, uint32_t n_batch=2048,
+                 uint32_t n_ubatch=512, uint32_t n_seq_max=1, n_threads=None,
+                 n_threads_batch=None, bint embeddings=False, pooling_type=None,
+                 attention_type=None, flash_attn=None, bint offload_kqv=True, type_k=None,
+                 type_v=None, rope_scaling_type=None, float rope_freq_base=0.0,
+                 float rope_freq_scale=0.0, float yarn_ext_factor=-1.0,
+                 float yarn_attn_factor=-1.0, float yarn_beta_fast=-1.0,
+                 float yarn_beta_slow=-1.0, uint32_t yarn_orig_ctx=0, bint swa_full=True,
+                 kv_unified=None, bint op_offload=True, bint no_perf=True):
+        if self._ctx != NULL:
+            raise RuntimeError("Context.__init__ called twice")
+        model._check()
+        if model.vocab_only:
+            raise ValueError("this Model was loaded with vocab_only=True; it has no weights to run")
+        if n_batch < 1 or n_ubatch < 1:
+            raise ValueError(f"n_batch and n_ubatch must be >= 1, got {n_batch} and {n_ubatch}")
+        if n_seq_max < 1 or n_seq_max > L.llama_max_parallel_sequences():
+            raise ValueError(f"n_seq_max must be 1..{L.llama_max_parallel_sequences()}, "
+                             f"got {n_seq_max}")
+        if n_ctx > 0 and n_ctx < 8:
+            raise ValueError(f"n_ctx must be 0 (from the model) or >= 8, got {n_ctx}")
+        cdef L.llama_context_params p = L.llama_context_default_params()
+        p.n_ctx = n_ctx
+        p.n_batch = n_batch
+        p.n_ubatch = min(n_ubatch, n_batch)
+        p.n_seq_max = n_seq_max
+        nt = default_n_threads() if n_threads is None else int(n_threads)
+        ntb = nt if n_threads_batch is None else int(n_threads_batch)
+        if nt < 1 or ntb < 1 or nt > 4096 or ntb > 4096:
+            raise ValueError(f"n_threads and n_threads_batch must be 1..4096, got {nt} and {ntb}")
+        p.n_threads = nt
+        p.n_threads_batch = ntb
+        p.embeddings = embeddings
+        p.pooling_type = <L.llama_pooling_type> _enum_arg(_POOLING, pooling_type, "pooling_type")
+        p.attention_type = <L.llama_attention_type> _enum_arg(_ATTENTION, attention_type,
+                                                             "attention_type")
+        p.flash_attn_type = <L.llama_flash_attn_type> _enum_arg(_FLASH_ATTN, flash_attn,
+                                                               "flash_attn")
+        p.rope_scaling_type = <L.llama_rope_scaling_type> _enum_arg(_ROPE_SCALING,
+                                                                   rope_scaling_type,
+                                                                   "rope_scaling_type")
+        for name, v in (("rope_freq_base", rope_freq_base), ("rope_freq_scale", rope_freq_scale)):
+            if not isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be finite and >= 0 (0 = from the model), got {v}")
+        p.rope_freq_base = rope_freq_base
+        p.rope_freq_scale = rope_freq_scale
+        p.yarn_ext_factor = yarn_ext_factor
+        p.yarn_attn_factor = yarn_attn_factor
+        p.yarn_beta_fast = yarn_beta_fast
+        p.yarn_beta_slow = yarn_beta_slow
+        p.yarn_orig_ctx = yarn_orig_ctx
+        if type_k is not None:
+            p.type_k = <G.ggml_type> _enum_arg(_CACHE_TYPES, type_k, "type_k")
+        if type_v is not None:
+            p.type_v = <G.ggml_type> _enum_arg(_CACHE_TYPES, type_v, "type_v")
+        p.offload_kqv = offload_kqv
+        p.op_offload = op_offload
+        p.swa_full = swa_full
+        if kv_unified is not None:
+            p.kv_unified = bool(kv_unified)
+        p.no_perf = no_perf
+        self._abort = S.abort_flag_new()
+        p.abort_callback = S.abort_callback
+        p.abort_callback_data = <void *> self._abort
+
+        cdef uint64_t mark = S.log_mark()
+        cdef L.llama_context * ctx = NULL
+        with nogil:
+            ctx = L.llama_init_from_model(model._model, p)
+        if ctx == NULL:
+            raise ContextCreateError(f"failed to create a context (n_ctx={n_ctx}, n_batch={n_batch}): "
+                                     f"{_recent_log(mark) or 'llama.cpp gave no reason'}")
+        self._ctx = ctx
+        self.model = model
+        model._acquire()
+        self._n_vocab = model._n_vocab
+        self._batch = L.llama_batch_init(L.llama_n_batch(ctx), 0, 1)
+        self._batch_alive = True
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    cdef int _check(self) except -1:
+        if self._ctx == NULL:
+            raise ClosedError("this Context is closed")
+        return 0
+
+    cdef int _enter(self) except -1:
+        """Claim the context for one call; BusyError if another call is running."""
+        if self._ctx == NULL:
+            raise ClosedError("this Context is closed")
+        if self._owner != 0:
+            if self._owner == <long> PyThread_get_thread_ident():
+                raise BusyError("this Context is already running a call in this thread "
+                                "(e.g. eval from inside a generation); finish or close it first")
+            raise BusyError("this Context is in use by another thread; a Context serves one "
+                            "call at a time: use one Context per thread")
+        self._owner = <long> PyThread_get_thread_ident()
+        S.abort_flag_set(self._abort, False)
+        return 0
+
+    cdef inline void _leave(self) noexcept:
+        self._owner = 0
+
+    cdef int _check_read(self) except -1:
+        if self._ctx == NULL:
+            raise ClosedError("this Context is closed")
+        if self._owner != 0 and self._owner != <long> PyThread_get_thread_ident():
+            raise BusyError("this Context is in use by another thread")
+        return 0
+
+    def close(self):
+        """Free the context (and release its model). Idempotent."""
+        if self._ctx == NULL:
+            return
+        if self._owner != 0:
+            raise BusyError("cannot close a Context while a call is running on it")
+        if self._batch_alive:
+            L.llama_batch_free(self._batch)
+            self._batch_alive = False
+        with nogil:
+            L.llama_free(self._ctx)
+        self._ctx = NULL
+        if self.model is not None:
+            self.model._release()
+
+    @property
+    def closed(self):
+        return self._ctx == NULL
+
+    def __enter__(self):
+        self._check()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __dealloc__(self):
+        if self._batch_alive:
+            L.llama_batch_free(self._batch)
+            self._batch_alive = False
+        if self._ctx != NULL:
+            L.llama_free(self._ctx)
+            self._ctx = NULL
+            if self.model is not None:
+                self.model._release()
+        if self._abort != NULL:
+            S.abort_flag_free(self._abort)
+            self._abort = NULL
+
+    def __reduce__(self):
+        raise TypeError("pyllamacy.Context cannot be pickled; use state_get()/state_set()")
+
+    def cancel(self):
+        """Ask the running call (from any thread) to stop as soon as possible."""
+        if self._abort != NULL:
+            S.abort_flag_set(self._abort, True)
+
+    # -- sizes --------------------------------------------------------------------------------
+
+    @property
+    def n_ctx(self):
+        self._check(); return L.llama_n_ctx(self._ctx)
+
+    @property
+    def n_ctx_seq(self):
+        self._check(); return L.llama_n_ctx_seq(self._ctx)
+
+    @property
+    def n_batch(self):
+        self._check(); return L.llama_n_batch(self._ctx)
+
+    @property
+    def n_ubatch(self):
+        self._check(); return L.llama_n_ubatch(self._ctx)
+
+    @property
+    def n_seq_max(self):
+        self._check(); return L.llama_n_seq_max(self._ctx)
+
+    @property
+    def n_threads(self):
+        self._check(); return L.llama_n_threads(self._ctx)
+
+    @property
+    def n_threads_batch(self):
+        self._check(); return L.llama_n_threads_batch(self._ctx)
+
+    @property
+    def pooling_type(self):
+        self._check()
+        v = L.llama_get_pooling_type(self._ctx)
+        for k, val in _POOLING.items():
+            if val == v and k is not None:
+                return k
+        return v
+
+    def set_n_threads(self, int n_threads, n_threads_batch=None):
+        self._check()
+        ntb = n_threads if n_threads_batch is None else int(n_threads_batch)
+        if n_threads < 1 or ntb < 1:
+            raise ValueError("thread counts must be >= 1")
+        L.llama_set_n_threads(self._ctx, n_threads, ntb)
+
+    def set_embeddings(self, bint value):
+        self._check(); L.llama_set_embeddings(self._ctx, value)
+
+    def set_causal_attn(self, bint value):
+        self._check(); L.llama_set_causal_attn(self._ctx, value)
+
+    # -- KV cache -----------------------------------------------------------------------------
+
+    cdef int _check_seq(self, int seq_id, bint allow_all=False) except -1:
+        cdef int n = L.llama_n_seq_max(self._ctx)
+        if allow_all and seq_id == -1:
+            return 0
+        if seq_id < 0 or seq_id >= n:
+            raise ValueError(f"seq_id {seq_id} is out of range: this context has n_seq_max={n}")
+        return 0
+
+    def memory_clear(self, bint data=True):
+        """Forget every sequence in the KV cache."""
+        self._enter()
+        try:
+            L.llama_memory_clear(L.llama_get_memory(self._ctx), data)
+            self.epoch += 1
+        finally:
+            self._leave()
+
+    def seq_rm(self, int seq_id=0, int p0=0, int p1=-1):
+        """Remove positions [p0, p1) of a sequence (-1 seq_id: all; p1=-1: to the end)."""
+        self._enter()
+        try:
+            self._check_seq(seq_id, True)
+            self.epoch += 1
+            return bool(L.llama_memory_seq_rm(L.llama_get_memory(self._ctx), seq_id, p0, p1))
+        finally:
+            self._leave()
+
+    def seq_cp(self, int src, int dst, int p0=0, int p1=-1):
+        self._enter()
+        try:
+            self._check_seq(src); self._check_seq(dst)
+            L.llama_memory_seq_cp(L.llama_get_memory(self._ctx), src, dst, p0, p1)
+            self.epoch += 1
+        finally:
+            self._leave()
+
+    def seq_keep(self, int seq_id):
+        self._enter()
+        try:
+            self._check_seq(seq_id)
+            L.llama_memory_seq_keep(L.llama_get_memory(self._ctx), seq_id)
+            self.epoch += 1
+        finally:
+            self._leave()
+
+    def seq_add(self, int seq_id, int p0, int p1, int delta):
+        self._enter()
+        try:
+            self._check_seq(seq_id)
+            if not L.llama_memory_can_shift(L.llama_get_memory(self._ctx)):
+                raise LlamaError("this model's memory cannot shift positions")
+            L.llama_memory_seq_add(L.llama_get_memory(self._ctx), seq_id, p0, p1, delta)
+            self.epoch += 1
+        finally:
+            self._leave()
+
+    def seq_pos_max(self, int seq_id=0):
+        """Largest position stored for the sequence, -1 when empty."""
+        self._check_read(); self._check_seq(seq_id)
+        return L.llama_memory_seq_pos_max(L.llama_get_memory(self._ctx), seq_id)
+
+    def seq_pos_min(self, int seq_id=0):
+        self._check_read(); self._check_seq(seq_id)
+        return L.llama_memory_seq_pos_min(L.llama_get_memory(self._ctx), seq_id)
+
+    # -- decoding -----------------------------------------------------------------------------
+
+    def decode(self, Batch batch not None):
+        """Decode a Batch (tokens checked against the vocabulary and n_seq_max first)."""
+        self._enter()
+        try:
+            batch._check()
+            if batch._batch.n_tokens == 0:
+                raise ValueError("cannot decode an empty batch")
+            self._check_batch(batch._batch)
+            self._decode_batch(batch._batch)
+        finally:
+            self._leave()
+
+    cdef int _check_batch(self, L.llama_batch b) except -1:
+        cdef int32_t i, j
+        cdef int n_seq = L.llama_n_seq_max(self._ctx)
+        if b.n_tokens > <int32_t> L.llama_n_batch(self._ctx):
+            raise ValueError(f"batch of {b.n_tokens} tokens exceeds n_batch="
+                             f"{L.llama_n_batch(self._ctx)}")
+        for i in range(b.n_tokens):
+            if b.token[i] < 0 or b.token[i] >= self._n_vocab:
+                raise IndexError(f"token id {b.token[i]} at batch index {i} is out of range for "
+                                 f"a vocabulary of {self._n_vocab} tokens")
+            if b.pos[i] < 0:
+                raise ValueError(f"negative position {b.pos[i]} at batch index {i}")
+            if b.pos[i] >= <int32_t> L.llama_n_ctx_seq(self._ctx):
+                raise ContextOverflowError(f"position {b.pos[i]} at batch index {i} is beyond "
+                                           f"the context window (n_ctx={L.llama_n_ctx_seq(self._ctx)})")
+            for j in range(b.n_seq_id[i]):
+                if b.seq_id[i][j] < 0 or b.seq_id[i][j] >= n_seq:
+                    raise ValueError(f"seq_id {b.seq_id[i][j]} at batch index {i} is out of "
+                                     f"range (n_seq_max={n_seq})")
+        return 0
+
+    cdef int _decode_batch(self, L.llama_batch b) except -1:
+        """Decode a caller-built multi-sequence batch; on abort every touched sequence is cut
+        back to where it was before the call."""
+        cdef int32_t rc
+        cdef bint watch = _in_main_thread() and S.sigint_watch_begin(self._abort)
+        cdef bint interrupted
+        cdef dict first = {}
+        cdef int32_t i, j
+        for i in range(b.n_tokens):
+            for j in range(b.n_seq_id[i]):
+                s = b.seq_id[i][j]
+                if s not in first or b.pos[i] < first[s]:
+                    first[s] = b.pos[i]
+        try:
+            with nogil:
+                rc = L.llama_decode(self._ctx, b)
+            interrupted = watch and S.sigint_seen(self._abort)
+        finally:
+            if watch:
+                S.sigint_watch_end(self._abort)
+        self.epoch += 1
+        if rc == 0:
+            return 0
+        if rc == 2 or rc < -1:
+            for s, p in first.items():
+                L.llama_memory_seq_rm(L.llama_get_memory(self._ctx), s, p, -1)
+        if rc == 2 and interrupted:
+            PyErr_CheckSignals()
+            raise KeyboardInterrupt()
+        raise _decode_error(rc, "llama_decode")
+
+    cdef int32_t _next_pos(self, int seq_id):
+        return L.llama_memory_seq_pos_max(L.llama_get_memory(self._ctx), seq_id) + 1
+
+    def eval(self, tokens, pos=None, int seq_id=0, logits="last"):
+        """Decode `tokens` into sequence `seq_id` starting at `pos` (default: after what the
+        sequence holds), in n_batch chunks, without the GIL.
+
+        logits: "last" (default), "all" or "none" — which positions keep output logits.
+        Returns the position after the last token. On any failure the sequence is rolled back
+        to where it was before the call.
+        """
+        self._enter()
+        try:
+            return self._eval(tokens, pos, seq_id, logits)
+        finally:
+            self._leave()
+
+    cdef int32_t _eval(self, tokens, pos, int seq_id, logits) except -1:
+        cdef vector[L.llama_token] toks
+        self.model._fill_tokens(tokens, toks)
+        self._check_seq(seq_id)
+        if logits not in ("last", "all", "none"):
+            raise ValueError(f"logits must be 'last', 'all' or 'none', got {logits!r}")
+        cdef int32_t n = <int32_t> toks.size()
+        if n == 0:
+            raise ValueError("eval needs at least one token")
+        cdef int32_t p0 = self._next_pos(seq_id) if pos is None else pos
+        if p0 < 0:
+            raise ValueError(f"position must be >= 0, got {p0}")
+        cdef int32_t n_ctx = L.llama_n_ctx_seq(self._ctx)
+        if p0 + n > n_ctx:
+            raise ContextOverflowError(
+                f"{n} tokens starting at position {p0} need a context of {p0 + n} tokens, but "
+                f"n_ctx is {n_ctx}: shorten the input or create the context with a larger n_ctx")
+        cdef int32_t n_batch = L.llama_n_batch(self._ctx)
+        cdef int32_t start = 0, i, m
+        cdef bint all_logits = logits == "all"
+        cdef bint last_logits = logits == "last"
+        cdef int32_t rc = 0
+        cdef bint watch = _in_main_thread() and S.sigint_watch_begin(self._abort)
+        cdef bint interrupted = False
+        try:
+            with nogil:
+                while start < n:
+                    m = n - start if n - start < n_batch else n_batch
+                    for i in range(m):
+                        self._batch.token[i] = toks[start + i]
+                        self._batch.pos[i] = p0 + start + i
+                        self._batch.n_seq_id[i] = 1
+                        self._batch.seq_id[i][0] = seq_id
+                        self._batch.logits[i] = all_logits
+                    if last_logits and start + m == n:
+                        self._batch.logits[m - 1] = True
+                    self._batch.n_tokens = m
+                    rc = L.llama_decode(self._ctx, self._batch)
+                    if rc != 0:
+                        break
+                    start += m
+            interrupted = watch and S.sigint_seen(self._abort)
+        finally:
+            if watch:
+                S.sigint_watch_end(self._abort)
+        self.epoch += 1
+        if rc != 0:
+            L.llama_memory_seq_rm(L.llama_get_memory(self._ctx), seq_id, p0, -1)
+            if rc == 2 and interrupted:
+                PyErr_CheckSignals()
+                raise KeyboardInterrupt()
+            raise _decode_error(rc, f"eval of {n} tokens at position {p0}")
+        return p0 + n
+
+    def encode(self, tokens, int seq_id=0):
+        """Run the encoder of an encoder-decoder (or embedding) model over `tokens`."""
+        self._enter()
+        cdef vector[L.llama_token] toks
+        cdef int32_t rc, i, n
+        try:
+            self.model._fill_tokens(tokens, toks)
+            self._check_seq(seq_id)
+            n = <int32_t> toks.size()
+            if n == 0:
+                raise ValueError("encode needs at least one token")
+            if n > <int32_t> L.llama_n_batch(self._ctx):
+                raise ContextOverflowError(f"encode takes at most n_batch="
+                                           f"{L.llama_n_batch(self._ctx)} tokens, got {n}")
+            for i in range(n):
+                self._batch.token[i] = toks[i]
+                self._batch.pos[i] = i
+                self._batch.n_seq_id[i] = 1
+                self._batch.seq_id[i][0] = seq_id
+                self._batch.logits[i] = True
+            self._batch.n_tokens = n
+            with nogil:
+                rc = L.llama_encode(self._ctx, self._batch)
+            if rc != 0:
+                raise _decode_error(rc, "llama_encode")
+        finally:
+            self._leave()
+
+    def generate(self, Sampler sampler not None, int max_tokens=-1, int seq_id=0,
+                 stop_tokens=None, stop_sequences=None, stop_strings=None):
+        """Generate from the logits of the last eval() -> Generation.
+
+        Iterate the Generation for tokens one at a time, or call .run() for all of them in one
+        call without the GIL. max_tokens=-1: until end-of-generation or the context is full.
+        stop_tokens: ids that end generation (returned); stop_sequences: lists of ids;
+        stop_strings: text that ends generation once it appears in the output (the token that
+        completes it is returned; trimming the text is the caller's job).
+        """
+        return _generate(self, sampler, max_tokens, seq_id, stop_tokens, stop_sequences,
+                         stop_strings)
+
+    # -- outputs ------------------------------------------------------------------------------
+
+    def logits(self, int32_t i=-1):
+        """Logits of output `i` of the last decode (-1: the last one), a float32 array (copy)."""
+        self._check_read()
+        cdef float * p = L.llama_get_logits_ith(self._ctx, i)
+        if p == NULL:
+            raise IndexError(f"no logits for output {i}: decode with logits for that position")
+        arr = np.empty(self._n_vocab, dtype=np.float32)
+        cdef float[::1] view = arr
+        memcpy(&view[0], p, self._n_vocab * sizeof(float))
+        return arr
+
+    def embeddings(self, int32_t i=-1):
+        """Embedding of output `i` (token-level, pooling none) as a float32 array (copy)."""
+        self._check_read()
+        cdef float * p = L.llama_get_embeddings_ith(self._ctx, i)
+        if p == NULL:
+            raise IndexError(f"no embedding for output {i}: create the context with "
+                             "embeddings=True and decode with outputs for that position")
+        cdef int32_t n = L.llama_model_n_embd_out(self.model._model)
+        arr = np.empty(n, dtype=np.float32)
+        cdef float[::1] view = arr
+        memcpy(&view[0], p, n * sizeof(float))
+        return arr
+
+    def seq_embeddings(self, int seq_id=0):
+        """Pooled embedding of a sequence (mean/cls/last pooling), float32 array (copy)."""
+        self._check_read()
+        self._check_seq(seq_id)
+        cdef float * p = L.llama_get_embeddings_seq(self._ctx, seq_id)
+        if p == NULL:
+            raise LlamaError("no pooled embedding: create the context with embeddings=True and a "
+                             "pooling_type other than 'none'")
+        cdef int32_t n
+        if L.llama_get_pooling_type(self._ctx) == L.LLAMA_POOLING_TYPE_RANK:
+            n = max(1, L.llama_model_n_cls_out(self.model._model))
+        else:
+            n = L.llama_model_n_embd_out(self.model._model)
+        arr = np.empty(n, dtype=np.float32)
+        cdef float[::1] view = arr
+        memcpy(&view[0], p, n * sizeof(float))
+        return arr
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state_get(self):
+        """The whole context state (KV cache, outputs, RNG) as bytes."""
+        self._enter()
+        cdef size_t n, written
+        cdef bytes out
+        cdef uint8_t * buf
+        try:
+            with nogil:
+                n = L.llama_state_get_size(self._ctx)
+            out = PyBytes_FromStringAndSize(NULL, n)
+            buf = <uint8_t *> PyBytes_AS_STRING(out)
+            with nogil:
+                written = L.llama_state_get_data(self._ctx, buf, n)
+            if written != n:
+                raise StateError(f"llama_state_get_data wrote {written} of {n} bytes")
+            return out
+        finally:
+            self._leave()
+
+    def state_set(self, data):
+        """Restore a state made by state_get() with the same model and context settings."""
+        self._enter()
+        cdef const uint8_t[::1] view
+        cdef size_t n, read
+        cdef uint64_t mark = S.log_mark()
+        try:
+            if isinstance(data, str):
+                raise TypeError("state must be bytes, not str")
+            view = memoryview(data).cast("B")
+            n = view.shape[0]
+            if n == 0:
+                raise StateError("empty state")
+            with nogil:
+                read = L.llama_state_set_data(self._ctx, &view[0], n)
+            self.epoch += 1
+            if read == 0:
+                L.llama_memory_clear(L.llama_get_memory(self._ctx), True)
+                raise StateError("could not restore the state (made with another model or "
+                                 f"context size?): {_recent_log(mark) or 'no reason given'}")
+            return read
+        finally:
+            self._leave()
+
+    def state_save_file(self, path, tokens=()):
+        """Save the state and the token ids it was built from to a session file."""
+        self._enter()
+        cdef vector[L.llama_token] toks
+        cdef bytes bpath = os.fsencode(os.fspath(path))
+        cdef const char * c_path = bpath
+        cdef bint ok
+        try:
+            self.model._fill_tokens(tokens, toks)
+            with nogil:
+                ok = L.llama_state_save_file(self._ctx, c_path, toks.data(), toks.size())
+            if not ok:
+                raise StateError(f"could not save the state to {os.fsdecode(bpath)}")
+        finally:
+            self._leave()
+
+    def state_load_file(self, path):
+        """Load a session file; returns the token ids saved with it."""
+        self._enter()
+        cdef vector[L.llama_token] toks
+        cdef size_t n_out = 0
+        cdef bint ok
+        cdef uint64_t mark = S.log_mark()
+        p = os.fspath(path)
+        cdef bytes bpath = os.fsencode(p)
+        cdef const char * c_path = bpath
+        try:
+            if not os.path.isfile(p):
+                raise FileNotFoundError(2, "state file not found", p)
+            toks.resize(L.llama_n_ctx(self._ctx) + 1)
+            with nogil:
+                ok = L.llama_state_load_file(self._ctx, c_path, toks.data(), toks.size(), &n_out)
+            self.epoch += 1
+            if not ok:
+                L.llama_memory_clear(L.llama_get_memory(self._ctx), True)
+                raise StateError(f"could not load state from {p}: "
+                                 f"{_recent_log(mark) or 'no reason given'}")
+            toks.resize(n_out)
+            return list(toks)
+        finally:
+            self._leave()
+
+    def perf(self):
+        """llama.cpp's timing counters for this context (needs no_perf=False)."""
+        self._check_read()
+        cdef L.llama_perf_context_data d = L.llama_perf_context(self._ctx)
+        return {"t_start_ms": d.t_start_ms, "t_load_ms": d.t_load_ms,
+                "t_p_eval_ms": d.t_p_eval_ms, "t_eval_ms": d.t_eval_ms,
+                "n_p_eval": d.n_p_eval, "n_eval": d.n_eval, "n_reused": d.n_reused}
+
+    def perf_reset(self):
+        self._check_read()
+        L.llama_perf_context_reset(self._ctx)

@@ -1,0 +1,263 @@
+# The generation loop: sample -> check end-of-generation / stop tokens / stop strings /
+# max tokens -> decode the token, all in C without the GIL. Generation.run() does the whole
+# loop in one nogil call; iterating a Generation runs one step per item, taking the GIL only
+# to hand the token back.
+
+cdef enum _Step:
+    STEP_TOKEN = 0        # a token was produced; go on
+    STEP_STOP = 1         # a token was produced and completed a stop sequence / string
+    STEP_LENGTH = 2       # a token was produced and it was the last allowed
+    STEP_EOG = 3          # the model produced end-of-generation (not returned)
+    STEP_CTX_FULL = 4     # no room in the context for the next token
+    STEP_ABORTED = 5      # cancel() / Ctrl-C
+    STEP_ERROR = 6        # llama_decode failed (code in _rc)
+
+
+_FINISH = {STEP_STOP: "stop", STEP_LENGTH: "length", STEP_EOG: "stop",
+           STEP_CTX_FULL: "length", STEP_ABORTED: "aborted"}
+
+
+cdef class Generation:
+    """Tokens generated from a Context's current logits; made by Context.generate().
+
+    Iterate it to get token ids one by one (streaming), or call run() to generate everything
+    in one call without the GIL. After it ends, `finish_reason` is "stop" (end-of-generation,
+    stop token, stop sequence or stop string), "length" (max_tokens or context full) or
+    "aborted" (Context.cancel()). `tokens` holds every token returned so far.
+    """
+    cdef Context ctx
+    cdef Sampler sampler
+    cdef int seq_id
+    cdef int32_t pos, n_ctx
+    cdef int max_tokens, produced
+    cdef L.llama_token pending
+    cdef bint has_pending
+    cdef vector[vector[L.llama_token]] stop_seqs
+    cdef vector[string] stop_strs
+    cdef string tail
+    cdef size_t max_stop
+    cdef vector[L.llama_token] out
+    cdef bint done
+    cdef int32_t _rc
+    cdef uint64_t epoch
+    cdef readonly object finish_reason
+    cdef readonly bint stopped_by_eog
+
+    def __init__(self):
+        raise TypeError("use Context.generate() to make a Generation")
+
+    @staticmethod
+    cdef Generation _new(Context ctx, Sampler sampler, int max_tokens, int seq_id,
+                         stop_tokens, stop_sequences, stop_strings):
+        cdef Generation g = Generation.__new__(Generation)
+        cdef vector[L.llama_token] seq
+        g.ctx = ctx
+        g.sampler = sampler
+        g.seq_id = seq_id
+        g.max_tokens = max_tokens
+        g.produced = 0
+        g.has_pending = False
+        g.done = max_tokens == 0
+        g.finish_reason = "length" if g.done else None
+        g.stopped_by_eog = False
+        g.pos = ctx._next_pos(seq_id)
+        g.n_ctx = L.llama_n_ctx_seq(ctx._ctx)
+        g.epoch = ctx.epoch
+        for t in (stop_tokens or ()):
+            ctx.model._fill_tokens([t], seq)
+            g.stop_seqs.push_back(seq)
+        for s in (stop_sequences or ()):
+            ctx.model._fill_tokens(s, seq)
+            if seq.size() == 0:
+                raise ValueError("empty stop sequence")
+            g.stop_seqs.push_back(seq)
+        g.max_stop = 0
+        for s in (stop_strings or ()):
+            b = s.encode("utf-8") if isinstance(s, str) else bytes(s)
+            if len(b) == 0:
+                continue
+            g.stop_strs.push_back(b)
+            g.max_stop = max(g.max_stop, len(b))
+        return g
+
+    cdef _Step _step(self) noexcept nogil:
+        cdef L.llama_context * c = self.ctx._ctx
+        cdef L.llama_token tok
+        cdef size_t i, k, n
+        cdef bint match
+        cdef char buf[256]
+        cdef int32_t np
+        if self.has_pending:
+            if self.pos >= self.n_ctx:
+                return STEP_CTX_FULL
+            self.ctx._batch.token[0] = self.pending
+            self.ctx._batch.pos[0] = self.pos
+            self.ctx._batch.n_seq_id[0] = 1
+            self.ctx._batch.seq_id[0][0] = self.seq_id
+            self.ctx._batch.logits[0] = True
+            self.ctx._batch.n_tokens = 1
+            self._rc = L.llama_decode(c, self.ctx._batch)
+            if self._rc != 0:
+                if self._rc == 2:
+                    L.llama_memory_seq_rm(L.llama_get_memory(c), self.seq_id, self.pos, -1)
+                    return STEP_ABORTED
+                return STEP_ERROR
+            self.pos += 1
+            self.has_pending = False
+        if S.abort_requested(self.ctx._abort):
+            return STEP_ABORTED
+        tok = L.llama_sampler_sample(self.sampler._chain, c, -1)
+        if L.llama_vocab_is_eog(self.ctx.model._vocab, tok):
+            return STEP_EOG
+        self.out.push_back(tok)
+        self.produced += 1
+        self.pending = tok
+        self.has_pending = True
+        # stop token sequences: suffix match
+        for i in range(self.stop_seqs.size()):
+            k = self.stop_seqs[i].size()
+            n = self.out.size()
+            if k <= n:
+                match = True
+                while k > 0:
+                    if self.stop_seqs[i][k - 1] != self.out[n - 1]:
+                        match = False
+                        break
+                    k -= 1
+                    n -= 1
+                if match:
+                    return STEP_STOP
+        # stop strings: search the recent text
+        if self.stop_strs.size() > 0:
+            np = L.llama_token_to_piece(self.ctx.model._vocab, tok, buf, sizeof(buf), 0, False)
+            if np > 0:
+                self.tail.append(buf, np)
+            for i in range(self.stop_strs.size()):
+                if self.tail.find(self.stop_strs[i]) != <size_t> -1:
+                    return STEP_STOP
+            if self.tail.size() > 2 * self.max_stop + 256:
+                self.tail.erase(0, self.tail.size() - self.max_stop - 256)
+        if self.produced >= self.max_tokens:
+            return STEP_LENGTH
+        return STEP_TOKEN
+
+    cdef int _finish(self, _Step st, bint interrupted) except -1:
+        self.done = True
+        self.ctx.epoch += 1
+        self.epoch = self.ctx.epoch
+        if st == STEP_ERROR:
+            L.llama_memory_seq_rm(L.llama_get_memory(self.ctx._ctx), self.seq_id, self.pos, -1)
+            self.finish_reason = "error"
+            raise _decode_error(self._rc, "decoding a generated token")
+        if st == STEP_ABORTED and interrupted:
+            self.finish_reason = "aborted"
+            PyErr_CheckSignals()
+            raise KeyboardInterrupt()
+        self.finish_reason = _FINISH[st]
+        self.stopped_by_eog = st == STEP_EOG
+        return 0
+
+    cdef int _begin(self) except -1:
+        self.ctx._enter()
+        if self.ctx.epoch != self.epoch:
+            self.ctx._leave()
+            self.done = True
+            self.finish_reason = "error"
+            raise LlamaError("the Context was changed (eval, cache edit, another generation) "
+                             "while this Generation was paused; it cannot continue")
+        self.sampler._check()
+        if self.sampler._owner != 0:
+            self.ctx._leave()
+            raise BusyError("this Sampler is in use by another generation")
+        self.sampler._owner = self.ctx._owner
+        return 0
+
+    cdef void _end(self) noexcept:
+        self.sampler._owner = 0
+        self.epoch = self.ctx.epoch
+        self.ctx._leave()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.done:
+            raise StopIteration
+        self._begin()
+        cdef _Step st
+        cdef bint watch = _in_main_thread() and S.sigint_watch_begin(self.ctx._abort)
+        cdef bint interrupted = False
+        try:
+            with nogil:
+                st = self._step()
+            interrupted = watch and S.sigint_seen(self.ctx._abort)
+            self.ctx.epoch += 1
+        finally:
+            if watch:
+                S.sigint_watch_end(self.ctx._abort)
+            self._end()
+        if st == STEP_TOKEN:
+            return self.out.back()
+        if st == STEP_STOP or st == STEP_LENGTH:
+            self._finish(st, False)
+            return self.out.back()
+        self._finish(st, interrupted)
+        raise StopIteration
+
+    def run(self):
+        """Generate to the end in one call without the GIL; returns the new token ids."""
+        cdef size_t start = self.out.size()
+        if self.done:
+            return []
+        self._begin()
+        cdef _Step st = STEP_TOKEN
+        cdef bint watch = _in_main_thread() and S.sigint_watch_begin(self.ctx._abort)
+        cdef bint interrupted = False
+        try:
+            with nogil:
+                while st == STEP_TOKEN:
+                    st = self._step()
+            interrupted = watch and S.sigint_seen(self.ctx._abort)
+            self.ctx.epoch += 1
+        finally:
+            if watch:
+                S.sigint_watch_end(self.ctx._abort)
+            self._end()
+        self._finish(st, interrupted)
+        return [self.out[i] for i in range(start, self.out.size())]
+
+    def close(self):
+        """Stop generating (the tokens so far stay in the context)."""
+        if not self.done:
+            self.done = True
+            if self.finish_reason is None:
+                self.finish_reason = "stop"
+
+    @property
+    def tokens(self):
+        return list(self.out)
+
+    @property
+    def n_past(self):
+        """Position after the last token decoded into the context."""
+        return self.pos
+
+    @property
+    def pending_token(self):
+        """The last returned token, not yet decoded into the context (or None)."""
+        return self.pending if self.has_pending else None
+
+
+def _generate(Context ctx, Sampler sampler, int max_tokens=-1, int seq_id=0, stop_tokens=None,
+              stop_sequences=None, stop_strings=None):
+    ctx._check()
+    sampler._check()
+    ctx._check_seq(seq_id)
+    if max_tokens < 0:
+        max_tokens = 0x7FFFFFFF
+    if L.llama_get_logits_ith(ctx._ctx, -1) == NULL:
+        raise LlamaError("nothing to generate from: eval() the prompt (with logits for its last "
+                         "token) first")
+    return Generation._new(ctx, sampler, max_tokens, seq_id, stop_tokens, stop_sequences,
+                           stop_strings)
+

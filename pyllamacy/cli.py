@@ -1,0 +1,523 @@
+"""The ``pyllamacy`` command (also ``python -m pyllamacy``).
+
+    pyllamacy info [--json]                     versions, llama.cpp commit, CPU variant, backends
+    pyllamacy complete [PROMPT] [options]       stream a completion to stdout
+    pyllamacy bench [options]                   pyllamacy vs llama-bench vs llama-cpp-python
+    pyllamacy fetch-model                       download the default model, print its path
+    pyllamacy quantize SRC DST TYPE             re-quantize a GGUF file
+
+Exit codes: 0 success, 1 failure while running, 2 bad input (bad arguments, missing or invalid
+model file), 130 interrupted (Ctrl-C), 141 output pipe closed. Errors are one line on stderr;
+set PYLLAMACY_DEBUG=1 to see the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Iterator, List, Optional
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+class RunError(Exception):
+    """A failure while running: reported as one line, exit code 1."""
+
+
+def _debug() -> bool:
+    return os.environ.get("PYLLAMACY_DEBUG", "") not in ("", "0")
+
+
+def _error(msg: str) -> None:
+    sys.stderr.write(f"pyllamacy: error: {msg}\n")
+    sys.stderr.flush()
+
+
+def _usage_error_from(e: BaseException) -> Optional[UsageError]:
+    """Map the exceptions that mean "your input is wrong" to a UsageError with a clear line."""
+    import pyllamacy
+
+    if isinstance(e, IsADirectoryError):
+        return UsageError(f"{e.filename}: is a directory, not a GGUF file")
+    if isinstance(e, FileNotFoundError):
+        return UsageError(f"{e.filename or e}: no such file")
+    if isinstance(e, PermissionError):
+        return UsageError(f"{e.filename or e}: permission denied")
+    if isinstance(e, pyllamacy.ModelLoadError):
+        return UsageError(str(e))
+    return None
+
+
+# ---------------------------------------------------------------------------------- info
+
+
+def _info_data() -> dict:
+    import pyllamacy
+
+    bi = pyllamacy.build_info()
+    return {
+        "pyllamacy_version": pyllamacy.__version__,
+        "python": sys.version.split()[0],
+        "llama_cpp_commit": bi.get("llama_cpp_commit"),
+        "llama_cpp_version": pyllamacy.llama_cpp_version(),
+        "cpu_variant": pyllamacy.cpu_variant(),
+        "default_n_threads": pyllamacy.default_n_threads(),
+        "supports_gpu_offload": pyllamacy.supports_gpu_offload(),
+        "supports_mmap": pyllamacy.supports_mmap(),
+        "supports_mlock": pyllamacy.supports_mlock(),
+        "system_info": pyllamacy.system_info().strip(),
+        "backends": pyllamacy.backends(),
+        "devices": pyllamacy.devices(),
+        "backend_report": pyllamacy.backend_report(),
+        "build_info": bi,
+        "package_dir": os.path.dirname(os.path.abspath(pyllamacy.__file__)),
+    }
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_info(args) -> int:
+    d = _info_data()
+    if args.json:
+        print(json.dumps(d, indent=2, default=str))
+        return EXIT_OK
+    out = [
+        f"pyllamacy         {d['pyllamacy_version']} (Python {d['python']}, {d['package_dir']})",
+        f"llama.cpp commit  {d['llama_cpp_commit'] or 'unknown (custom source)'}"
+        f"  [llama_version {d['llama_cpp_version']}]",
+        f"CPU variant       {d['cpu_variant']}",
+        f"default threads   {d['default_n_threads']}",
+        f"GPU offload       {'yes' if d['supports_gpu_offload'] else 'no'}"
+        f"   mmap {'yes' if d['supports_mmap'] else 'no'}"
+        f"   mlock {'yes' if d['supports_mlock'] else 'no'}",
+        f"system info       {d['system_info']}",
+        "backends:",
+    ]
+    for b in d["backends"]:
+        feats = " ".join(f"{k}" if v in ("1", "") else f"{k}={v}" for k, v in b["features"].items())
+        out.append(f"  {b['name']}: {feats or '(no feature list)'}")
+        for dev in b["devices"]:
+            mem = ""
+            if dev["memory_total"]:
+                mem = f", {_fmt_bytes(dev['memory_free'])} free of {_fmt_bytes(dev['memory_total'])}"
+            out.append(f"    device {dev['name']} ({dev['type']}): {dev['description']}{mem}")
+    out.append("backend modules:")
+    for name, r in sorted(d["backend_report"].items()):
+        reason = f" ({r['reason']})" if r.get("reason") else ""
+        out.append(f"  {name}: {r['status']}{reason}  {r.get('path', '')}")
+    bin_dir = d["build_info"].get("build_bin_dir")
+    if bin_dir:
+        out.append(f"llama.cpp programs {bin_dir}")
+    print("\n".join(out))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------- complete
+
+
+def _read_prompt(args) -> str:
+    if args.prompt is not None and args.prompt != "-":
+        return args.prompt
+    if args.prompt is None and sys.stdin.isatty():
+        raise UsageError("no prompt: give it as an argument or on stdin (use '-' to read stdin)")
+    data = sys.stdin.read()
+    if not data:
+        raise UsageError("the prompt read from stdin is empty")
+    return data
+
+
+def _resolve_model(path: Optional[str]) -> str:
+    """--model, else the default model (downloaded on first use); checked before loading."""
+    import pyllamacy
+    from pyllamacy import models
+
+    if path is None:
+        try:
+            path = models.default_model_path()
+        except models.ModelFetchError as e:
+            raise RunError(f"could not get the default model: {e}") from e
+    try:
+        pyllamacy.check_gguf(path)
+    except (OSError, pyllamacy.ModelLoadError) as e:
+        ue = _usage_error_from(e)
+        if ue is None:
+            raise
+        raise ue from e
+    return os.fspath(path)
+
+
+def _engine(requested: str):
+    """The high-level Llama class, or None to use the core API (pyllamacy.llama not there)."""
+    if requested == "core":
+        return None
+    try:
+        from pyllamacy.llama import Llama
+    except ImportError as e:
+        if requested == "llama":
+            raise RunError(f"pyllamacy.llama is not importable: {e}") from e
+        if getattr(e, "name", None) != "pyllamacy.llama" or _debug():
+            sys.stderr.write(f"pyllamacy: note: pyllamacy.llama failed to import ({e}); "
+                             "using the core API\n")
+        return None
+    return Llama
+
+
+class _Outcome:
+    """What a completion reports besides its text."""
+
+    def __init__(self):
+        self.finish_reason: Optional[str] = None
+        self.completion_tokens: Optional[int] = None
+
+
+def _complete_llama(Llama, model_path: str, prompt: str, args, outcome: _Outcome) -> Iterator[str]:
+    """The completion through the high-level, llama-cpp-python compatible Llama."""
+    kw = dict(model_path=model_path, n_ctx=args.n_ctx, seed=args.seed, verbose=args.verbose)
+    if args.threads is not None:
+        kw["n_threads"] = args.threads
+        kw["n_threads_batch"] = args.threads
+    if args.ngl is not None:
+        kw["n_gpu_layers"] = args.ngl
+    llm = Llama(**kw)
+    try:
+        sampling = dict(max_tokens=args.max_tokens, temperature=args.temperature,
+                        top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                        repeat_penalty=args.repeat_penalty, stop=args.stop or None)
+        if args.no_stream:
+            r = llm.create_completion(prompt, stream=False, **sampling)
+            outcome.finish_reason = r["choices"][0].get("finish_reason")
+            outcome.completion_tokens = (r.get("usage") or {}).get("completion_tokens")
+            yield r["choices"][0]["text"]
+            return
+        n = 0
+        for chunk in llm.create_completion(prompt, stream=True, **sampling):
+            choice = chunk["choices"][0]
+            if choice.get("finish_reason"):
+                outcome.finish_reason = choice["finish_reason"]
+            if choice.get("text"):
+                n += 1
+                yield choice["text"]
+        outcome.completion_tokens = n      # about one chunk per token
+    finally:
+        close = getattr(llm, "close", None)
+        if close is not None:
+            close()
+
+
+def _core_sampler(model, args):
+    """The sampler chain llama-cpp-python builds for these settings."""
+    import pyllamacy
+
+    s = pyllamacy.Sampler(model)
+    if args.repeat_penalty != 1.0:
+        s.penalties(64, args.repeat_penalty)
+    if args.temperature <= 0:
+        return s.greedy()
+    s.top_k(args.top_k).top_p(args.top_p).min_p(args.min_p)
+    return s.temp(args.temperature).dist(seed=args.seed)
+
+
+def _complete_core(model_path: str, prompt: str, args, outcome: _Outcome) -> Iterator[str]:
+    """The same completion over Model/Context/Sampler/Generation (without pyllamacy.llama)."""
+    import pyllamacy
+    from pyllamacy._text import TextAssembler, normalize_stop
+
+    stop = normalize_stop(args.stop)
+    with pyllamacy.Model(model_path, n_gpu_layers=-1 if args.ngl is None else args.ngl) as model, \
+            pyllamacy.Context(model, n_ctx=args.n_ctx, n_threads=args.threads) as ctx:
+        tokens = model.tokenize(prompt, add_special=True, parse_special=True)
+        room = ctx.n_ctx - len(tokens)
+        if room <= 0:
+            raise UsageError(f"the prompt is {len(tokens)} tokens and does not fit in "
+                             f"n_ctx={ctx.n_ctx} (use --n-ctx)")
+        max_tokens = room if args.max_tokens < 0 else min(args.max_tokens, room)
+        ctx.eval(tokens)
+        with _core_sampler(model, args) as sampler:
+            text = TextAssembler(stop=stop)
+            gen = ctx.generate(sampler, max_tokens=max_tokens, stop_strings=stop or None)
+            for tok in gen:
+                piece = text.push(model.token_to_piece(tok))
+                if piece:
+                    yield piece
+                if text.stopped:
+                    gen.close()
+                    break
+            tail = text.flush()
+            if tail:
+                yield tail
+            outcome.finish_reason = "stop" if text.stopped else gen.finish_reason
+            outcome.completion_tokens = len(gen.tokens)
+
+
+def cmd_complete(args) -> int:
+    import pyllamacy
+
+    if args.max_tokens == 0 or args.max_tokens < -1:
+        raise UsageError("--max-tokens must be > 0 (or -1: until the context is full)")
+    if args.n_ctx < 0:
+        raise UsageError("--n-ctx must be >= 0 (0: the model's training context)")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be >= 1")
+    prompt = _read_prompt(args)
+    model_path = _resolve_model(args.model)
+    if args.verbose:
+        pyllamacy.set_log_level("info")
+    Llama = _engine(args.engine)
+    outcome = _Outcome()
+    if Llama is not None:
+        gen = _complete_llama(Llama, model_path, prompt, args, outcome)
+    else:
+        gen = _complete_core(model_path, prompt, args, outcome)
+    out = sys.stdout
+    t0 = time.perf_counter()
+    n_chunks = 0
+    last = ""
+    try:
+        for text in gen:
+            out.write(text)
+            out.flush()
+            n_chunks += 1
+            last = text
+    except ValueError as e:
+        # settings only the model can judge: a prompt longer than n_ctx, a bad sampling value,
+        # a file that is GGUF but not a model llama.cpp can load
+        raise UsageError(str(e)) from e
+    except OSError as e:
+        ue = _usage_error_from(e)
+        if ue is None:
+            raise
+        raise ue from e
+    finally:
+        gen.close()
+    if out.isatty() and not last.endswith("\n"):
+        out.write("\n")
+        out.flush()
+    if args.stats:
+        dt = time.perf_counter() - t0
+        n_tok = outcome.completion_tokens if outcome.completion_tokens is not None else n_chunks
+        sys.stderr.write(f"[{'core API' if Llama is None else 'Llama'}: {n_tok} tokens in "
+                         f"{dt:.2f} s (with model load and prompt), "
+                         f"finish_reason={outcome.finish_reason}]\n")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- fetch-model
+
+
+def cmd_fetch_model(args) -> int:
+    from pyllamacy import models
+
+    try:
+        path = models.fetch(models.DEFAULT_MODEL)
+    except models.ModelFetchError as e:
+        raise RunError(str(e)) from e
+    except OSError as e:
+        raise RunError(f"could not download the default model: {e}") from e
+    print(path)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------- quantize
+
+
+class _ProgressBar:
+    """A progress bar on stderr; on a non-terminal one line per quarter."""
+
+    def __init__(self, label: str, quiet: bool = False):
+        self.label = label
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last_step = -1
+        self.t0 = time.perf_counter()
+
+    def __call__(self, frac: float) -> None:
+        if self.quiet:
+            return
+        frac = min(max(frac, 0.0), 1.0)
+        if self.tty:
+            width = 30
+            bar = "#" * int(frac * width)
+            sys.stderr.write(f"\r{self.label} [{bar:<{width}}] {frac * 100:5.1f}%")
+            if frac >= 1.0:
+                sys.stderr.write(f"  {time.perf_counter() - self.t0:.1f} s\n")
+        else:
+            step = int(frac * 4)
+            if step > self.last_step:
+                self.last_step = step
+                sys.stderr.write(f"{self.label}: {frac * 100:.0f}%\n")
+        sys.stderr.flush()
+
+
+def cmd_quantize(args) -> int:
+    import pyllamacy
+
+    if args.type.lower() not in pyllamacy.QUANT_TYPES:
+        raise UsageError(f"unknown quantization type {args.type!r}; choose one of "
+                         f"{', '.join(sorted(pyllamacy.QUANT_TYPES))}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be >= 1")
+    if os.path.exists(args.dst) and not args.force:
+        raise UsageError(f"{args.dst} exists; pass --force to overwrite it")
+    bar = _ProgressBar(f"quantize {args.type}", quiet=args.quiet)
+    try:
+        pyllamacy.quantize(args.src, args.dst, args.type, nthread=args.threads or 0,
+                           allow_requantize=args.allow_requantize, pure=args.pure,
+                           progress_callback=bar)
+    except pyllamacy.QuantizeError as e:
+        raise RunError(str(e)) from e
+    except (OSError, ValueError) as e:
+        ue = _usage_error_from(e)
+        raise (ue or UsageError(str(e))) from e
+    if not args.quiet:
+        src_size, dst_size = os.path.getsize(args.src), os.path.getsize(args.dst)
+        sys.stderr.write(f"{args.src} ({_fmt_bytes(src_size)}) -> {args.dst} "
+                         f"({_fmt_bytes(dst_size)})\n")
+    print(args.dst)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------- bench
+
+
+def cmd_bench(args) -> int:
+    from pyllamacy import bench
+
+    return bench.run_from_args(args)
+
+
+# ---------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pyllamacy",
+        description="pyllamacy: Cython bindings for llama.cpp.",
+        epilog="Set PYLLAMACY_DEBUG=1 for tracebacks, PYLLAMACY_MODEL for the default model.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("info", help="versions, llama.cpp commit, CPU variant, backends, devices")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("complete", help="complete a prompt, streaming the text to stdout",
+                       description="Complete PROMPT (or stdin) with a GGUF model; the text "
+                                   "streams to stdout as it is generated.")
+    s.add_argument("prompt", nargs="?", help="the prompt; '-' or nothing: read stdin")
+    s.add_argument("-m", "--model", help="GGUF file (default: $PYLLAMACY_MODEL or the default "
+                                         "small model, downloaded on first use)")
+    s.add_argument("-n", "--max-tokens", type=int, default=128,
+                   help="tokens to generate at most (-1: until the context is full; default 128)")
+    s.add_argument("--temperature", "--temp", type=float, default=0.8,
+                   help="0 = greedy (default 0.8)")
+    s.add_argument("--top-k", type=int, default=40, help="default 40 (0 = off)")
+    s.add_argument("--top-p", type=float, default=0.95, help="default 0.95")
+    s.add_argument("--min-p", type=float, default=0.05, help="default 0.05")
+    s.add_argument("--repeat-penalty", type=float, default=1.0, help="default 1.0 (off)")
+    s.add_argument("--seed", type=int, default=-1, help="sampling seed (-1: random)")
+    s.add_argument("-c", "--n-ctx", type=int, default=2048, help="context size (default 2048)")
+    s.add_argument("-t", "--threads", type=int, default=None,
+                   help="threads (default: the CPUs this process may use)")
+    s.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop when TEXT is generated (repeatable)")
+    s.add_argument("--no-stream", action="store_true",
+                   help="generate everything, then print it")
+    s.add_argument("--ngl", "--n-gpu-layers", dest="ngl", type=int, default=None,
+                   help="layers to offload to a GPU (-1: all)")
+    s.add_argument("--stats", action="store_true", help="print token count and time to stderr")
+    s.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
+    s.add_argument("--engine", choices=("auto", "llama", "core"), default="auto",
+                   help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_complete)
+
+    from pyllamacy import bench
+    s = sub.add_parser("bench", help="benchmark pyllamacy against llama-bench and "
+                                     "llama-cpp-python (interleaved, one process per run)",
+                       description=bench.__doc__.split("\n\n")[0])
+    bench.add_arguments(s)
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("fetch-model", help="download the default model and print its path")
+    s.set_defaults(func=cmd_fetch_model)
+
+    s = sub.add_parser("quantize", help="quantize a GGUF file (e.g. f16 -> q4_k_m)")
+    s.add_argument("src", help="input GGUF file")
+    s.add_argument("dst", help="output GGUF file")
+    s.add_argument("type", help="target type, e.g. q4_0, q4_k_m, q8_0, f16")
+    s.add_argument("-t", "--threads", type=int, default=None)
+    s.add_argument("--allow-requantize", action="store_true",
+                   help="allow re-quantizing already quantized tensors")
+    s.add_argument("--pure", action="store_true", help="quantize every tensor to TYPE")
+    s.add_argument("-f", "--force", action="store_true", help="overwrite DST")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_quantize)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        import pyllamacy
+        print(f"pyllamacy {pyllamacy.__version__} "
+              f"(llama.cpp {pyllamacy.build_info().get('llama_cpp_commit') or 'unknown'})")
+        return EXIT_OK
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except UsageError as e:
+        if _debug():
+            raise
+        _error(str(e))
+        return EXIT_USAGE
+    except RunError as e:
+        if _debug():
+            raise
+        _error(str(e))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        sys.stderr.write("\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (e.g. `pyllamacy complete ... | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as e:
+        if _debug():
+            raise
+        import pyllamacy
+        if isinstance(e, (pyllamacy.LlamaError, OSError)):
+            _error(f"{type(e).__name__}: {e}")
+            return EXIT_FAILURE
+        raise
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

@@ -1,0 +1,196 @@
+// Small C++ helpers that the Cython wrappers call without the GIL.
+//
+//  - log capture: llama.cpp/ggml log lines go to one callback that keeps the recent warnings and
+//    errors (so a failed load can say *why* in its Python exception) and prints what is at or
+//    above the chosen level to stderr. It never takes the GIL.
+//  - cancellation: each Context owns an AbortFlag; llama.cpp polls it between graph nodes through
+//    the abort callback. While the main thread is inside a long C call, a chained SIGINT handler
+//    bumps a global epoch so Ctrl-C stops the computation within one node.
+//  - CPU backend variant scoring: dlopen a libggml-cpu-<variant>.so and ask its
+//    ggml_backend_score() without registering it.
+#pragma once
+
+#include <atomic>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <string>
+
+#include <dlfcn.h>
+
+#include "ggml.h"
+
+namespace pyllamacy {
+
+// ---------------------------------------------------------------- log capture
+
+struct LogState {
+    std::mutex mu;
+    std::deque<std::pair<uint64_t, std::string>> lines;  // (sequence number, text) of WARN/ERROR
+    uint64_t seq = 0;
+    int last_level = GGML_LOG_LEVEL_INFO;
+};
+
+static LogState g_log;
+static std::atomic<int> g_print_level{GGML_LOG_LEVEL_ERROR};  // print to stderr at/above this
+
+// llama_model_quantize has no progress callback; it logs "[  12/ 272] name ..." per tensor.
+static std::atomic<int> g_quant_done{0};
+static std::atomic<int> g_quant_total{0};
+
+inline void quant_progress_reset() { g_quant_done.store(0); g_quant_total.store(0); }
+inline int quant_progress_done() { return g_quant_done.load(); }
+inline int quant_progress_total() { return g_quant_total.load(); }
+
+static void log_callback(enum ggml_log_level level, const char * text, void * /*user*/) noexcept {
+    int lvl = (int) level;
+    if (lvl == GGML_LOG_LEVEL_CONT) {
+        lvl = g_log.last_level;
+    }
+    if (text == nullptr) {
+        return;
+    }
+    if (text[0] == '[') {
+        int done = 0, total = 0;
+        if (sscanf(text, "[%d/%d]", &done, &total) == 2 && total > 0) {
+            g_quant_done.store(done);
+            g_quant_total.store(total);
+        }
+    }
+    if (lvl >= g_print_level.load(std::memory_order_relaxed) && lvl != GGML_LOG_LEVEL_NONE) {
+        fputs(text, stderr);
+        fflush(stderr);
+    }
+    std::lock_guard<std::mutex> lock(g_log.mu);
+    g_log.last_level = lvl;
+    if (lvl >= GGML_LOG_LEVEL_WARN) {
+        g_log.lines.emplace_back(++g_log.seq, std::string(text));
+        while (g_log.lines.size() > 64) {
+            g_log.lines.pop_front();
+        }
+    }
+}
+
+inline void set_print_level(int level) { g_print_level.store(level); }
+inline int get_print_level() { return g_print_level.load(); }
+
+inline uint64_t log_mark() {
+    std::lock_guard<std::mutex> lock(g_log.mu);
+    return g_log.seq;
+}
+
+// Warnings and errors logged after `mark`, joined (trimmed to the last `max_chars`).
+inline std::string log_since(uint64_t mark, size_t max_chars) {
+    std::lock_guard<std::mutex> lock(g_log.mu);
+    std::string out;
+    for (const auto & p : g_log.lines) {
+        if (p.first > mark) {
+            out += p.second;
+        }
+    }
+    if (out.size() > max_chars) {
+        out = out.substr(out.size() - max_chars);
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------- cancellation
+
+static std::atomic<uint64_t> g_sigint_epoch{0};
+
+struct AbortFlag {
+    std::atomic<bool> cancel{false};   // set by Context.cancel() from any thread
+    bool watch_sigint = false;         // only while the main thread is inside a C call
+    uint64_t sigint_epoch = 0;         // epoch when the watch began
+};
+
+inline bool abort_requested(AbortFlag * f) {
+    if (f->cancel.load(std::memory_order_relaxed)) {
+        return true;
+    }
+    return f->watch_sigint && g_sigint_epoch.load(std::memory_order_relaxed) != f->sigint_epoch;
+}
+
+static bool abort_callback(void * data) noexcept {
+    return abort_requested(static_cast<AbortFlag *>(data));
+}
+
+inline AbortFlag * abort_flag_new() { return new AbortFlag(); }
+inline void abort_flag_free(AbortFlag * f) { delete f; }
+inline void abort_flag_set(AbortFlag * f, bool v) { f->cancel.store(v); }
+inline bool abort_flag_get(AbortFlag * f) { return f->cancel.load(); }
+inline bool sigint_seen(AbortFlag * f) {
+    return f->watch_sigint && g_sigint_epoch.load() != f->sigint_epoch;
+}
+
+static std::mutex g_sig_mu;
+static int g_sig_refs = 0;
+static struct sigaction g_prev_sigint;
+
+static void on_sigint(int sig, siginfo_t * info, void * uctx) {
+    g_sigint_epoch.fetch_add(1);
+    // chain to whatever was there before (normally Python's handler, which trips the flag that
+    // makes the interpreter raise KeyboardInterrupt once we hand control back)
+    if (g_prev_sigint.sa_flags & SA_SIGINFO) {
+        if (g_prev_sigint.sa_sigaction) {
+            g_prev_sigint.sa_sigaction(sig, info, uctx);
+        }
+    } else if (g_prev_sigint.sa_handler != SIG_DFL && g_prev_sigint.sa_handler != SIG_IGN) {
+        g_prev_sigint.sa_handler(sig);
+    }
+}
+
+// Returns false (and watches nothing) when SIGINT is ignored by the process.
+inline bool sigint_watch_begin(AbortFlag * f) {
+    std::lock_guard<std::mutex> lock(g_sig_mu);
+    if (g_sig_refs == 0) {
+        struct sigaction cur;
+        sigaction(SIGINT, nullptr, &cur);
+        if (!(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == SIG_IGN) {
+            return false;
+        }
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_sigaction = on_sigint;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &g_prev_sigint);
+    }
+    g_sig_refs++;
+    f->sigint_epoch = g_sigint_epoch.load();
+    f->watch_sigint = true;
+    return true;
+}
+
+inline void sigint_watch_end(AbortFlag * f) {
+    std::lock_guard<std::mutex> lock(g_sig_mu);
+    if (!f->watch_sigint) {
+        return;
+    }
+    f->watch_sigint = false;
+    if (--g_sig_refs == 0) {
+        sigaction(SIGINT, &g_prev_sigint, nullptr);
+    }
+}
+
+// ---------------------------------------------------------------- CPU variant scoring
+
+// >0: usable with that score; 0: not supported on this CPU; -1: could not load; -2: no score fn
+inline int backend_score(const char * path, std::string * err) {
+    void * h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char * e = dlerror();
+        if (err) *err = e ? e : "dlopen failed";
+        return -1;
+    }
+    typedef int (*score_fn_t)(void);
+    score_fn_t fn = (score_fn_t) dlsym(h, "ggml_backend_score");
+    int s = fn ? fn() : -2;
+    dlclose(h);
+    return s;
+}
+
+}  // namespace pyllamacy

@@ -1,0 +1,33 @@
+# Declarations of pyllamacy/csrc/pyllamacy_support.h (our own C++ helpers, callable without the GIL).
+from libc.stdint cimport uint64_t
+from libcpp.string cimport string
+from libc.stdbool cimport bool as cbool
+from pyllamacy.includes.ggml cimport ggml_log_level
+
+cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
+    # log capture
+    void log_callback(ggml_log_level level, const char * text, void * user) noexcept
+    void set_print_level(int level)
+    int get_print_level()
+    uint64_t log_mark()
+    string log_since(uint64_t mark, size_t max_chars)
+
+    void quant_progress_reset()
+    int quant_progress_done()
+    int quant_progress_total()
+
+    # cancellation
+    cppclass AbortFlag:
+        pass
+    cbool abort_callback(void * data) noexcept
+    bint abort_requested(AbortFlag * f)
+    AbortFlag * abort_flag_new()
+    void abort_flag_free(AbortFlag * f)
+    void abort_flag_set(AbortFlag * f, bint v)
+    bint abort_flag_get(AbortFlag * f)
+    bint sigint_seen(AbortFlag * f)
+    bint sigint_watch_begin(AbortFlag * f)
+    void sigint_watch_end(AbortFlag * f)
+
+    # CPU backend variants
+    int backend_score(const char * path, string * err)

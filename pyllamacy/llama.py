@@ -1,0 +1,1241 @@
+"""Llama: the high-level API, a near drop-in for llama-cpp-python's `llama_cpp.Llama`.
+
+Built only on the public core (Model, Context, Sampler, Generation). The fast path of a
+completion (no streaming, no logprobs, no logits_processor) evaluates the prompt and then runs
+the whole decode/sample loop in one call without the GIL (`Generation.run()`); streaming steps
+the same loop one token at a time. A `logits_processor` needs the logits in Python at every
+step, so that path samples token by token from Python.
+
+Differences from llama-cpp-python worth knowing (each is also noted where it happens):
+
+* flash_attn=None (the default) lets llama.cpp decide ("auto"); llama-cpp-python's default is
+  False (off).
+* n_threads=None uses every CPU this process may run on (llama-cpp-python: half of them).
+* seed=LLAMA_DEFAULT_SEED (the default) gives a random seed per call; with a fixed seed the
+  calls are reproducible: each call without `seed=` uses the current seed and then advances it.
+* logprobs work without logits_all=True.
+* top_k=0 disables top-k; a negative top_k is an error (llama-cpp-python passes it on to
+  llama.cpp, which treats it like 0).
+* temperature <= 0 means greedy (llama-cpp-python samples from the unfiltered distribution for
+  a negative temperature).
+* repeat/frequency/presence penalties also see the last `last_n_tokens_size` prompt tokens
+  (as llama.cpp's server does), except when a grammar is used.
+* the end-of-generation token ends `generate()` without being yielded.
+* `embed()` normalizes by default (normalize=True).
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from collections import deque
+from typing import (Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union)
+
+import numpy as np
+
+from . import _llama
+from ._llama import (ClosedError, Context, ContextOverflowError, Model, Sampler, SamplerError,
+                     set_log_level)
+from ._text import TextAssembler, normalize_stop
+from .llama_types import (LlamaGrammar, LlamaState, LogitsProcessorList,
+                          StoppingCriteriaList)
+
+__all__ = ["Llama", "LlamaGrammar", "LlamaState", "LlamaTokenizer", "LogitsProcessorList",
+           "StoppingCriteriaList", "LLAMA_DEFAULT_SEED"]
+
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF
+
+# llama-cpp-python keywords that we accept and ignore (they have no effect in llama.cpp any
+# more, or describe settings llama.cpp now picks by itself)
+_IGNORED_KWARGS = frozenset({"numa", "mul_mat_q", "f16_kv", "low_vram", "n_gqa", "rms_norm_eps",
+                             "n_parts"})
+
+_GOLDEN = 0x9E3779B1
+
+
+def _fmix(seed: int, step: int) -> int:
+    """A different, reproducible 32-bit seed for each step of a per-token sampler."""
+    return (seed + (step + 1) * _GOLDEN) & 0xFFFFFFFF
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float32)
+    m = np.max(x)
+    if not np.isfinite(m):
+        m = 0.0
+    shifted = x - m
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        return shifted - np.log(np.sum(np.exp(shifted)))
+
+
+class _Finish:
+    """Why a token producer stopped (filled in by the producer)."""
+    __slots__ = ("reason",)
+
+    def __init__(self):
+        self.reason = None
+
+
+class _Sampling:
+    """One call's sampling settings, checked once."""
+    __slots__ = ("temp", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
+                 "frequency_penalty", "presence_penalty", "mirostat_mode", "mirostat_tau",
+                 "mirostat_eta", "grammar", "logit_bias")
+
+    def __init__(self, *, temp, top_k, top_p, min_p, typical_p, repeat_penalty,
+                 frequency_penalty, presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta,
+                 grammar, logit_bias):
+        self.temp = _number("temperature", temp)
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+            raise SamplerError(f"top_k must be an integer, got {top_k!r}")
+        if top_k < 0:
+            raise SamplerError(f"top_k must be >= 0 (0 disables it), got {top_k}")
+        self.top_k = int(top_k)
+        self.top_p = _number("top_p", top_p, 0.0, 1.0)
+        self.min_p = _number("min_p", min_p, 0.0, 1.0)
+        self.typical_p = _number("typical_p", typical_p, 0.0, 1.0)
+        self.repeat_penalty = _number("repeat_penalty", repeat_penalty)
+        if self.repeat_penalty <= 0:
+            raise SamplerError(f"repeat_penalty must be > 0, got {self.repeat_penalty}")
+        self.frequency_penalty = _number("frequency_penalty", frequency_penalty)
+        self.presence_penalty = _number("presence_penalty", presence_penalty)
+        if mirostat_mode not in (0, 1, 2) or isinstance(mirostat_mode, bool):
+            raise SamplerError(f"mirostat_mode must be 0 (off), 1 or 2, got {mirostat_mode!r}")
+        self.mirostat_mode = int(mirostat_mode)
+        self.mirostat_tau = _number("mirostat_tau", mirostat_tau, 0.0)
+        self.mirostat_eta = _number("mirostat_eta", mirostat_eta, 0.0)
+        if grammar is None:
+            self.grammar = None
+        elif isinstance(grammar, LlamaGrammar):
+            self.grammar = grammar.grammar
+        elif isinstance(grammar, str):
+            self.grammar = grammar
+        else:
+            raise TypeError(f"grammar must be a LlamaGrammar or a GBNF string, "
+                            f"not {type(grammar).__name__}")
+        if logit_bias:
+            try:
+                self.logit_bias = {int(k): float(v) for k, v in dict(logit_bias).items()}
+            except (TypeError, ValueError) as e:
+                raise SamplerError(f"logit_bias must map token ids to numbers: {e}") from None
+        else:
+            self.logit_bias = None
+
+    @property
+    def penalized(self) -> bool:
+        return not (self.repeat_penalty == 1.0 and self.frequency_penalty == 0.0
+                    and self.presence_penalty == 0.0)
+
+
+def _number(name, value, lo=None, hi=None) -> float:
+    if isinstance(value, bool):
+        raise SamplerError(f"{name} must be a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise SamplerError(f"{name} must be a number, got {value!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise SamplerError(f"{name} must be a finite number, got {v}")
+    if lo is not None and v < lo:
+        raise SamplerError(f"{name} must be >= {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise SamplerError(f"{name} must be <= {hi}, got {v}")
+    return v
+
+
+class LlamaTokenizer:
+    """llama-cpp-python's tokenizer object over a Llama (Llama.tokenizer())."""
+
+    def __init__(self, llama: "Llama"):
+        self.llama = llama
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = True) -> List[int]:
+        return self.llama.tokenize(text, add_bos=add_bos, special=special)
+
+    def detokenize(self, tokens: Sequence[int], prev_tokens: Optional[Sequence[int]] = None,
+                   special: bool = False) -> bytes:
+        return self.llama.detokenize(tokens, prev_tokens=prev_tokens, special=special)
+
+    def encode(self, text: str, add_bos: bool = True, special: bool = True) -> List[int]:
+        return self.tokenize(text.encode("utf-8", errors="ignore"), add_bos=add_bos,
+                             special=special)
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return self.detokenize(tokens).decode("utf-8", errors="ignore")
+
+
+class Llama:
+    """A llama.cpp model with one context: completion, embeddings, tokenization.
+
+    Accepts llama-cpp-python's constructor keywords; see the module docstring for the few
+    places where the behaviour differs. Not for use by two threads at once (a second thread
+    gets pyllamacy.BusyError). close() (or a `with` block) frees the context and the weights;
+    every method afterwards raises pyllamacy.ClosedError.
+
+    Accepted and ignored keywords (llama-cpp-python's, without effect in llama.cpp now):
+    numa, mul_mat_q, f16_kv, low_vram, n_gqa, rms_norm_eps, n_parts. Any other unknown keyword
+    is a TypeError. lora_path/lora_base and draft_model raise NotImplementedError when given.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        # model
+        n_gpu_layers: int = 0,
+        split_mode: Union[int, str] = 1,
+        main_gpu: int = 0,
+        tensor_split: Optional[List[float]] = None,
+        vocab_only: bool = False,
+        use_mmap: bool = True,
+        use_mlock: bool = False,
+        kv_overrides: Optional[Dict[str, Union[bool, int, float, str]]] = None,
+        # context
+        seed: int = LLAMA_DEFAULT_SEED,
+        n_ctx: int = 512,
+        n_batch: int = 512,
+        n_ubatch: int = 512,
+        n_threads: Optional[int] = None,
+        n_threads_batch: Optional[int] = None,
+        rope_scaling_type: Optional[Union[int, str]] = None,
+        pooling_type: Optional[Union[int, str]] = None,
+        attention_type: Optional[Union[int, str]] = None,
+        rope_freq_base: float = 0.0,
+        rope_freq_scale: float = 0.0,
+        yarn_ext_factor: Optional[float] = None,
+        yarn_attn_factor: Optional[float] = None,
+        yarn_beta_fast: Optional[float] = None,
+        yarn_beta_slow: Optional[float] = None,
+        yarn_orig_ctx: int = 0,
+        logits_all: bool = False,
+        embedding: bool = False,
+        offload_kqv: bool = True,
+        flash_attn: Optional[Union[bool, str]] = None,
+        op_offload: Optional[bool] = None,
+        swa_full: Optional[bool] = None,
+        type_k: Optional[Union[int, str]] = None,
+        type_v: Optional[Union[int, str]] = None,
+        # sampling
+        no_perf: bool = False,
+        last_n_tokens_size: int = 64,
+        # LoRA (not supported yet)
+        lora_base: Optional[str] = None,
+        lora_scale: float = 1.0,
+        lora_path: Optional[str] = None,
+        # chat (used by create_chat_completion)
+        chat_format: Optional[str] = None,
+        chat_handler: Optional[Any] = None,
+        # speculative decoding (not supported yet)
+        draft_model: Optional[Any] = None,
+        # tokenizer override
+        tokenizer: Optional[Any] = None,
+        # misc
+        spm_infill: bool = False,
+        verbose: bool = True,
+        **kwargs,
+    ):
+        """Load `model_path` and create a context of `n_ctx` tokens (0: the model's own).
+
+        n_gpu_layers: layers to offload (-1: all). flash_attn: None lets llama.cpp decide
+        ("auto"); llama-cpp-python's default is False. verbose=True prints llama.cpp's warnings
+        and errors, verbose=False only its errors (llama.cpp's log level is process-wide).
+        """
+        self._closed = True          # until everything is built
+        self._model = None
+        self._ctx = None
+        unknown = sorted(k for k in kwargs if k not in _IGNORED_KWARGS)
+        if unknown:
+            raise TypeError(f"Llama() got unexpected keyword argument(s): {', '.join(unknown)}")
+        if lora_path is not None or lora_base is not None:
+            raise NotImplementedError("LoRA adapters (lora_path/lora_base) are not supported yet")
+        if draft_model is not None:
+            raise NotImplementedError("speculative decoding (draft_model) is not supported yet")
+        if not isinstance(model_path, (str, os.PathLike)):
+            raise TypeError(f"model_path must be str or os.PathLike, not "
+                            f"{type(model_path).__name__}")
+        for name, v in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch),
+                        ("last_n_tokens_size", last_n_tokens_size)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an integer, got {v!r}")
+        if n_ctx < 0:
+            raise ValueError(f"n_ctx must be >= 0 (0: the model's training context), got {n_ctx}")
+        if n_batch < 1 or n_ubatch < 1:
+            raise ValueError(f"n_batch and n_ubatch must be >= 1, got {n_batch} and {n_ubatch}")
+        if last_n_tokens_size < -1:
+            raise ValueError(f"last_n_tokens_size must be >= -1, got {last_n_tokens_size}")
+
+        self._init_kwargs = dict(
+            model_path=model_path, n_gpu_layers=n_gpu_layers, split_mode=split_mode,
+            main_gpu=main_gpu, tensor_split=tensor_split, vocab_only=vocab_only,
+            use_mmap=use_mmap, use_mlock=use_mlock, kv_overrides=kv_overrides, seed=seed,
+            n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=n_threads,
+            n_threads_batch=n_threads_batch, rope_scaling_type=rope_scaling_type,
+            pooling_type=pooling_type, attention_type=attention_type,
+            rope_freq_base=rope_freq_base, rope_freq_scale=rope_freq_scale,
+            yarn_ext_factor=yarn_ext_factor, yarn_attn_factor=yarn_attn_factor,
+            yarn_beta_fast=yarn_beta_fast, yarn_beta_slow=yarn_beta_slow,
+            yarn_orig_ctx=yarn_orig_ctx, logits_all=logits_all, embedding=embedding,
+            offload_kqv=offload_kqv, flash_attn=flash_attn, op_offload=op_offload,
+            swa_full=swa_full, type_k=type_k, type_v=type_v, no_perf=no_perf,
+            last_n_tokens_size=last_n_tokens_size, chat_format=chat_format,
+            chat_handler=chat_handler, tokenizer=tokenizer, spm_infill=spm_infill,
+            verbose=verbose)
+
+        self.verbose = verbose
+        set_log_level("warn" if verbose else "error")
+
+        self.model_path = os.fspath(model_path)
+        self.tensor_split = tensor_split
+        self.kv_overrides = kv_overrides
+        self.lora_base = lora_base
+        self.lora_scale = lora_scale
+        self.lora_path = lora_path
+        self.chat_format = chat_format
+        self.chat_handler = chat_handler
+        self.draft_model = draft_model
+        self.spm_infill = spm_infill
+        self.last_n_tokens_size = int(last_n_tokens_size)
+        self.tokenizer_ = tokenizer
+        self._logits_all = bool(logits_all)
+        self._embedding = bool(embedding)
+        self._seed = LLAMA_DEFAULT_SEED if seed is None or seed == -1 else int(seed) & 0xFFFFFFFF
+
+        model = Model(self.model_path,
+                      n_gpu_layers=0x7FFFFFFF if n_gpu_layers == -1 else int(n_gpu_layers),
+                      split_mode=split_mode, main_gpu=main_gpu, tensor_split=tensor_split,
+                      vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
+                      kv_overrides=kv_overrides)
+        self._model = model
+        try:
+            if n_ctx == 0:
+                n_ctx = model.n_ctx_train
+            n_batch = min(n_ctx, n_batch)
+            n_ubatch = min(n_batch, n_ubatch)
+            if not vocab_only:
+                ckw = {}
+                for name, v in (("yarn_ext_factor", yarn_ext_factor),
+                                ("yarn_attn_factor", yarn_attn_factor),
+                                ("yarn_beta_fast", yarn_beta_fast),
+                                ("yarn_beta_slow", yarn_beta_slow),
+                                ("op_offload", op_offload), ("swa_full", swa_full)):
+                    if v is not None:
+                        ckw[name] = v
+                self._ctx = Context(
+                    model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_seq_max=1,
+                    n_threads=n_threads, n_threads_batch=n_threads_batch,
+                    embeddings=embedding,
+                    pooling_type=_unspecified(pooling_type),
+                    attention_type=_unspecified(attention_type),
+                    rope_scaling_type=_unspecified(rope_scaling_type),
+                    flash_attn=flash_attn, offload_kqv=offload_kqv, type_k=type_k,
+                    type_v=type_v, rope_freq_base=rope_freq_base,
+                    rope_freq_scale=rope_freq_scale, yarn_orig_ctx=yarn_orig_ctx,
+                    no_perf=no_perf, **ckw)
+                self._n_ctx = self._ctx.n_ctx
+                self.n_threads = self._ctx.n_threads
+                self.n_threads_batch = self._ctx.n_threads_batch
+                self.n_ubatch = self._ctx.n_ubatch
+            else:
+                self._n_ctx = n_ctx
+                self.n_threads = self.n_threads_batch = None
+                self.n_ubatch = n_ubatch
+            self.n_batch = n_batch
+            self._n_vocab = model.n_vocab
+            self.metadata: Dict[str, str] = model.metadata
+        except BaseException:
+            if self._ctx is not None:
+                self._ctx.close()
+            model.close()
+            raise
+
+        self.n_tokens = 0
+        self.input_ids: np.ndarray = np.zeros(self._n_ctx, dtype=np.intc)
+        self.scores: np.ndarray = np.zeros(
+            (self._n_ctx if self._logits_all else 0, self._n_vocab), dtype=np.single)
+        self._closed = False
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ClosedError("this Llama is closed")
+
+    def _need_ctx(self) -> Context:
+        self._check()
+        if self._ctx is None:
+            raise ValueError("this Llama was loaded with vocab_only=True: it can tokenize but "
+                             "not evaluate")
+        return self._ctx
+
+    def close(self) -> None:
+        """Free the context and the model weights. Safe to call twice."""
+        if self._ctx is not None:
+            self._ctx.close()
+        if self._model is not None:
+            self._model.close()
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Llama":
+        self._check()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self):
+        return dict(self._init_kwargs, seed=self._seed)
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def __repr__(self) -> str:
+        state = "closed " if self._closed else ""
+        return f"<pyllamacy.Llama {state}model_path={self.model_path!r}>"
+
+    # -- handles ------------------------------------------------------------------------------
+
+    @property
+    def ctx(self) -> Context:
+        """The pyllamacy.Context (llama-cpp-python returns a raw pointer here)."""
+        return self._need_ctx()
+
+    @property
+    def model(self) -> Model:
+        """The pyllamacy.Model."""
+        self._check()
+        return self._model
+
+    @property
+    def _input_ids(self) -> np.ndarray:
+        return self.input_ids[: self.n_tokens]
+
+    @property
+    def _scores(self) -> np.ndarray:
+        return self.scores[: self.n_tokens, :]
+
+    @property
+    def eval_tokens(self) -> Deque[int]:
+        return deque(self.input_ids[: self.n_tokens].tolist(), maxlen=self._n_ctx)
+
+    # -- sizes and special tokens -----------------------------------------------------------
+
+    def n_ctx(self) -> int:
+        self._check()
+        return self._n_ctx
+
+    def n_vocab(self) -> int:
+        self._check()
+        return self._n_vocab
+
+    def n_embd(self) -> int:
+        self._check()
+        return self._model.n_embd
+
+    def token_bos(self) -> int:
+        self._check()
+        return self._model.token_bos()
+
+    def token_eos(self) -> int:
+        self._check()
+        return self._model.token_eos()
+
+    def token_nl(self) -> int:
+        self._check()
+        return self._model.token_nl()
+
+    def pooling_type(self):
+        return self._need_ctx().pooling_type
+
+    def tokenizer(self) -> LlamaTokenizer:
+        self._check()
+        return LlamaTokenizer(self)
+
+    # -- tokenization -------------------------------------------------------------------------
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> List[int]:
+        """UTF-8 bytes (or str) -> token ids. add_bos adds BOS when the model wants one;
+        special=True parses special-token text such as "<|im_start|>"."""
+        self._check()
+        if self.tokenizer_ is not None:
+            return list(self.tokenizer_.tokenize(text, add_bos, special))
+        return self._model.tokenize(text, add_special=add_bos, parse_special=special)
+
+    def detokenize(self, tokens: Sequence[int], prev_tokens: Optional[Sequence[int]] = None,
+                   special: bool = False) -> bytes:
+        """Token ids -> UTF-8 bytes. special=True renders control tokens as their text.
+        prev_tokens is accepted for compatibility."""
+        self._check()
+        if self.tokenizer_ is not None:
+            return self.tokenizer_.detokenize(tokens, prev_tokens=prev_tokens, special=special)
+        return self._model.detokenize([int(t) for t in tokens], False, special)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def set_seed(self, seed: int) -> None:
+        """The seed of the next calls that pass no `seed=` (LLAMA_DEFAULT_SEED or -1: random)."""
+        self._check()
+        self._seed = LLAMA_DEFAULT_SEED if seed is None or seed == -1 else int(seed) & 0xFFFFFFFF
+
+    def _call_seed(self, seed: Optional[int]) -> int:
+        """The seed of one call, following llama-cpp-python: an explicit seed becomes the
+        Llama's seed; otherwise a fixed seed advances reproducibly and the default is random."""
+        if seed is not None and seed != -1:
+            self._seed = int(seed) & 0xFFFFFFFF
+            return self._seed
+        if seed == -1 or self._seed == LLAMA_DEFAULT_SEED:
+            return random.getrandbits(32) & 0xFFFFFFFE
+        self._seed = random.Random(self._seed).randrange(0, 0xFFFFFFFF)
+        return self._seed
+
+    def reset(self) -> None:
+        """Forget the evaluated tokens (the KV cache is overwritten by the next eval)."""
+        self._check()
+        self.n_tokens = 0
+
+    def save_state(self) -> LlamaState:
+        """Snapshot of the context (KV cache, logits, RNG) and of the token bookkeeping."""
+        ctx = self._need_ctx()
+        data = ctx.state_get()
+        return LlamaState(input_ids=self.input_ids.copy(), scores=self._scores.copy(),
+                          n_tokens=self.n_tokens, llama_state=data,
+                          llama_state_size=len(data), seed=self._seed)
+
+    def load_state(self, state: LlamaState) -> None:
+        """Restore a snapshot made by save_state() of a Llama with the same model and n_ctx."""
+        ctx = self._need_ctx()
+        if not isinstance(state, LlamaState):
+            raise TypeError(f"expected a LlamaState, not {type(state).__name__}")
+        if state.n_tokens > self._n_ctx:
+            raise ValueError(f"the state holds {state.n_tokens} tokens, more than this "
+                             f"context's n_ctx={self._n_ctx}")
+        data = state.llama_state
+        if state.llama_state_size is not None and state.llama_state_size < len(data):
+            data = memoryview(data)[: state.llama_state_size]
+        ctx.state_set(data)
+        ids = np.zeros(self._n_ctx, dtype=np.intc)
+        src = np.asarray(state.input_ids, dtype=np.intc)[: self._n_ctx]
+        ids[: len(src)] = src
+        self.input_ids = ids
+        self.n_tokens = int(state.n_tokens)
+        if self._logits_all and state.scores is not None and len(state.scores):
+            rows = min(len(state.scores), self._n_ctx)
+            self.scores[:rows] = state.scores[:rows]
+        self._seed = state.seed
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        """Evaluate `tokens` after the first n_tokens tokens (anything after them in the KV
+        cache is dropped); input_ids / n_tokens (and scores with logits_all) follow."""
+        self._need_ctx()
+        self._eval([int(t) for t in tokens])
+
+    def _eval(self, tokens: List[int], on_logits=None) -> None:
+        """Decode `tokens` at position n_tokens. With logits_all (or `on_logits`, called as
+        on_logits(position, logits) for every token) every position keeps its logits."""
+        ctx = self._ctx
+        n0 = self.n_tokens
+        if ctx.seq_pos_max(0) >= n0:
+            ctx.seq_rm(0, n0, -1)
+        m = len(tokens)
+        if m == 0:
+            return
+        if n0 + m > self._n_ctx:
+            raise ContextOverflowError(
+                f"Requested tokens ({n0 + m}) exceed context window of {self._n_ctx}: "
+                f"{m} new tokens after {n0} already in the context; shorten the input or "
+                f"create the Llama with a larger n_ctx")
+        if not (self._logits_all or on_logits is not None):
+            ctx.eval(tokens, pos=n0, logits="last")
+            self.input_ids[n0:n0 + m] = tokens
+            self.n_tokens = n0 + m
+            return
+        step = self.n_batch
+        for i in range(0, m, step):
+            chunk = tokens[i:i + step]
+            p = n0 + i
+            ctx.eval(chunk, pos=p, logits="all")
+            for j in range(len(chunk)):
+                row = ctx.logits(j)
+                if self._logits_all:
+                    self.scores[p + j] = row
+                if on_logits is not None:
+                    on_logits(p + j, row)
+            self.input_ids[p:p + len(chunk)] = chunk
+            self.n_tokens = p + len(chunk)
+
+    def _load_prompt(self, tokens: List[int], reuse: bool = True, on_logits=None) -> int:
+        """Make the context hold exactly `tokens` with fresh logits for the last one, keeping
+        the longest common prefix with what it holds now. Returns the tokens evaluated."""
+        ctx = self._ctx
+        n = len(tokens)
+        keep = 0
+        if reuse and self.n_tokens > 0:
+            k = min(self.n_tokens, n)
+            diff = np.nonzero(self.input_ids[:k] != np.asarray(tokens[:k], dtype=np.intc))[0]
+            keep = int(diff[0]) if len(diff) else k
+            if keep >= n:                     # all of it is cached: redo the last token so
+                keep = n - 1                  # that its logits are the current ones
+        if keep < self.n_tokens or ctx.seq_pos_max(0) >= keep:
+            if not ctx.seq_rm(0, keep, -1) or ctx.seq_pos_max(0) != keep - 1:
+                ctx.memory_clear()            # memory that cannot drop a tail (recurrent)
+                keep = 0
+        self.n_tokens = keep
+        self._eval(tokens[keep:], on_logits=on_logits)
+        return n - keep
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    def _sampler(self, sp: _Sampling, seed: int, extra_bias=None) -> Sampler:
+        """The llama.cpp sampler chain for one call, in llama-cpp-python's order; stages that
+        would change nothing are left out."""
+        s = Sampler(self._model)
+        if extra_bias:
+            s.logit_bias(extra_bias)
+        if sp.logit_bias:
+            s.logit_bias(sp.logit_bias)
+        if sp.penalized:
+            s.penalties(self.last_n_tokens_size, sp.repeat_penalty, sp.frequency_penalty,
+                        sp.presence_penalty)
+        if sp.grammar is not None:
+            s.grammar(sp.grammar)
+        if sp.temp <= 0:
+            s.greedy()
+        elif sp.mirostat_mode == 1:
+            s.temp(sp.temp)
+            s.mirostat(sp.mirostat_tau, sp.mirostat_eta, 100, seed)
+        elif sp.mirostat_mode == 2:
+            s.temp(sp.temp)
+            s.mirostat_v2(sp.mirostat_tau, sp.mirostat_eta, seed)
+        else:
+            if sp.top_k != 0:
+                s.top_k(sp.top_k)
+            if sp.typical_p != 1.0:
+                s.typical(sp.typical_p)
+            if sp.top_p != 1.0:
+                s.top_p(sp.top_p)
+            if sp.min_p != 0.0:
+                s.min_p(sp.min_p)
+            if sp.temp != 1.0:
+                s.temp(sp.temp)
+            s.dist(seed)
+        return s
+
+    def _accept_history(self, s: Sampler, sp: _Sampling, generated: Sequence[int] = ()) -> None:
+        """Feed the penalties the recent context (or, with a grammar, the generated tokens,
+        which the grammar must see and the prompt would not parse)."""
+        if sp.grammar is not None:
+            for t in generated:
+                s.accept(int(t))
+            return
+        if not sp.penalized or self.last_n_tokens_size == 0:
+            return
+        n = self.n_tokens
+        start = 0 if self.last_n_tokens_size < 0 else max(0, n - self.last_n_tokens_size)
+        for t in self.input_ids[start:n].tolist():
+            s.accept(t)
+
+    @staticmethod
+    def _processor_bias(raw: np.ndarray, processed) -> Optional[Dict[int, float]]:
+        """What a logits processor changed, as a logit bias over the raw logits."""
+        proc = np.asarray(processed, dtype=np.float32)
+        if proc.shape != raw.shape:
+            raise ValueError(f"a logits processor returned shape {proc.shape}, expected "
+                             f"{raw.shape}")
+        if np.isnan(proc).any():
+            raise ValueError("a logits processor returned NaN")
+        with np.errstate(invalid="ignore", over="ignore"):
+            bias = np.where(np.isneginf(proc), -np.inf, proc - raw)
+        bias = np.where(np.isposinf(bias), np.float32(1e30), bias)
+        bias = np.where(np.isnan(bias), np.float32(0), bias)
+        idx = np.nonzero(bias)[0]
+        if len(idx) == 0:
+            return None
+        return dict(zip(idx.tolist(), bias[idx].tolist()))
+
+    def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+               typical_p: float = 1.0, temp: float = 0.80, repeat_penalty: float = 1.0,
+               frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+               tfs_z: float = 1.0, mirostat_mode: int = 0, mirostat_eta: float = 0.1,
+               mirostat_tau: float = 5.0, penalize_nl: bool = True,
+               logits_processor: Optional[LogitsProcessorList] = None,
+               grammar: Optional[LlamaGrammar] = None, idx: Optional[int] = None) -> int:
+        """Sample one token from the logits of the last eval (of token `idx`; needs
+        logits_all for any but the last). tfs_z and penalize_nl are ignored (llama.cpp dropped
+        them). A grammar starts from its root on every call."""
+        ctx = self._need_ctx()
+        if self.n_tokens <= 0:
+            raise ValueError("nothing to sample from: eval() some tokens first")
+        sp = _Sampling(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                       repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
+                       presence_penalty=presence_penalty, mirostat_mode=mirostat_mode,
+                       mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, grammar=grammar,
+                       logit_bias=None)
+        ridx = -1 if idx is None else int(idx) - self.n_tokens
+        base = (random.getrandbits(32) if self._seed == LLAMA_DEFAULT_SEED else self._seed)
+        seed = _fmix(base, self.n_tokens)
+        extra = None
+        if logits_processor:
+            raw = ctx.logits(ridx)
+            proc = raw.copy()
+            for p in logits_processor:
+                proc = p(self._input_ids, proc)
+            extra = self._processor_bias(raw, proc)
+        s = self._sampler(sp, seed, extra)
+        self._accept_history(s, sp)
+        return s.sample(ctx, ridx)
+
+    # -- token producers ----------------------------------------------------------------------
+    # Generators of (token, logits-it-was-sampled-from or None) that keep input_ids/n_tokens
+    # in step with the context. `send(list_of_tokens)` appends tokens after the last one.
+
+    def _tokens_fast(self, sampler: Sampler, max_tokens: int, stop: List[str], fin: _Finish):
+        """The whole loop in one nogil call."""
+        ctx = self._ctx
+        base = self.n_tokens
+        gen = ctx.generate(sampler, max_tokens=max_tokens, stop_strings=stop or None)
+        try:
+            toks = gen.run()
+        finally:
+            done = gen.tokens
+            self.n_tokens = gen.n_past
+            end = min(base + len(done), self._n_ctx)
+            self.input_ids[base:end] = done[:end - base]
+        fin.reason = gen.finish_reason
+        for t in toks:
+            yield t, None
+
+    def _tokens_iter(self, sampler: Sampler, max_tokens: int, stop: List[str],
+                     want_logits: bool, stopping_criteria, fin: _Finish):
+        """One nogil step per token (streaming, logprobs, stopping criteria)."""
+        ctx = self._ctx
+        cap = self._n_ctx
+        want_logits = want_logits or self._logits_all or stopping_criteria is not None
+        produced = 0
+        gen = ctx.generate(sampler, max_tokens=max_tokens, stop_strings=stop or None)
+        try:
+            while True:
+                try:
+                    tok = next(gen)
+                except StopIteration:
+                    self.n_tokens = gen.n_past
+                    fin.reason = gen.finish_reason
+                    return
+                produced += 1
+                pos = self.n_tokens = gen.n_past
+                if pos < cap:
+                    self.input_ids[pos] = tok
+                logits = ctx.logits() if want_logits else None
+                if self._logits_all:
+                    self.scores[pos - 1] = logits
+                if stopping_criteria is not None and stopping_criteria(
+                        self.input_ids[:min(pos + 1, cap)], logits):
+                    fin.reason = "stop"
+                    return
+                extra = yield tok, logits
+                if extra:
+                    pending = gen.pending_token
+                    gen.close()
+                    more = ([pending] if pending is not None else []) + [int(t) for t in extra]
+                    self._eval(more)
+                    left = -1 if max_tokens < 0 else max(0, max_tokens - produced)
+                    gen = ctx.generate(sampler, max_tokens=left, stop_strings=stop or None)
+        finally:
+            gen.close()
+
+    def _tokens_python(self, sp: _Sampling, seed: int, max_tokens: int, want_logits: bool,
+                       logits_processor, stopping_criteria, fin: _Finish):
+        """Python-side loop for logits processors: each step applies the processors to the
+        logits and samples with a fresh chain that carries their changes as a logit bias."""
+        if sp.mirostat_mode and sp.temp > 0:
+            raise NotImplementedError("mirostat together with logits_processor is not supported")
+        ctx = self._ctx
+        model = self._model
+        cap = self._n_ctx
+        produced = 0
+        generated: List[int] = []
+        while True:
+            if 0 <= max_tokens <= produced:
+                fin.reason = "length"
+                return
+            raw = ctx.logits()
+            proc = raw.copy()
+            ids = self.input_ids[: self.n_tokens]
+            for p in logits_processor:
+                proc = p(ids, proc)
+            s = self._sampler(sp, _fmix(seed, produced), self._processor_bias(raw, proc))
+            self._accept_history(s, sp, generated)
+            tok = s.sample(ctx, -1)
+            s.close()
+            if model.is_eog(tok):
+                fin.reason = "stop"
+                return
+            produced += 1
+            generated.append(tok)
+            pos = self.n_tokens
+            if pos < cap:
+                self.input_ids[pos] = tok
+            if stopping_criteria is not None and stopping_criteria(
+                    self.input_ids[:min(pos + 1, cap)], raw):
+                fin.reason = "stop"
+                return
+            extra = yield tok, raw
+            if 0 <= max_tokens <= produced:
+                fin.reason = "length"
+                return
+            more = [tok] + [int(t) for t in (extra or ())]
+            if self.n_tokens + len(more) > cap:
+                fin.reason = "length"
+                return
+            self._eval(more)
+
+    # -- generate -----------------------------------------------------------------------------
+
+    def generate(self, tokens: Sequence[int], top_k: int = 40, top_p: float = 0.95,
+                 min_p: float = 0.05, typical_p: float = 1.0, temp: float = 0.80,
+                 repeat_penalty: float = 1.0, reset: bool = True,
+                 frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                 tfs_z: float = 1.0, mirostat_mode: int = 0, mirostat_tau: float = 5.0,
+                 mirostat_eta: float = 0.1, penalize_nl: bool = True,
+                 logits_processor: Optional[LogitsProcessorList] = None,
+                 stopping_criteria: Optional[StoppingCriteriaList] = None,
+                 grammar: Optional[LlamaGrammar] = None) -> Iterator[int]:
+        """Generate token ids after `tokens` until end-of-generation (not yielded), a stopping
+        criterion, or a full context. reset=True keeps the cached prefix the prompt shares with
+        the previous call; reset=False appends `tokens` to what the context holds. `send()` a
+        list of ids to append them after the last yielded token. The arguments are checked
+        when this is called; the prompt is evaluated at the first next()."""
+        self._need_ctx()
+        sp = _Sampling(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                       repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
+                       presence_penalty=presence_penalty, mirostat_mode=mirostat_mode,
+                       mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, grammar=grammar,
+                       logit_bias=None)
+        toks = [int(t) for t in tokens]
+        seed = (random.getrandbits(32) if self._seed == LLAMA_DEFAULT_SEED else self._seed)
+        sampler = None if logits_processor else self._sampler(sp, seed)
+        if not toks and (reset or self.n_tokens == 0):
+            raise ValueError("generate() needs at least one prompt token")
+        return self._generate(toks, sp, sampler, seed, reset, logits_processor,
+                              stopping_criteria)
+
+    def _generate(self, toks, sp, sampler, seed, reset, logits_processor, stopping_criteria):
+        self._need_ctx()
+        if reset:
+            self._load_prompt(toks)
+        elif toks:
+            self._eval(toks)
+        fin = _Finish()
+        if sampler is not None:
+            self._accept_history(sampler, sp)
+            prod = self._tokens_iter(sampler, -1, [], False, stopping_criteria, fin)
+        else:
+            prod = self._tokens_python(sp, seed, -1, False, logits_processor, stopping_criteria,
+                                       fin)
+        try:
+            item = next(prod)
+            while True:
+                sent = yield item[0]
+                item = prod.send(sent)
+        except StopIteration:
+            return
+        finally:
+            prod.close()
+            if sampler is not None:
+                sampler.close()
+
+    # -- completion ---------------------------------------------------------------------------
+
+    def _prompt_tokens(self, prompt, suffix: Optional[str]) -> Tuple[List[int], str]:
+        """Prompt (and infill suffix) -> (tokens, prompt text for echo and text offsets)."""
+        model = self._model
+        if isinstance(prompt, (bytes, bytearray)):
+            prompt = bytes(prompt).decode("utf-8")
+        if isinstance(prompt, str):
+            text = prompt
+            given = None
+        elif isinstance(prompt, (list, tuple, np.ndarray)):
+            given = [int(t) for t in prompt]
+            text = self.detokenize(given).decode("utf-8", errors="replace")
+        else:
+            raise TypeError(f"prompt must be a str or a list of token ids, not "
+                            f"{type(prompt).__name__}")
+        if suffix is None:
+            if given is not None:
+                toks = given
+            else:
+                toks = self.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+            if not toks:
+                bos = model.token_bos()
+                if bos < 0:
+                    raise ValueError("the prompt is empty and this model has no BOS token to "
+                                     "start from")
+                toks = [bos]
+            return toks, text
+        if not isinstance(suffix, str):
+            raise TypeError(f"suffix must be a str, not {type(suffix).__name__}")
+        pre, suf, mid = model.token_fim_pre(), model.token_fim_suf(), model.token_fim_mid()
+        if min(pre, suf, mid) < 0:
+            raise ValueError(f"suffix= (fill-in-the-middle) needs a model with FIM prefix/suffix/"
+                             f"middle tokens; {os.path.basename(self.model_path)} has none")
+        body = given if given is not None else (
+            self.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else [])
+        suffix_toks = (self.tokenize(suffix.encode("utf-8"), add_bos=False, special=False)
+                       if suffix else [])
+        prefix_part = [pre] + body
+        suffix_part = [suf] + suffix_toks
+        toks = (suffix_part + prefix_part) if self.spm_infill else (prefix_part + suffix_part)
+        bos = model.token_bos()
+        if model.add_bos and bos >= 0:
+            toks = [bos] + toks
+        return toks + [mid], text
+
+    def _piece_str(self, tok: int) -> str:
+        return self._model.token_to_piece(tok).decode("utf-8", errors="ignore")
+
+    def _logprob_entry(self, logits: np.ndarray, tok: int, n: int):
+        lp = _log_softmax(logits)
+        chosen = float(lp[tok])
+        tok_str = self._piece_str(tok)
+        top: Dict[str, float] = {}
+        if n > 0:
+            k = min(n, len(lp))
+            best = np.argpartition(-lp, k - 1)[:k]
+            best = best[np.argsort(-lp[best], kind="stable")]
+            for i in best.tolist():
+                top[self._piece_str(i)] = float(lp[i])
+        top[tok_str] = chosen
+        return tok_str, chosen, top
+
+    def _completion_events(self, run: Dict[str, Any]):
+        """The work of one completion, shared by the streaming and the non-streaming paths:
+        yields (text, logprob entries) as they become final; fills run["finish_reason"] and
+        run["completion_tokens"]. Entries are (token_str, text_offset, logprob, top)."""
+        self._need_ctx()
+        prompt_tokens: List[int] = run["prompt_tokens"]
+        n_logprobs: Optional[int] = run["logprobs"]
+        base = len(run["prompt_text"])
+        echo_entries = []
+
+        on_logits = None
+        if run["echo"] and n_logprobs is not None:
+            prompt_rows: Dict[int, np.ndarray] = {}
+            first = 1 if prompt_tokens[0] == self._model.token_bos() else 0
+
+            def on_logits(pos, row):
+                if pos + 1 < len(prompt_tokens):
+                    nxt = prompt_tokens[pos + 1]
+                    prompt_rows[pos + 1] = self._logprob_entry(row, nxt, n_logprobs)
+            self._load_prompt(prompt_tokens, reuse=False, on_logits=on_logits)
+            off = 0
+            for i in range(first, len(prompt_tokens)):
+                tok = prompt_tokens[i]
+                if i == first or i not in prompt_rows:
+                    echo_entries.append((self._piece_str(tok), off, None, None))
+                else:
+                    s, lp, top = prompt_rows[i]
+                    echo_entries.append((s, off, lp, top))
+                off += len(echo_entries[-1][0])
+        else:
+            self._load_prompt(prompt_tokens)
+
+        if run["echo"] and (run["prompt_text"] or echo_entries):
+            yield run["prompt_text"], echo_entries
+
+        fin = _Finish()
+        sp: _Sampling = run["sampling"]
+        sampler: Optional[Sampler] = run["sampler"]
+        if sampler is not None:
+            self._accept_history(sampler, sp)
+        mode = run["mode"]
+        if mode == "fast":
+            prod = self._tokens_fast(sampler, run["max_tokens"], run["stop"], fin)
+        elif mode == "iter":
+            prod = self._tokens_iter(sampler, run["max_tokens"], run["stop"],
+                                     n_logprobs is not None, run["stopping_criteria"], fin)
+        else:
+            prod = self._tokens_python(sp, run["seed"], run["max_tokens"],
+                                       n_logprobs is not None, run["logits_processor"],
+                                       run["stopping_criteria"], fin)
+
+        asm = TextAssembler(run["stop"])
+        pending: Deque[Tuple[str, int, float, Dict[str, float]]] = deque()
+        n_completion = 0
+        to_piece = self._model.token_to_piece
+        try:
+            for tok, logits in prod:
+                n_completion += 1
+                offset = asm.decoded
+                out = asm.push(to_piece(tok))
+                entries = []
+                if n_logprobs is not None:
+                    s, lp, top = self._logprob_entry(logits, tok, n_logprobs)
+                    pending.append((s, base + offset, lp, top))
+                    while pending and pending[0][1] - base < asm.released:
+                        entries.append(pending.popleft())
+                if out or entries:
+                    yield out, entries
+                if asm.stopped:
+                    break
+        finally:
+            prod.close()
+            if sampler is not None:
+                sampler.close()
+        tail = asm.flush()
+        entries = []
+        while pending and (not asm.stopped or pending[0][1] - base < asm.released):
+            entries.append(pending.popleft())
+        if tail or entries:
+            yield tail, entries
+        reason = "stop" if asm.stopped else fin.reason
+        if reason is None:
+            reason = "stop"
+        run["finish_reason"] = reason
+        run["completion_tokens"] = n_completion
+
+    def _prepare_completion(self, prompt, suffix, max_tokens, temperature, top_p, min_p,
+                            typical_p, logprobs, echo, stop, frequency_penalty,
+                            presence_penalty, repeat_penalty, top_k, stream, seed,
+                            mirostat_mode, mirostat_tau, mirostat_eta, model,
+                            stopping_criteria, logits_processor, grammar, logit_bias):
+        self._need_ctx()
+        if logprobs is not None:
+            if isinstance(logprobs, bool) or not isinstance(logprobs, (int, np.integer)) \
+                    or logprobs < 0:
+                raise ValueError(f"logprobs must be None or an integer >= 0, got {logprobs!r}")
+            logprobs = int(logprobs)
+        if max_tokens is not None and (isinstance(max_tokens, bool)
+                                       or not isinstance(max_tokens, (int, np.integer))):
+            raise TypeError(f"max_tokens must be an integer or None, got {max_tokens!r}")
+        stop_list = normalize_stop(stop)
+        sp = _Sampling(temp=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                       typical_p=typical_p, repeat_penalty=repeat_penalty,
+                       frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                       mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
+                       mirostat_eta=mirostat_eta, grammar=grammar, logit_bias=logit_bias)
+        prompt_tokens, prompt_text = self._prompt_tokens(prompt, suffix)
+        n_ctx = self._n_ctx
+        if len(prompt_tokens) >= n_ctx:
+            raise ContextOverflowError(
+                f"Requested tokens ({len(prompt_tokens)}) exceed context window of {n_ctx}: "
+                f"the prompt has {len(prompt_tokens)} tokens and the context holds {n_ctx}, "
+                f"with room needed for at least one generated token; shorten the prompt or "
+                f"create the Llama with a larger n_ctx")
+        room = n_ctx - len(prompt_tokens)
+        if max_tokens is None or max_tokens <= 0:
+            max_tokens = room
+        max_tokens = min(int(max_tokens), room)
+        call_seed = self._call_seed(seed)
+        if logits_processor:
+            mode = "python"
+            sampler = None
+            self._sampler(sp, call_seed).close()         # check the settings now
+        else:
+            sampler = self._sampler(sp, call_seed)
+            mode = ("fast" if not stream and logprobs is None and stopping_criteria is None
+                    and not self._logits_all else "iter")
+        return {
+            "id": f"cmpl-{uuid.uuid4()}", "created": int(time.time()),
+            "model": model if model is not None else self.model_path,
+            "prompt_tokens": prompt_tokens, "prompt_text": prompt_text, "echo": bool(echo),
+            "logprobs": logprobs, "stop": stop_list, "max_tokens": max_tokens,
+            "sampling": sp, "sampler": sampler, "seed": call_seed, "mode": mode,
+            "stopping_criteria": stopping_criteria, "logits_processor": logits_processor,
+            "finish_reason": None, "completion_tokens": 0,
+        }
+
+    @staticmethod
+    def _logprobs_dict(entries) -> Dict[str, list]:
+        return {"tokens": [e[0] for e in entries], "text_offset": [e[1] for e in entries],
+                "token_logprobs": [e[2] for e in entries],
+                "top_logprobs": [e[3] for e in entries]}
+
+    def _stream_chunks(self, run):
+        def chunk(text, logprobs, finish):
+            return {"id": run["id"], "object": "text_completion", "created": run["created"],
+                    "model": run["model"],
+                    "choices": [{"text": text, "index": 0, "logprobs": logprobs,
+                                 "finish_reason": finish}]}
+        want = run["logprobs"] is not None
+        for text, entries in self._completion_events(run):
+            yield chunk(text, self._logprobs_dict(entries) if want else None, None)
+        yield chunk("", None, run["finish_reason"])
+
+    def create_completion(
+        self,
+        prompt: Union[str, List[int]],
+        suffix: Optional[str] = None,
+        max_tokens: Optional[int] = 16,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        typical_p: float = 1.0,
+        logprobs: Optional[int] = None,
+        echo: bool = False,
+        stop: Optional[Union[str, List[str]]] = [],
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        repeat_penalty: float = 1.0,
+        top_k: int = 40,
+        stream: bool = False,
+        seed: Optional[int] = None,
+        tfs_z: float = 1.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        model: Optional[str] = None,
+        stopping_criteria: Optional[StoppingCriteriaList] = None,
+        logits_processor: Optional[LogitsProcessorList] = None,
+        grammar: Optional[LlamaGrammar] = None,
+        logit_bias: Optional[Dict[int, float]] = None,
+    ):
+        """Complete `prompt` (text or token ids); an OpenAI-style text_completion dict, or with
+        stream=True an iterator of chunks whose texts join to the same text.
+
+        max_tokens None or <= 0: until the context is full. temperature 0: greedy. stop: text
+        that ends the completion (cut before it; finish_reason "stop"). logprobs=N: the
+        chosen token's log-probability and the N most likely alternatives per token.
+        suffix: fill-in-the-middle (models with FIM tokens only). tfs_z is ignored. Settings
+        are checked when this is called (ValueError); with stream=True the prompt is evaluated
+        at the first next().
+        """
+        run = self._prepare_completion(
+            prompt, suffix, max_tokens, temperature, top_p, min_p, typical_p, logprobs, echo,
+            stop, frequency_penalty, presence_penalty, repeat_penalty, top_k, stream, seed,
+            mirostat_mode, mirostat_tau, mirostat_eta, model, stopping_criteria,
+            logits_processor, grammar, logit_bias)
+        if stream:
+            return self._stream_chunks(run)
+        texts: List[str] = []
+        all_entries: list = []
+        for text, entries in self._completion_events(run):
+            texts.append(text)
+            all_entries.extend(entries)
+        n_prompt = len(run["prompt_tokens"])
+        n_completion = run["completion_tokens"]
+        return {
+            "id": run["id"], "object": "text_completion", "created": run["created"],
+            "model": run["model"],
+            "choices": [{
+                "text": "".join(texts), "index": 0,
+                "logprobs": (self._logprobs_dict(all_entries)
+                             if run["logprobs"] is not None else None),
+                "finish_reason": run["finish_reason"],
+            }],
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
+                      "total_tokens": n_prompt + n_completion},
+        }
+
+    def __call__(self, prompt: Union[str, List[int]], *args, **kwargs):
+        """Same as create_completion()."""
+        return self.create_completion(prompt, *args, **kwargs)
+
+    def create_chat_completion(self, messages, **kwargs):
+        """Chat completion (not implemented yet: tracked in issue 3)."""
+        self._check()
+        raise NotImplementedError("create_chat_completion is not implemented yet "
+                                  "(chat is tracked in issue 3)")
+
+    # -- embeddings ---------------------------------------------------------------------------
+
+    def embed(self, input: Union[str, List[str]], normalize: bool = True,
+              truncate: bool = True, return_count: bool = False):
+        """Embeddings of one text (-> list[float]) or of a list of texts (-> list of those).
+
+        Needs embedding=True. With pooling "none" (generative models) each text gives one
+        vector per token, as in llama-cpp-python. normalize: unit L2 norm. truncate: cut each
+        text to the batch size instead of raising. return_count: also return the token count.
+        """
+        ctx = self._need_ctx()
+        if not self._embedding:
+            raise RuntimeError("embeddings need a Llama created with embedding=True")
+        single = isinstance(input, str)
+        inputs = [input] if single else list(input)
+        for x in inputs:
+            if not isinstance(x, str):
+                raise TypeError(f"embed() takes str or a list of str, got {type(x).__name__}")
+        per_token = ctx.pooling_type == "none"
+        limit = min(self.n_batch, self.n_ubatch)
+        encoder_only = self._model.has_encoder and not self._model.has_decoder
+        out = []
+        total = 0
+        try:
+            for text in inputs:
+                toks = self.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+                if len(toks) > limit:
+                    if not truncate:
+                        raise ContextOverflowError(
+                            f"Requested tokens ({len(toks)}) exceed batch size of {limit}: "
+                            f"pass truncate=True or create the Llama with larger "
+                            f"n_batch/n_ubatch")
+                    toks = toks[:limit]
+                if not toks:
+                    raise ValueError("cannot embed an empty text (it has no tokens)")
+                total += len(toks)
+                ctx.memory_clear()
+                if encoder_only:
+                    ctx.encode(toks)
+                else:
+                    ctx.eval(toks, pos=0, logits="all")
+                if per_token:
+                    vecs = [ctx.embeddings(j) for j in range(len(toks))]
+                    if normalize:
+                        vecs = [_unit(v) for v in vecs]
+                    out.append([v.tolist() for v in vecs])
+                else:
+                    v = ctx.seq_embeddings(0)
+                    out.append((_unit(v) if normalize else v).tolist())
+        finally:
+            ctx.memory_clear()
+            self.n_tokens = 0
+        result = out[0] if single else out
+        return (result, total) if return_count else result
+
+    def create_embedding(self, input: Union[str, List[str]], model: Optional[str] = None):
+        """OpenAI-style embeddings response for one text or a list of texts."""
+        embeds, total = self.embed(input, return_count=True)
+        if isinstance(input, str):
+            embeds = [embeds]
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "embedding": e, "index": i}
+                     for i, e in enumerate(embeds)],
+            "model": model if model is not None else self.model_path,
+            "usage": {"prompt_tokens": total, "total_tokens": total},
+        }
+
+    # -- helpers kept from llama-cpp-python ---------------------------------------------------
+
+    @staticmethod
+    def logits_to_logprobs(logits, axis: int = -1) -> np.ndarray:
+        x = np.asarray(logits, dtype=np.float32)
+        m = np.amax(x, axis=axis, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0)
+        shifted = x - m
+        with np.errstate(divide="ignore"):
+            return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+    @staticmethod
+    def longest_token_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+        n = 0
+        for x, y in zip(a, b):
+            if x != y:
+                break
+            n += 1
+        return n
+
+
+def _unspecified(v):
+    """llama-cpp-python passes -1 for "unspecified" enum settings; the core takes None."""
+    return None if v is None or (isinstance(v, int) and not isinstance(v, bool) and v == -1) \
+        else v
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v

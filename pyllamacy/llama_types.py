@@ -1,0 +1,104 @@
+"""Small helper types of the high-level API, under llama-cpp-python's names.
+
+LlamaGrammar (a GBNF grammar), LlamaState (a saved context), and the list types that
+llama-cpp-python takes for `stopping_criteria=` and `logits_processor=`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, List, Optional
+
+import numpy as np
+
+__all__ = ["LlamaGrammar", "LlamaState", "LogitsProcessor", "LogitsProcessorList",
+           "StoppingCriteria", "StoppingCriteriaList"]
+
+# (input_ids, scores) -> scores / -> bool, as in llama-cpp-python
+LogitsProcessor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+StoppingCriteria = Callable[[np.ndarray, np.ndarray], bool]
+
+
+class LogitsProcessorList(List[LogitsProcessor]):
+    """Processors applied in order: each gets (input_ids, scores) and returns new scores."""
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        for processor in self:
+            scores = processor(input_ids, scores)
+        return scores
+
+
+class StoppingCriteriaList(List[StoppingCriteria]):
+    """Stop when any criterion, called with (input_ids, logits), returns True."""
+
+    def __call__(self, input_ids: np.ndarray, logits: np.ndarray) -> bool:
+        return any(criterion(input_ids, logits) for criterion in self)
+
+
+class LlamaGrammar:
+    """A GBNF grammar for constrained generation (pass it as `grammar=`).
+
+    Built with LlamaGrammar.from_string(text) or LlamaGrammar.from_file(path). The text is
+    parsed by llama.cpp when a completion uses it; a grammar that does not parse raises
+    pyllamacy.GrammarError (a ValueError) then. A grammar object holds no parser state, so one
+    object can be used by any number of calls.
+    """
+
+    __slots__ = ("_grammar", "_root")
+
+    def __init__(self, *, _grammar: str, root: str = "root"):
+        if not isinstance(_grammar, str):
+            raise TypeError(f"grammar must be a GBNF string, not {type(_grammar).__name__}")
+        if not _grammar.strip():
+            raise ValueError("empty grammar")
+        self._grammar = _grammar
+        self._root = root
+
+    @property
+    def grammar(self) -> str:
+        return self._grammar
+
+    @property
+    def root(self) -> str:
+        return self._root
+
+    @classmethod
+    def from_string(cls, grammar: str, verbose: bool = True) -> "LlamaGrammar":
+        """A grammar from GBNF text (`verbose` is accepted for compatibility)."""
+        return cls(_grammar=grammar)
+
+    @classmethod
+    def from_file(cls, file, verbose: bool = True) -> "LlamaGrammar":
+        """A grammar from a GBNF file."""
+        with open(os.fspath(file), encoding="utf-8") as f:
+            text = f.read()
+        if not text.strip():
+            raise ValueError(f"{os.fspath(file)}: the grammar file is empty")
+        return cls(_grammar=text)
+
+    @classmethod
+    def from_json_schema(cls, json_schema: str, verbose: bool = True) -> "LlamaGrammar":
+        raise NotImplementedError("LlamaGrammar.from_json_schema is not implemented yet "
+                                  "(tracked in issue 3)")
+
+    def reset(self) -> None:
+        """No-op (kept for compatibility): parser state lives in each call's sampler."""
+
+    def __repr__(self) -> str:
+        first = self._grammar.strip().splitlines()[0] if self._grammar.strip() else ""
+        return f"<LlamaGrammar {first[:40]!r}...>"
+
+
+class LlamaState:
+    """A snapshot made by Llama.save_state(); restore it with Llama.load_state()."""
+
+    def __init__(self, input_ids: np.ndarray, scores: np.ndarray, n_tokens: int,
+                 llama_state: bytes, llama_state_size: int, seed: int):
+        self.input_ids = input_ids
+        self.scores = scores
+        self.n_tokens = n_tokens
+        self.llama_state = llama_state
+        self.llama_state_size = llama_state_size
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        return f"<LlamaState n_tokens={self.n_tokens} size={self.llama_state_size} bytes>"
