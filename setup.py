@@ -44,7 +44,7 @@ class BuildLlama(build_ext):
         generated = cythonize(
             self.extensions,
             compiler_directives={"language_level": "3", "embedsignature": True,
-                                 "binding": False, "boundscheck": False, "wraparound": False,
+                                 "binding": False,
                                  "cdivision": True},
             include_path=[str(ROOT)],
             quiet=True,

@@ -28,7 +28,7 @@ def cpu_variant_scores(lib_dir=None):
     for fn in names:
         if not (fn.startswith("libggml-cpu-") and fn.endswith(".so")):
             continue
-        variant = fn[len("libggml-cpu-"):-len(".so")]
+        variant = fn[len("libggml-cpu-"):len(fn) - len(".so")]
         path = os.path.join(lib_dir, fn)
         bpath = os.fsencode(path)
         err.clear()

@@ -1,5 +1,8 @@
 # Context: owns a llama_context (KV cache, compute buffers) over a Model it keeps alive.
 
+_STATE_MAGIC = b"PYLC"
+cdef uint32_t _STATE_VERSION = 1
+
 _POOLING = {None: L.LLAMA_POOLING_TYPE_UNSPECIFIED, "unspecified": L.LLAMA_POOLING_TYPE_UNSPECIFIED,
             "none": L.LLAMA_POOLING_TYPE_NONE, "mean": L.LLAMA_POOLING_TYPE_MEAN,
             "cls": L.LLAMA_POOLING_TYPE_CLS, "last": L.LLAMA_POOLING_TYPE_LAST,
@@ -65,10 +68,17 @@ cdef class Context:
     cdef long _owner                   # thread ident while a call is running, else 0
     cdef readonly uint64_t epoch       # bumped by every change to the KV cache
     cdef int32_t _n_vocab
+    # llama.cpp's state holds the KV cache but not the last logits: state_get() saves them and
+    # state_set() restores them here, so generation continues exactly where it left off
+    cdef vector[float] _restored_logits
+    cdef bint _has_restored
+    cdef bint _logits_valid
     cdef object __weakref__
 
     def __cinit__(self):
         self._ctx = NULL
+        self._has_restored = False
+        self._logits_valid = False
         self._abort = NULL
         self._batch_alive = False
         self._owner = 0
@@ -299,6 +309,8 @@ cdef class Context:
         try:
             L.llama_memory_clear(L.llama_get_memory(self._ctx), data)
             self.epoch += 1
+            self._has_restored = False
+            self._logits_valid = False
         finally:
             self._leave()
 
@@ -406,6 +418,8 @@ cdef class Context:
             if watch:
                 S.sigint_watch_end(self._abort)
         self.epoch += 1
+        self._has_restored = False
+        self._logits_valid = rc == 0
         if rc == 0:
             return 0
         if rc == 2 or rc < -1:
@@ -485,6 +499,8 @@ cdef class Context:
                 PyErr_CheckSignals()
                 raise KeyboardInterrupt()
             raise _decode_error(rc, f"eval of {n} tokens at position {p0}")
+        self._has_restored = False
+        self._logits_valid = logits != "none"
         return p0 + n
 
     def encode(self, tokens, int seq_id=0):
@@ -533,7 +549,11 @@ cdef class Context:
     def logits(self, int32_t i=-1):
         """Logits of output `i` of the last decode (-1: the last one), a float32 array (copy)."""
         self._check_read()
-        cdef float * p = L.llama_get_logits_ith(self._ctx, i)
+        cdef float * p
+        if self._has_restored and i == -1:
+            p = self._restored_logits.data()
+        else:
+            p = L.llama_get_logits_ith(self._ctx, i)
         if p == NULL:
             raise IndexError(f"no logits for output {i}: decode with logits for that position")
         arr = np.empty(self._n_vocab, dtype=np.float32)
@@ -575,18 +595,35 @@ cdef class Context:
     # -- state --------------------------------------------------------------------------------
 
     def state_get(self):
-        """The whole context state (KV cache, outputs, RNG) as bytes."""
+        """The context state as bytes: llama.cpp's state (the KV cache) plus the last logits,
+        so that state_set() + generate() continues exactly as if nothing happened."""
         self._enter()
-        cdef size_t n, written
+        cdef size_t n, written, head
         cdef bytes out
         cdef uint8_t * buf
+        cdef float * lg = NULL
+        cdef uint32_t n_logits = 0
+        cdef bytes magic
         try:
+            if self._has_restored:
+                lg = self._restored_logits.data()
+            elif self._logits_valid:
+                lg = L.llama_get_logits_ith(self._ctx, -1)
+            if lg != NULL:
+                n_logits = self._n_vocab
+            head = 12 + n_logits * sizeof(float)
             with nogil:
                 n = L.llama_state_get_size(self._ctx)
-            out = PyBytes_FromStringAndSize(NULL, n)
+            out = PyBytes_FromStringAndSize(NULL, head + n)
             buf = <uint8_t *> PyBytes_AS_STRING(out)
+            magic = _STATE_MAGIC
+            memcpy(buf, <const char *> magic, 4)
+            memcpy(buf + 4, &_STATE_VERSION, 4)
+            memcpy(buf + 8, &n_logits, 4)
+            if n_logits:
+                memcpy(buf + 12, lg, n_logits * sizeof(float))
             with nogil:
-                written = L.llama_state_get_data(self._ctx, buf, n)
+                written = L.llama_state_get_data(self._ctx, buf + head, n)
             if written != n:
                 raise StateError(f"llama_state_get_data wrote {written} of {n} bytes")
             return out
@@ -597,7 +634,8 @@ cdef class Context:
         """Restore a state made by state_get() with the same model and context settings."""
         self._enter()
         cdef const uint8_t[::1] view
-        cdef size_t n, read
+        cdef size_t n, read, head
+        cdef uint32_t n_logits
         cdef uint64_t mark = S.log_mark()
         try:
             if isinstance(data, str):
@@ -606,14 +644,33 @@ cdef class Context:
             n = view.shape[0]
             if n == 0:
                 raise StateError("empty state")
+            head = 0
+            n_logits = 0
+            if n >= 12 and bytes(view[:4]) == _STATE_MAGIC:
+                version = int.from_bytes(bytes(view[4:8]), "little")
+                n_logits = int.from_bytes(bytes(view[8:12]), "little")
+                if version != _STATE_VERSION:
+                    raise StateError(f"unsupported pyllamacy state version {version}")
+                if n_logits not in (0, self._n_vocab):
+                    raise StateError(f"state holds logits for {n_logits} tokens; this model's "
+                                     f"vocabulary has {self._n_vocab}")
+                head = 12 + n_logits * sizeof(float)
+                if n <= head:
+                    raise StateError("truncated state")
             with nogil:
-                read = L.llama_state_set_data(self._ctx, &view[0], n)
+                read = L.llama_state_set_data(self._ctx, &view[head], n - head)
             self.epoch += 1
+            self._has_restored = False
+            self._logits_valid = False
             if read == 0:
                 L.llama_memory_clear(L.llama_get_memory(self._ctx), True)
                 raise StateError("could not restore the state (made with another model or "
                                  f"context size?): {_recent_log(mark) or 'no reason given'}")
-            return read
+            if n_logits:
+                self._restored_logits.resize(n_logits)
+                memcpy(self._restored_logits.data(), &view[12], n_logits * sizeof(float))
+                self._has_restored = True
+            return read + head
         finally:
             self._leave()
 
@@ -655,6 +712,8 @@ cdef class Context:
                 raise StateError(f"could not load state from {p}: "
                                  f"{_recent_log(mark) or 'no reason given'}")
             toks.resize(n_out)
+            self._has_restored = False
+            self._logits_valid = False
             return list(toks)
         finally:
             self._leave()

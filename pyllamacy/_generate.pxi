@@ -17,6 +17,29 @@ _FINISH = {STEP_STOP: "stop", STEP_LENGTH: "length", STEP_EOG: "stop",
            STEP_CTX_FULL: "length", STEP_ABORTED: "aborted"}
 
 
+cdef L.llama_token _sample_from_logits(L.llama_sampler * chain, const float * logits,
+                                      int32_t n_vocab) noexcept nogil:
+    """What llama_sampler_sample does, over logits we hold (restored from a saved state)."""
+    cdef vector[L.llama_token_data] cur
+    cdef L.llama_token_data_array arr
+    cdef int32_t i
+    cur.resize(n_vocab)
+    for i in range(n_vocab):
+        cur[i].id = i
+        cur[i].logit = logits[i]
+        cur[i].p = 0.0
+    arr.data = cur.data()
+    arr.size = n_vocab
+    arr.selected = -1
+    arr.sorted = False
+    L.llama_sampler_apply(chain, &arr)
+    if arr.selected < 0 or arr.selected >= <int64_t> arr.size:
+        return -1
+    cdef L.llama_token tok = arr.data[arr.selected].id
+    L.llama_sampler_accept(chain, tok)
+    return tok
+
+
 cdef class Generation:
     """Tokens generated from a Context's current logits; made by Context.generate().
 
@@ -104,9 +127,15 @@ cdef class Generation:
                 return STEP_ERROR
             self.pos += 1
             self.has_pending = False
+            self.ctx._has_restored = False
+            self.ctx._logits_valid = True
         if S.abort_requested(self.ctx._abort):
             return STEP_ABORTED
-        tok = L.llama_sampler_sample(self.sampler._chain, c, -1)
+        if self.ctx._has_restored:
+            tok = _sample_from_logits(self.sampler._chain, self.ctx._restored_logits.data(),
+                                      self.ctx._n_vocab)
+        else:
+            tok = L.llama_sampler_sample(self.sampler._chain, c, -1)
         if L.llama_vocab_is_eog(self.ctx.model._vocab, tok):
             return STEP_EOG
         self.out.push_back(tok)
@@ -255,7 +284,8 @@ def _generate(Context ctx, Sampler sampler, int max_tokens=-1, int seq_id=0, sto
     ctx._check_seq(seq_id)
     if max_tokens < 0:
         max_tokens = 0x7FFFFFFF
-    if L.llama_get_logits_ith(ctx._ctx, -1) == NULL:
+    if not ctx._has_restored and (not ctx._logits_valid or
+                                  L.llama_get_logits_ith(ctx._ctx, -1) == NULL):
         raise LlamaError("nothing to generate from: eval() the prompt (with logits for its last "
                          "token) first")
     return Generation._new(ctx, sampler, max_tokens, seq_id, stop_tokens, stop_sequences,

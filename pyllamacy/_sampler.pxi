@@ -146,7 +146,7 @@ cdef class Sampler:
             raise SamplerError(f"llama.cpp could not create the {name} sampler")
         if self._has_selector:
             L.llama_sampler_free(s)
-            raise SamplerError(f"cannot add {name} after {self._names[-1]}: greedy, dist and "
+            raise SamplerError(f"cannot add {name} after {self._names[len(self._names) - 1]}: greedy, dist and "
                                "mirostat select the token and must come last")
         L.llama_sampler_chain_add(self._chain, s)
         self._names.append(name)
@@ -320,9 +320,13 @@ cdef class Sampler:
                                "or mirostat()")
         if ctx.model._n_vocab != (self.model._n_vocab if self.model is not None else ctx.model._n_vocab):
             raise SamplerError("this Sampler was built for a model with another vocabulary")
+        cdef L.llama_token t
+        if ctx._has_restored and idx == -1:
+            with nogil:
+                t = _sample_from_logits(self._chain, ctx._restored_logits.data(), ctx._n_vocab)
+            return t
         if L.llama_get_logits_ith(ctx._ctx, idx) == NULL:
             raise IndexError(f"no logits for output {idx} of the last decode")
-        cdef L.llama_token t
         with nogil:
             t = L.llama_sampler_sample(self._chain, ctx._ctx, idx)
         return t

@@ -506,7 +506,9 @@ class Llama:
                           llama_state_size=len(data), seed=self._seed)
 
     def load_state(self, state: LlamaState) -> None:
-        """Restore a snapshot made by save_state() of a Llama with the same model and n_ctx."""
+        """Restore a snapshot made by save_state() of a Llama with the same model and n_ctx.
+
+        The last token is evaluated again (llama.cpp's state does not include the logits)."""
         ctx = self._need_ctx()
         if not isinstance(state, LlamaState):
             raise TypeError(f"expected a LlamaState, not {type(state).__name__}")
@@ -526,6 +528,12 @@ class Llama:
             rows = min(len(state.scores), self._n_ctx)
             self.scores[:rows] = state.scores[:rows]
         self._seed = state.seed
+        # llama.cpp's state holds the KV cache but not the logits: evaluate the last token
+        # again so that sample()/generate() continue from the restored context
+        if self.n_tokens > 0:
+            last = int(self.input_ids[self.n_tokens - 1])
+            self.n_tokens -= 1
+            self._eval([last])
 
     # -- evaluation ---------------------------------------------------------------------------
 

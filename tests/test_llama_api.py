@@ -148,7 +148,7 @@ def test_greedy_is_deterministic(llama):
 
 def test_seeded_sampling_reproducible(llama):
     p = chat("Write a short poem about the sea.")
-    kw = dict(max_tokens=24, temperature=1.2, top_k=0, top_p=1.0, min_p=0.0)
+    kw = dict(max_tokens=16, temperature=1.2, top_k=0, top_p=1.0, min_p=0.0)
     a = llama.create_completion(p, seed=1234, **kw)["choices"][0]["text"]
     b = llama.create_completion(p, seed=1234, **kw)["choices"][0]["text"]
     assert a == b
@@ -158,10 +158,10 @@ def test_seeded_sampling_reproducible(llama):
 
 def test_fixed_constructor_seed_advances(smollm2_path):
     p = chat("Tell me a story.")
-    kw = dict(max_tokens=16, temperature=1.3, top_k=0, top_p=1.0, min_p=0.0)
-    with Llama(model_path=smollm2_path, n_ctx=256, seed=7, verbose=False) as a:
+    kw = dict(max_tokens=8, temperature=1.3, top_k=0, top_p=1.0, min_p=0.0)
+    with Llama(model_path=smollm2_path, n_ctx=128, seed=7, verbose=False) as a:
         first = [a.create_completion(p, **kw)["choices"][0]["text"] for _ in range(2)]
-    with Llama(model_path=smollm2_path, n_ctx=256, seed=7, verbose=False) as b:
+    with Llama(model_path=smollm2_path, n_ctx=128, seed=7, verbose=False) as b:
         second = [b.create_completion(p, **kw)["choices"][0]["text"] for _ in range(2)]
     assert first == second
 
@@ -465,3 +465,17 @@ def test_embeddings_mean_pooling(smollm2_path):
         assert len(v) == 2 and all(len(x) == llm.n_embd() for x in v)
         assert np.linalg.norm(v[0]) == pytest.approx(1.0, abs=1e-4)
         assert v[0] != v[1]
+
+
+def test_suffix_needs_fim_tokens(llama):
+    # SmolLM2 has no fill-in-the-middle tokens
+    with pytest.raises(ValueError, match="fill-in-the-middle"):
+        llama.create_completion("def f(", suffix="    return x\n", max_tokens=4)
+
+
+def test_vocab_only(smollm2_path):
+    with Llama(model_path=smollm2_path, vocab_only=True, verbose=False) as v:
+        toks = v.tokenize(b"Hello world", add_bos=False)
+        assert v.detokenize(toks) == b"Hello world"
+        with pytest.raises(ValueError, match="vocab_only"):
+            v.create_completion("Hello", max_tokens=2)
