@@ -317,9 +317,16 @@ cdef class Context:
     def seq_rm(self, int seq_id=0, int p0=0, int p1=-1):
         """Remove positions [p0, p1) of a sequence (-1 seq_id: all; p1=-1: to the end)."""
         self._enter()
+        cdef int32_t pm
         try:
             self._check_seq(seq_id, True)
             self.epoch += 1
+            # logits of the last decode are stale once the position they came from is gone
+            pm = -1 if seq_id < 0 else L.llama_memory_seq_pos_max(L.llama_get_memory(self._ctx),
+                                                                  seq_id)
+            if seq_id < 0 or (p0 <= pm and (p1 < 0 or p1 > pm)):
+                self._logits_valid = False
+                self._has_restored = False
             return bool(L.llama_memory_seq_rm(L.llama_get_memory(self._ctx), seq_id, p0, p1))
         finally:
             self._leave()

@@ -11,33 +11,21 @@ cdef enum _Step:
     STEP_CTX_FULL = 4     # no room in the context for the next token
     STEP_ABORTED = 5      # cancel() / Ctrl-C
     STEP_ERROR = 6        # llama_decode failed (code in _rc)
+    STEP_NO_TOKEN = 7     # the grammar and logit biases leave no token to choose
+    STEP_SAMPLER_ERROR = 8
+
+
+cdef object _sample_error(int code):
+    if code == S.SAMPLE_NONE_ALLOWED:
+        return GrammarError("no token can be generated: the grammar and the logit biases "
+                            "together exclude every token")
+    if code == S.SAMPLE_NO_LOGITS:
+        return LlamaError("no logits to sample from: eval() with logits for the last token")
+    return SamplerError("a llama.cpp sampler failed while choosing a token")
 
 
 _FINISH = {STEP_STOP: "stop", STEP_LENGTH: "length", STEP_EOG: "stop",
            STEP_CTX_FULL: "length", STEP_ABORTED: "aborted"}
-
-
-cdef L.llama_token _sample_from_logits(L.llama_sampler * chain, const float * logits,
-                                      int32_t n_vocab) noexcept nogil:
-    """What llama_sampler_sample does, over logits we hold (restored from a saved state)."""
-    cdef vector[L.llama_token_data] cur
-    cdef L.llama_token_data_array arr
-    cdef int32_t i
-    cur.resize(n_vocab)
-    for i in range(n_vocab):
-        cur[i].id = i
-        cur[i].logit = logits[i]
-        cur[i].p = 0.0
-    arr.data = cur.data()
-    arr.size = n_vocab
-    arr.selected = -1
-    arr.sorted = False
-    L.llama_sampler_apply(chain, &arr)
-    if arr.selected < 0 or arr.selected >= <int64_t> arr.size:
-        return -1
-    cdef L.llama_token tok = arr.data[arr.selected].id
-    L.llama_sampler_accept(chain, tok)
-    return tok
 
 
 cdef class Generation:
@@ -65,6 +53,9 @@ cdef class Generation:
     cdef uint64_t epoch
     cdef readonly object finish_reason
     cdef readonly bint stopped_by_eog
+    cdef vector[L.llama_token_data] cur    # candidates buffer, reused every step
+    cdef vector[char] piece
+    cdef int _sample_code
 
     def __init__(self):
         raise TypeError("use Context.generate() to make a Generation")
@@ -131,11 +122,12 @@ cdef class Generation:
             self.ctx._logits_valid = True
         if S.abort_requested(self.ctx._abort):
             return STEP_ABORTED
-        if self.ctx._has_restored:
-            tok = _sample_from_logits(self.sampler._chain, self.ctx._restored_logits.data(),
-                                      self.ctx._n_vocab)
-        else:
-            tok = L.llama_sampler_sample(self.sampler._chain, c, -1)
+        tok = S.sample_checked(self.sampler._chain, c, -1,
+                               self.ctx._restored_logits.data() if self.ctx._has_restored
+                               else NULL, self.ctx._n_vocab, self.cur)
+        if tok < 0:
+            self._sample_code = tok
+            return STEP_NO_TOKEN if tok == S.SAMPLE_NONE_ALLOWED else STEP_SAMPLER_ERROR
         if L.llama_vocab_is_eog(self.ctx.model._vocab, tok):
             return STEP_EOG
         self.out.push_back(tok)
@@ -161,6 +153,12 @@ cdef class Generation:
             np = L.llama_token_to_piece(self.ctx.model._vocab, tok, buf, sizeof(buf), 0, False)
             if np > 0:
                 self.tail.append(buf, np)
+            elif np < 0:                      # a piece longer than the stack buffer
+                self.piece.resize(-np)
+                np = L.llama_token_to_piece(self.ctx.model._vocab, tok, self.piece.data(),
+                                            <int32_t> self.piece.size(), 0, False)
+                if np > 0:
+                    self.tail.append(self.piece.data(), np)
             for i in range(self.stop_strs.size()):
                 if self.tail.find(self.stop_strs[i]) != <size_t> -1:
                     return STEP_STOP
@@ -178,6 +176,9 @@ cdef class Generation:
             L.llama_memory_seq_rm(L.llama_get_memory(self.ctx._ctx), self.seq_id, self.pos, -1)
             self.finish_reason = "error"
             raise _decode_error(self._rc, "decoding a generated token")
+        if st == STEP_NO_TOKEN or st == STEP_SAMPLER_ERROR:
+            self.finish_reason = "error"
+            raise _sample_error(self._sample_code)
         if st == STEP_ABORTED and interrupted:
             self.finish_reason = "aborted"
             PyErr_CheckSignals()

@@ -78,6 +78,7 @@ cdef class Sampler:
     cdef L.llama_sampler * _chain
     cdef readonly Model model
     cdef list _names
+    cdef list _grammar_stages      # chain indices of grammar samplers
     cdef bint _has_selector
     cdef long _owner
 
@@ -88,6 +89,7 @@ cdef class Sampler:
         if self._chain == NULL:
             raise MemoryError("llama_sampler_chain_init failed")
         self._names = []
+        self._grammar_stages = []
         self._has_selector = False
         self._owner = 0
         if model is not None:
@@ -149,6 +151,8 @@ cdef class Sampler:
             raise SamplerError(f"cannot add {name} after {self._names[len(self._names) - 1]}: greedy, dist and "
                                "mirostat select the token and must come last")
         L.llama_sampler_chain_add(self._chain, s)
+        if name == "grammar":
+            self._grammar_stages.append(len(self._names))
         self._names.append(name)
         if selector:
             self._has_selector = True
@@ -321,21 +325,28 @@ cdef class Sampler:
         if ctx.model._n_vocab != (self.model._n_vocab if self.model is not None else ctx.model._n_vocab):
             raise SamplerError("this Sampler was built for a model with another vocabulary")
         cdef L.llama_token t
+        cdef const float * logits = NULL
+        cdef vector[L.llama_token_data] cur
         if ctx._has_restored and idx == -1:
-            with nogil:
-                t = _sample_from_logits(self._chain, ctx._restored_logits.data(), ctx._n_vocab)
-            return t
-        if L.llama_get_logits_ith(ctx._ctx, idx) == NULL:
+            logits = ctx._restored_logits.data()
+        elif L.llama_get_logits_ith(ctx._ctx, idx) == NULL:
             raise IndexError(f"no logits for output {idx} of the last decode")
         with nogil:
-            t = L.llama_sampler_sample(self._chain, ctx._ctx, idx)
+            t = S.sample_checked(self._chain, ctx._ctx, idx, logits, ctx._n_vocab, cur)
+        if t < 0:
+            raise _sample_error(t)
         return t
 
     def accept(self, int32_t token):
+        """Feed a token to the chain's state (penalties, grammar) as if it had been sampled."""
         self._check()
         if self.model is not None:
             self.model._check_token(token)
-        L.llama_sampler_accept(self._chain, token)
+        for i in self._grammar_stages:
+            if not S.grammar_allows(L.llama_sampler_chain_get(self._chain, i), token):
+                raise GrammarError(f"token {token} is not allowed by the grammar here")
+        if S.sampler_accept_checked(self._chain, token) != 0:
+            raise SamplerError(f"a llama.cpp sampler rejected token {token}")
 
     def reset(self):
         self._check()
@@ -358,5 +369,6 @@ cdef class Sampler:
         L.llama_sampler_free(s._chain)
         s._chain = L.llama_sampler_clone(self._chain)
         s._names = list(self._names)
+        s._grammar_stages = list(self._grammar_stages)
         s._has_selector = self._has_selector
         return s

@@ -290,7 +290,8 @@ class Engine:
                 continue
             out.setdefault(key, []).extend(t.get("samples_ts") or [t["avg_ts"]])
             for k in ("build_commit", "build_number", "cpu_info", "backends", "n_threads",
-                      "flash_attn", "n_batch", "n_ubatch", "model_type"):
+                      "flash_attn", "n_batch", "n_ubatch", "model_type", "poll", "repack",
+                      "type_k", "type_v"):
                 if k in t:
                     self.info[k] = t[k]
         return out
@@ -536,7 +537,7 @@ def format_report(report: dict, markdown: bool = False) -> str:
         f"settings: {report['threads']} threads, n_batch {report['n_batch']}, n_ubatch "
         f"{report['n_ubatch']}, flash_attn {report['flash_attn']}"
         + (f", ngl {report['ngl']}" if report["ngl"] is not None else ""),
-        f"method: {report['reps']} rounds, engines interleaved, one fresh process per engine "
+        f"method: {report['reps']} round{'s' if report['reps'] != 1 else ''}, engines interleaved, one fresh process per engine "
         f"per round ({report['inner_reps']} measured repetition"
         f"{'s' if report['inner_reps'] != 1 else ''} each, after a warmup); "
         f"{report['duration_s']:.0f} s in all",
@@ -544,8 +545,11 @@ def format_report(report: dict, markdown: bool = False) -> str:
     for key, e in report["engines"].items():
         info = e["info"]
         if e["kind"] == "llama-bench":
-            meta.append(f"llama-bench: {info.get('path')} (build {info.get('build_commit')}, "
-                        f"flash_attn {info.get('flash_attn')})")
+            fa = {-1: "auto", 0: "off", 1: "on"}.get(info.get("flash_attn"), info.get("flash_attn"))
+            build = info.get("build_commit")
+            meta.append(f"llama-bench: {info.get('path')}"
+                        + (f" (build {build})" if build and build != "unknown" else "")
+                        + f", flash_attn {fa}, poll {info.get('poll')}, repack {info.get('repack')}")
         elif e["kind"] == "llama-cpp-python" and key == "llama-cpp-python":
             meta.append(f"llama-cpp-python {info.get('llama_cpp_python_version')} "
                         f"({info.get('python')})")

@@ -39,6 +39,8 @@ def _debug() -> bool:
 
 
 def _error(msg: str) -> None:
+    # one line, always: llama.cpp reasons quoted in exception messages may span several
+    msg = " | ".join(ln.strip() for ln in str(msg).splitlines() if ln.strip())
     sys.stderr.write(f"pyllamacy: error: {msg}\n")
     sys.stderr.flush()
 
@@ -178,6 +180,15 @@ def _engine(requested: str):
     return Llama
 
 
+def _quiet_llama_cpp(verbose: bool) -> None:
+    """Without --verbose print none of llama.cpp's log: its errors still reach us as exception
+    messages, and an interrupted decode would otherwise print three lines of "failed to
+    decode" on Ctrl-C."""
+    import pyllamacy
+
+    pyllamacy.set_log_level("info" if verbose else "none")
+
+
 class _Outcome:
     """What a completion reports besides its text."""
 
@@ -195,6 +206,7 @@ def _complete_llama(Llama, model_path: str, prompt: str, args, outcome: _Outcome
     if args.ngl is not None:
         kw["n_gpu_layers"] = args.ngl
     llm = Llama(**kw)
+    _quiet_llama_cpp(args.verbose)     # Llama() sets the process-wide log level itself
     try:
         sampling = dict(max_tokens=args.max_tokens, temperature=args.temperature,
                         top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
@@ -276,8 +288,6 @@ def cmd_complete(args) -> int:
         raise UsageError("--threads must be >= 1")
     prompt = _read_prompt(args)
     model_path = _resolve_model(args.model)
-    if args.verbose:
-        pyllamacy.set_log_level("info")
     Llama = _engine(args.engine)
     outcome = _Outcome()
     if Llama is not None:
@@ -380,7 +390,15 @@ def cmd_quantize(args) -> int:
                            allow_requantize=args.allow_requantize, pure=args.pure,
                            progress_callback=bar)
     except pyllamacy.QuantizeError as e:
-        raise RunError(str(e)) from e
+        # llama.cpp's reason is its last error line; the warnings before it are noise here
+        head, _, reason = str(e).partition(" failed: ")
+        lines = [ln.strip() for ln in reason.splitlines() if ln.strip()]
+        last = lines[-1] if lines else "llama.cpp gave no reason"
+        for prefix in ("llama_model_quantize: ", "failed to quantize: "):
+            last = last[len(prefix):] if last.startswith(prefix) else last
+        if "requantiz" in last and not args.allow_requantize:
+            raise UsageError(f"{head} failed: {last} (pass --allow-requantize)") from e
+        raise RunError(f"{head} failed: {last}") from e
     except (OSError, ValueError) as e:
         ue = _usage_error_from(e)
         raise (ue or UsageError(str(e))) from e
@@ -466,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pure", action="store_true", help="quantize every tensor to TYPE")
     s.add_argument("-f", "--force", action="store_true", help="overwrite DST")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
     s.set_defaults(func=cmd_quantize)
     return p
 
@@ -482,6 +501,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        if args.command != "bench":     # bench measures in child processes
+            _quiet_llama_cpp(getattr(args, "verbose", False))
         return args.func(args)
     except UsageError as e:
         if _debug():

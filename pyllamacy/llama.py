@@ -34,7 +34,6 @@ from typing import (Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple,
 
 import numpy as np
 
-from . import _llama
 from ._llama import (ClosedError, Context, ContextOverflowError, Model, Sampler, SamplerError,
                      set_log_level)
 from ._text import TextAssembler, normalize_stop
@@ -508,7 +507,7 @@ class Llama:
     def load_state(self, state: LlamaState) -> None:
         """Restore a snapshot made by save_state() of a Llama with the same model and n_ctx.
 
-        The last token is evaluated again (llama.cpp's state does not include the logits)."""
+        The last token is evaluated again, so that sampling continues from fresh logits."""
         ctx = self._need_ctx()
         if not isinstance(state, LlamaState):
             raise TypeError(f"expected a LlamaState, not {type(state).__name__}")
@@ -528,8 +527,8 @@ class Llama:
             rows = min(len(state.scores), self._n_ctx)
             self.scores[:rows] = state.scores[:rows]
         self._seed = state.seed
-        # llama.cpp's state holds the KV cache but not the logits: evaluate the last token
-        # again so that sample()/generate() continue from the restored context
+        # evaluate the last token again so that the logits are those of the restored context
+        # whatever made the state (llama.cpp's own state holds the KV cache but no logits)
         if self.n_tokens > 0:
             last = int(self.input_ids[self.n_tokens - 1])
             self.n_tokens -= 1

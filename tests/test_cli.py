@@ -138,7 +138,7 @@ def test_complete_bad_settings(smollm2_path):
 
 
 def test_complete_prompt_too_long(smollm2_path):
-    r = run_cli("complete", "word " * 200, "--model", smollm2_path, "-n", "4", "--n-ctx", "32",
+    r = run_cli("complete", "word " * 600, "--model", smollm2_path, "-n", "4", "--n-ctx", "64",
                 "--engine", "core")
     assert r.returncode == 2
     assert "n_ctx" in _one_line_error(r)
@@ -179,6 +179,8 @@ def test_quantize_errors(tmp_path, smollm2_path):
     assert r.returncode == 2 and "no such file" in _one_line_error(r)
     r = run_cli("quantize", smollm2_path, str(tmp_path / "o.gguf"), "q9_9")
     assert r.returncode == 2 and "unknown quantization type" in _one_line_error(r)
+    r = run_cli("quantize", smollm2_path, str(tmp_path / "o.gguf"), "q4_0", "--quiet")
+    assert r.returncode == 2 and "--allow-requantize" in _one_line_error(r)
 
 
 def test_quantize_requantize(tmp_path, smollm2_path):

@@ -259,8 +259,10 @@ def test_gil_released_during_generation(model):
     t.join()
     ctx.close()
     assert len(gen.tokens) == 96
-    # with the GIL held by the generating thread this loop would barely move
-    assert n / elapsed > 0.2 * alone, (n / elapsed, alone)
+    # were the GIL held for the run, this loop would only move during the thread's start-up
+    # (one switch interval, ~5 ms); released, it keeps a sizeable share even on a busy machine
+    assert n / elapsed > 0.05 * alone, (n / elapsed, alone)
+    assert n > alone * 0.05 * 0.5
 
 
 def test_context_busy_from_two_threads(model):
@@ -311,3 +313,33 @@ def test_quantize(smollm2_path, tmp_path):
         pyllamacy.quantize(smollm2_path, tmp_path / "x.gguf", "q9_9")
     with pytest.raises(FileNotFoundError):
         pyllamacy.quantize(tmp_path / "missing.gguf", tmp_path / "x.gguf", "q8_0")
+
+
+def test_grammar_with_everything_banned_raises_instead_of_aborting(model):
+    toks = model.tokenize("Say yes:")
+    yes = model.tokenize("yes", add_special=False)
+    with Context(model, n_ctx=256) as ctx:
+        ctx.eval(toks)
+        # the grammar allows only "yes"-pieces; ban all of them and every end-of-generation token
+        bias = {t: float("-inf") for t in set(yes) | set(model.eog_tokens())}
+        s = Sampler(model).logit_bias(bias).grammar('root ::= "yes"').greedy()
+        with pytest.raises(pyllamacy.GrammarError):
+            ctx.generate(s, max_tokens=4).run()
+
+
+def test_accept_checks_grammar(model):
+    s = Sampler(model).grammar('root ::= "yes"').greedy()
+    with pytest.raises(pyllamacy.GrammarError):
+        s.accept(model.token_eos())             # EOG before the grammar is complete
+    with pytest.raises(pyllamacy.GrammarError):
+        s.accept(model.tokenize("no", add_special=False)[0])
+    s.accept(model.tokenize("yes", add_special=False)[0])
+
+
+def test_seq_rm_invalidates_logits(model):
+    with Context(model, n_ctx=128) as ctx:
+        toks = model.tokenize(PROMPT)
+        ctx.eval(toks)
+        ctx.seq_rm(0, len(toks) - 1, -1)
+        with pytest.raises(pyllamacy.LlamaError, match="eval"):
+            ctx.generate(Sampler(model).greedy())

@@ -20,17 +20,21 @@ def chat(user):
 
 PROMPT = chat("Name three colors.")
 
+# One thread: on a shared 2-core machine ggml's spinning worker threads slow down by 10-100x
+# when other processes compete for the cores; a single thread does not wait on barriers.
+FAST = dict(n_threads=1, verbose=False)
+
 
 @pytest.fixture(scope="module")
 def llama(smollm2_path):
-    llm = Llama(model_path=smollm2_path, n_ctx=512, verbose=False)
+    llm = Llama(model_path=smollm2_path, n_ctx=512, **FAST)
     yield llm
     llm.close()
 
 
 @pytest.fixture(scope="module")
 def embedder(smollm2_path):
-    llm = Llama(model_path=smollm2_path, n_ctx=512, embedding=True, verbose=False)
+    llm = Llama(model_path=smollm2_path, n_ctx=512, embedding=True, **FAST)
     yield llm
     llm.close()
 
@@ -84,12 +88,12 @@ class TestTextAssembler:
 
 def test_unknown_kwarg_is_type_error(smollm2_path):
     with pytest.raises(TypeError, match="bogus_option"):
-        Llama(model_path=smollm2_path, bogus_option=1, verbose=False)
+        Llama(model_path=smollm2_path, bogus_option=1, **FAST)
 
 
 def test_lora_not_implemented(smollm2_path):
     with pytest.raises(NotImplementedError):
-        Llama(model_path=smollm2_path, lora_path="/nonexistent.gguf", verbose=False)
+        Llama(model_path=smollm2_path, lora_path="/nonexistent.gguf", **FAST)
 
 
 def test_basics(llama):
@@ -159,9 +163,9 @@ def test_seeded_sampling_reproducible(llama):
 def test_fixed_constructor_seed_advances(smollm2_path):
     p = chat("Tell me a story.")
     kw = dict(max_tokens=8, temperature=1.3, top_k=0, top_p=1.0, min_p=0.0)
-    with Llama(model_path=smollm2_path, n_ctx=128, seed=7, verbose=False) as a:
+    with Llama(model_path=smollm2_path, n_ctx=128, seed=7, **FAST) as a:
         first = [a.create_completion(p, **kw)["choices"][0]["text"] for _ in range(2)]
-    with Llama(model_path=smollm2_path, n_ctx=128, seed=7, verbose=False) as b:
+    with Llama(model_path=smollm2_path, n_ctx=128, seed=7, **FAST) as b:
         second = [b.create_completion(p, **kw)["choices"][0]["text"] for _ in range(2)]
     assert first == second
 
@@ -402,7 +406,7 @@ def test_invalid_sampling_params(llama, kw):
 
 
 def test_closed(smollm2_path):
-    llm = Llama(model_path=smollm2_path, n_ctx=128, verbose=False)
+    llm = Llama(model_path=smollm2_path, n_ctx=128, **FAST)
     stream = llm.create_completion("Hi", max_tokens=4, stream=True)
     llm.close()
     llm.close()                                   # twice is fine
@@ -460,7 +464,7 @@ def test_embeddings(embedder):
 
 def test_embeddings_mean_pooling(smollm2_path):
     with Llama(model_path=smollm2_path, n_ctx=128, embedding=True, pooling_type="mean",
-               verbose=False) as llm:
+               **FAST) as llm:
         v = llm.embed(["one text", "another"])
         assert len(v) == 2 and all(len(x) == llm.n_embd() for x in v)
         assert np.linalg.norm(v[0]) == pytest.approx(1.0, abs=1e-4)
@@ -474,8 +478,47 @@ def test_suffix_needs_fim_tokens(llama):
 
 
 def test_vocab_only(smollm2_path):
-    with Llama(model_path=smollm2_path, vocab_only=True, verbose=False) as v:
+    with Llama(model_path=smollm2_path, vocab_only=True, **FAST) as v:
         toks = v.tokenize(b"Hello world", add_bos=False)
         assert v.detokenize(toks) == b"Hello world"
         with pytest.raises(ValueError, match="vocab_only"):
             v.create_completion("Hello", max_tokens=2)
+
+
+def test_stream_logprobs_with_stop_match_nonstream(llama):
+    base = llama.create_completion(PROMPT, max_tokens=16, temperature=0)["choices"][0]["text"]
+    stop = base.split()[1]
+    kw = dict(max_tokens=16, temperature=0, logprobs=1, stop=[stop])
+    whole = llama.create_completion(PROMPT, **kw)["choices"][0]
+    chunks = [c["choices"][0] for c in llama.create_completion(PROMPT, stream=True, **kw)]
+    assert "".join(c["text"] for c in chunks) == whole["text"]
+    assert sum((c["logprobs"]["tokens"] for c in chunks if c["logprobs"]), []) == \
+        whole["logprobs"]["tokens"]
+    assert chunks[-1]["finish_reason"] == whole["finish_reason"] == "stop"
+
+
+def test_other_samplers_run(llama):
+    for kw in (dict(mirostat_mode=1), dict(mirostat_mode=2), dict(typical_p=0.9),
+               dict(repeat_penalty=1.1, frequency_penalty=0.2, presence_penalty=0.2)):
+        out = llama.create_completion(PROMPT, max_tokens=4, temperature=0.7, seed=5, **kw)
+        assert out["usage"]["completion_tokens"] >= 1
+
+
+def test_generate_send_appends_tokens(llama):
+    toks = llama.tokenize(PROMPT.encode(), special=True)
+    g = llama.generate(toks, temp=0)
+    first = next(g)
+    extra = llama.tokenize(b" Purple", add_bos=False)
+    g.send(extra)
+    assert list(llama.input_ids[len(toks):len(toks) + 1 + len(extra)]) == [first] + extra
+    g.close()
+
+
+def test_logits_all_scores(smollm2_path):
+    with Llama(model_path=smollm2_path, n_ctx=64, logits_all=True, **FAST) as llm:
+        toks = llm.tokenize(b"The capital of France is", add_bos=False)
+        llm.eval(toks)
+        assert llm.scores.shape == (llm.n_ctx(), llm.n_vocab())
+        last = llm.scores[len(toks) - 1]
+        assert np.isfinite(last).all() and np.abs(last).sum() > 0
+        assert llm.sample(temp=0) == int(np.argmax(last))

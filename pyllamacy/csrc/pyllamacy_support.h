@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -18,10 +19,12 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <dlfcn.h>
 
 #include "ggml.h"
+#include "llama.h"
 
 namespace pyllamacy {
 
@@ -173,6 +176,67 @@ inline void sigint_watch_end(AbortFlag * f) {
     f->watch_sigint = false;
     if (--g_sig_refs == 0) {
         sigaction(SIGINT, &g_prev_sigint, nullptr);
+    }
+}
+
+// ---------------------------------------------------------------- sampling without aborts
+//
+// llama_sampler_sample() asserts (abort) when no token can be selected, and a grammar sampler
+// aborts when asked to accept an end-of-generation token it does not allow (e.g. every token
+// the grammar permits was banned by a logit bias). These do the same work with checks instead.
+
+enum { SAMPLE_NONE_ALLOWED = -1, SAMPLE_THREW = -2, SAMPLE_NO_LOGITS = -3 };
+
+// Sample from `logits` (or, when NULL, output `idx` of ctx's last decode) and accept the token.
+inline llama_token sample_checked(llama_sampler * chain, llama_context * ctx, int32_t idx,
+                                  const float * logits, int32_t n_vocab,
+                                  std::vector<llama_token_data> & cur) noexcept {
+    try {
+        if (logits == nullptr) {
+            logits = llama_get_logits_ith(ctx, idx);
+            if (logits == nullptr) {
+                return SAMPLE_NO_LOGITS;
+            }
+        }
+        cur.resize(n_vocab);
+        for (llama_token i = 0; i < n_vocab; i++) {
+            cur[i] = llama_token_data{i, logits[i], 0.0f};
+        }
+        llama_token_data_array arr = {cur.data(), cur.size(), -1, false};
+        llama_sampler_apply(chain, &arr);
+        if (arr.selected < 0 || arr.selected >= (int64_t) arr.size) {
+            return SAMPLE_NONE_ALLOWED;
+        }
+        const llama_token_data & d = arr.data[arr.selected];
+        if (std::isnan(d.logit) || d.logit == -INFINITY) {
+            return SAMPLE_NONE_ALLOWED;
+        }
+        llama_sampler_accept(chain, d.id);
+        return d.id;
+    } catch (...) {
+        return SAMPLE_THREW;
+    }
+}
+
+// Does grammar sampler `g` allow `token` next? (apply() marks disallowed tokens -inf and does
+// not change the grammar's state)
+inline bool grammar_allows(llama_sampler * g, llama_token token) noexcept {
+    try {
+        llama_token_data d = {token, 0.0f, 0.0f};
+        llama_token_data_array arr = {&d, 1, -1, false};
+        llama_sampler_apply(g, &arr);
+        return arr.size == 1 && d.logit != -INFINITY;
+    } catch (...) {
+        return false;
+    }
+}
+
+inline int sampler_accept_checked(llama_sampler * s, llama_token token) noexcept {
+    try {
+        llama_sampler_accept(s, token);
+        return 0;
+    } catch (...) {
+        return -1;
     }
 }
 

@@ -2,7 +2,11 @@
 from libc.stdint cimport uint64_t
 from libcpp.string cimport string
 from libc.stdbool cimport bool as cbool
+from libc.stdint cimport int32_t
+from libcpp.vector cimport vector
 from pyllamacy.includes.ggml cimport ggml_log_level
+from pyllamacy.includes.llama cimport (llama_context, llama_sampler, llama_token,
+                                       llama_token_data)
 
 cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
     # log capture
@@ -28,6 +32,16 @@ cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
     bint sigint_seen(AbortFlag * f)
     bint sigint_watch_begin(AbortFlag * f)
     void sigint_watch_end(AbortFlag * f)
+
+    # sampling without aborts
+    int SAMPLE_NONE_ALLOWED
+    int SAMPLE_THREW
+    int SAMPLE_NO_LOGITS
+    llama_token sample_checked(llama_sampler * chain, llama_context * ctx, int32_t idx,
+                               const float * logits, int32_t n_vocab,
+                               vector[llama_token_data] & cur)
+    bint grammar_allows(llama_sampler * g, llama_token token)
+    int sampler_accept_checked(llama_sampler * s, llama_token token)
 
     # CPU backend variants
     int backend_score(const char * path, string * err)
