@@ -38,6 +38,9 @@ class BuildLlama(build_ext):
                         str(src / "ggml" / "include")]
         for ext in self.extensions:
             ext.include_dirs[:0] = include_dirs
+            if ext.name == "pyllamacy._chat":
+                # llama.cpp's common chat layer (libllama-common) and its vendored headers
+                ext.include_dirs += [str(src / "common"), str(src / "vendor")]
             ext.library_dirs.append(str(bin_dir))
         # cythonize() returns Cython's own Extension objects; keep setuptools' and take only the
         # generated C++ sources from them
@@ -82,4 +85,14 @@ ext = Extension(
     extra_link_args=["-Wl,-rpath,$ORIGIN/lib"],
 )
 
-setup(ext_modules=[ext], cmdclass={"build_ext": BuildLlama})
+# llama.cpp's common chat layer: templates, tool-call parsers, JSON schema -> grammar
+chat_ext = Extension(
+    "pyllamacy._chat",
+    sources=["pyllamacy/_chat.pyx"],
+    language="c++",
+    libraries=["llama-common", "llama", "ggml", "ggml-base"],
+    extra_compile_args=["-O2", "-std=c++17", "-Wno-unused-function", "-Wno-unreachable-code"],
+    extra_link_args=["-Wl,-rpath,$ORIGIN/lib"],
+)
+
+setup(ext_modules=[ext, chat_ext], cmdclass={"build_ext": BuildLlama})

@@ -130,7 +130,7 @@ def build(src: Path, extra_cmake_args: list[str] | None = None,
         tools = DEFAULT_TOOLS if env_tools is None else [t for t in env_tools.split(",") if t]
     # note: `ggml` depends on every CPU variant, so all are built; _variant_targets matters
     # when ggml is already up to date and for PYLLAMACY_CPU_VARIANTS
-    targets = ["llama", "ggml", "ggml-base", *_variant_targets(bdir, ninja), *tools]
+    targets = ["llama", "llama-common", "ggml", "ggml-base", *_variant_targets(bdir, ninja), *tools]
     jobs = os.environ.get("PYLLAMACY_JOBS") or str(os.cpu_count() or 2)
     _run([ninja, "-C", bdir, "-j", jobs, *targets])
     _drop_unsafe_variants(bdir / "bin")
@@ -160,7 +160,7 @@ def _recorded_cmake_exists(bdir: Path) -> bool:
 def libraries(bin_dir: Path) -> list[Path]:
     """The shared libraries an installed pyllamacy needs, under their run-time names."""
     libs = []
-    for stem in ("libllama", "libggml", "libggml-base"):
+    for stem in ("libllama", "libllama-common", "libggml", "libggml-base"):
         p = bin_dir / f"{stem}.so.0"
         if not p.exists():
             raise BuildError(f"{p} was not built")

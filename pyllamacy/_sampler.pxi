@@ -309,6 +309,61 @@ cdef class Sampler:
             raise GrammarError(f"invalid grammar: {_recent_log(mark) or 'parse failed'}")
         return self._add(s, "grammar")
 
+    def grammar_lazy(self, grammar, trigger_patterns=(), trigger_tokens=(), str root="root"):
+        """A GBNF grammar that stays inactive until the output matches one of
+        `trigger_patterns` (ECMAScript regexes, matched against the generated text; the
+        grammar is fed from the first match group) or one of `trigger_tokens` is sampled —
+        how llama.cpp constrains tool calls while leaving plain replies free."""
+        self._check()
+        cdef const L.llama_vocab * vocab = self._vocab("grammar")
+        if not isinstance(grammar, str):
+            raise TypeError("grammar must be a GBNF string")
+        if not grammar.strip():
+            raise GrammarError("empty grammar")
+        if not _grammar_depth_ok(grammar):
+            raise GrammarError("grammar is nested too deeply (more than 2000 levels of groups)")
+        import re as _re
+        pats = []
+        for p in trigger_patterns:
+            if not isinstance(p, str) or not p or "\0" in p:
+                raise GrammarError(f"trigger patterns must be non-empty strings, got {p!r}")
+            # std::regex (ECMAScript) throws on what it does not know; llama.cpp does not catch
+            # it, so reject here what would abort the process there
+            if "(?<" in p or "(?P" in p or _re.match(r"\(\?[a-zA-Z]", p):
+                raise GrammarError(f"trigger pattern {p!r} uses syntax std::regex lacks")
+            try:
+                _re.compile(p)
+            except _re.error as e:
+                raise GrammarError(f"invalid trigger pattern {p!r}: {e}") from None
+            pats.append(p.encode())
+        cdef int32_t nv = self._n_vocab("grammar")
+        cdef vector[L.llama_token] toks
+        for t in trigger_tokens:
+            ti = int(t)
+            if ti < 0 or ti >= nv:
+                raise IndexError(f"trigger token {ti} is out of range for a vocabulary of {nv}")
+            toks.push_back(ti)
+        if not pats and toks.empty():
+            raise GrammarError("a lazy grammar needs at least one trigger pattern or token")
+        cdef vector[const char *] c_pats
+        for b in pats:
+            c_pats.push_back(<const char *> b)
+        cdef bytes g = grammar.encode()
+        cdef bytes r = root.encode()
+        if b"\0" in g:
+            raise GrammarError("grammar contains a NUL byte")
+        cdef const char * c_g = g
+        cdef const char * c_r = r
+        cdef uint64_t mark = S.log_mark()
+        cdef L.llama_sampler * s
+        with nogil:
+            s = L.llama_sampler_init_grammar_lazy_patterns(vocab, c_g, c_r, c_pats.data(),
+                                                           c_pats.size(), toks.data(),
+                                                           toks.size())
+        if s == NULL:
+            raise GrammarError(f"invalid grammar: {_recent_log(mark) or 'parse failed'}")
+        return self._add(s, "grammar")
+
     def infill(self):
         self._check()
         return self._add(L.llama_sampler_init_infill(self._vocab("infill")), "infill")

@@ -37,6 +37,8 @@ import numpy as np
 from ._llama import (ClosedError, Context, ContextOverflowError, Model, Sampler, SamplerError,
                      set_log_level)
 from ._text import TextAssembler, normalize_stop
+from .llama_speculative import LlamaDraftModelBase
+from .llama_speculative import generate_kwargs as _spec_generate_kwargs
 from .llama_types import (LlamaGrammar, LlamaState, LogitsProcessorList,
                           StoppingCriteriaList)
 
@@ -80,7 +82,7 @@ class _Sampling:
     """One call's sampling settings, checked once."""
     __slots__ = ("temp", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
                  "frequency_penalty", "presence_penalty", "mirostat_mode", "mirostat_tau",
-                 "mirostat_eta", "grammar", "logit_bias")
+                 "mirostat_eta", "grammar", "grammar_obj", "logit_bias")
 
     def __init__(self, *, temp, top_k, top_p, min_p, typical_p, repeat_penalty,
                  frequency_penalty, presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta,
@@ -104,10 +106,12 @@ class _Sampling:
         self.mirostat_mode = int(mirostat_mode)
         self.mirostat_tau = _number("mirostat_tau", mirostat_tau, 0.0)
         self.mirostat_eta = _number("mirostat_eta", mirostat_eta, 0.0)
+        self.grammar_obj = None
         if grammar is None:
             self.grammar = None
         elif isinstance(grammar, LlamaGrammar):
             self.grammar = grammar.grammar
+            self.grammar_obj = grammar
         elif isinstance(grammar, str):
             self.grammar = grammar
         else:
@@ -248,8 +252,9 @@ class Llama:
             raise TypeError(f"Llama() got unexpected keyword argument(s): {', '.join(unknown)}")
         if lora_path is not None or lora_base is not None:
             raise NotImplementedError("LoRA adapters (lora_path/lora_base) are not supported yet")
-        if draft_model is not None:
-            raise NotImplementedError("speculative decoding (draft_model) is not supported yet")
+        if draft_model is not None and not isinstance(draft_model, LlamaDraftModelBase):
+            raise TypeError("draft_model must be LlamaPromptLookupDecoding or LlamaDraftModel "
+                            "(pyllamacy.llama_speculative)")
         if not isinstance(model_path, (str, os.PathLike)):
             raise TypeError(f"model_path must be str or os.PathLike, not "
                             f"{type(model_path).__name__}")
@@ -293,6 +298,7 @@ class Llama:
         self.chat_format = chat_format
         self.chat_handler = chat_handler
         self.draft_model = draft_model
+        self._last_generation = None     # the core Generation of the last completion (stats)
         self.spm_infill = spm_infill
         self.last_n_tokens_size = int(last_n_tokens_size)
         self.tokenizer_ = tokenizer
@@ -609,8 +615,12 @@ class Llama:
         if sp.penalized:
             s.penalties(self.last_n_tokens_size, sp.repeat_penalty, sp.frequency_penalty,
                         sp.presence_penalty)
+        g = sp.grammar_obj
         if sp.grammar is not None:
-            s.grammar(sp.grammar)
+            if g is not None and g._lazy is not None:
+                s.grammar_lazy(sp.grammar, g._lazy[0], g._lazy[1], g.root)
+            else:
+                s.grammar(sp.grammar, g.root if g is not None else "root")
         if sp.temp <= 0:
             s.greedy()
         elif sp.mirostat_mode == 1:
@@ -631,6 +641,10 @@ class Llama:
             if sp.temp != 1.0:
                 s.temp(sp.temp)
             s.dist(seed)
+        if g is not None and g._prefill and g._lazy is None:
+            from .chat import prefill_tokens
+            for t in prefill_tokens(self._model, g._prefill):
+                s.accept(t)
         return s
 
     def _accept_history(self, s: Sampler, sp: _Sampling, generated: Sequence[int] = ()) -> None:
@@ -701,11 +715,21 @@ class Llama:
     # Generators of (token, logits-it-was-sampled-from or None) that keep input_ids/n_tokens
     # in step with the context. `send(list_of_tokens)` appends tokens after the last one.
 
+    def _draft_kwargs(self) -> dict:
+        """Speculative decoding arguments for Context.generate (empty without a draft_model)."""
+        if self.draft_model is None:
+            return {}
+        kw = _spec_generate_kwargs(self.draft_model, self._model)
+        kw["history"] = self.input_ids[: self.n_tokens].tolist()
+        return kw
+
     def _tokens_fast(self, sampler: Sampler, max_tokens: int, stop: List[str], fin: _Finish):
         """The whole loop in one nogil call."""
         ctx = self._ctx
         base = self.n_tokens
-        gen = ctx.generate(sampler, max_tokens=max_tokens, stop_strings=stop or None)
+        gen = ctx.generate(sampler, max_tokens=max_tokens, stop_strings=stop or None,
+                           **self._draft_kwargs())
+        self._last_generation = gen
         try:
             toks = gen.run()
         finally:
@@ -718,13 +742,18 @@ class Llama:
             yield t, None
 
     def _tokens_iter(self, sampler: Sampler, max_tokens: int, stop: List[str],
-                     want_logits: bool, stopping_criteria, fin: _Finish):
+                     want_logits: bool, stopping_criteria, fin: _Finish,
+                     allow_draft: bool = True):
         """One nogil step per token (streaming, logprobs, stopping criteria)."""
         ctx = self._ctx
         cap = self._n_ctx
         want_logits = want_logits or self._logits_all or stopping_criteria is not None
         produced = 0
-        gen = ctx.generate(sampler, max_tokens=max_tokens, stop_strings=stop or None)
+        base = self.n_tokens
+        # speculative decoding only where nobody reads per-token logits
+        spec = {} if want_logits or not allow_draft else self._draft_kwargs()
+        gen = ctx.generate(sampler, max_tokens=max_tokens, stop_strings=stop or None, **spec)
+        self._last_generation = gen
         try:
             while True:
                 try:
@@ -734,7 +763,10 @@ class Llama:
                     fin.reason = gen.finish_reason
                     return
                 produced += 1
-                pos = self.n_tokens = gen.n_past
+                # token k of this generation sits at base + k; with speculative decoding the
+                # context may already hold tokens that have not been handed out yet
+                pos = base + produced - 1
+                self.n_tokens = min(gen.n_past, pos)
                 if pos < cap:
                     self.input_ids[pos] = tok
                 logits = ctx.logits() if want_logits else None
@@ -751,6 +783,7 @@ class Llama:
                     more = ([pending] if pending is not None else []) + [int(t) for t in extra]
                     self._eval(more)
                     left = -1 if max_tokens < 0 else max(0, max_tokens - produced)
+                    base = self.n_tokens - produced
                     gen = ctx.generate(sampler, max_tokens=left, stop_strings=stop or None)
         finally:
             gen.close()
@@ -840,7 +873,8 @@ class Llama:
         fin = _Finish()
         if sampler is not None:
             self._accept_history(sampler, sp)
-            prod = self._tokens_iter(sampler, -1, [], False, stopping_criteria, fin)
+            prod = self._tokens_iter(sampler, -1, [], False, stopping_criteria, fin,
+                                     allow_draft=False)
         else:
             prod = self._tokens_python(sp, seed, -1, False, logits_processor, stopping_criteria,
                                        fin)
@@ -974,6 +1008,12 @@ class Llama:
         pending: Deque[Tuple[str, int, float, Dict[str, float]]] = deque()
         n_completion = 0
         to_piece = self._model.token_to_piece
+        special = run.get("special_tokens")      # chat: control tokens a parser must see
+        if special:
+            plain = to_piece
+
+            def to_piece(tok):
+                return plain(tok, tok in special)
         try:
             for tok, logits in prod:
                 n_completion += 1
@@ -1143,10 +1183,14 @@ class Llama:
         return self.create_completion(prompt, *args, **kwargs)
 
     def create_chat_completion(self, messages, **kwargs):
-        """Chat completion (not implemented yet: tracked in issue 3)."""
+        """An OpenAI-style chat completion (or, with stream=True, an iterator of
+        chat.completion.chunk dicts) with llama-cpp-python's arguments: the model's own chat
+        template (or chat_format= / chat_handler=), tools and tool_choice, response_format,
+        logprobs/top_logprobs and the sampling settings of create_completion().
+        See pyllamacy.chat."""
         self._check()
-        raise NotImplementedError("create_chat_completion is not implemented yet "
-                                  "(chat is tracked in issue 3)")
+        from .chat import create_chat_completion
+        return create_chat_completion(self, messages, **kwargs)
 
     # -- embeddings ---------------------------------------------------------------------------
 

@@ -43,15 +43,20 @@ class LlamaGrammar:
     object can be used by any number of calls.
     """
 
-    __slots__ = ("_grammar", "_root")
+    __slots__ = ("_grammar", "_root", "_lazy", "_prefill")
 
-    def __init__(self, *, _grammar: str, root: str = "root"):
+    def __init__(self, *, _grammar: str, root: str = "root", _lazy=None, _prefill: str = ""):
         if not isinstance(_grammar, str):
             raise TypeError(f"grammar must be a GBNF string, not {type(_grammar).__name__}")
         if not _grammar.strip():
             raise ValueError("empty grammar")
         self._grammar = _grammar
         self._root = root
+        # chat grammars (set by pyllamacy.chat): (trigger_patterns, trigger_tokens) for a
+        # grammar that waits for a trigger, and the text of the prompt that the grammar's root
+        # starts with (the template's generation prompt), fed to it before sampling
+        self._lazy = _lazy
+        self._prefill = _prefill
 
     @property
     def grammar(self) -> str:
@@ -77,8 +82,11 @@ class LlamaGrammar:
 
     @classmethod
     def from_json_schema(cls, json_schema: str, verbose: bool = True) -> "LlamaGrammar":
-        raise NotImplementedError("LlamaGrammar.from_json_schema is not implemented yet "
-                                  "(tracked in issue 3)")
+        """A grammar for JSON documents that validate against `json_schema` (JSON text or a
+        dict), converted by llama.cpp's json_schema_to_grammar. An invalid, cyclic or absurdly
+        deep schema raises pyllamacy.SchemaError (a ValueError) within the sandbox's budget."""
+        from .chat import schema_to_grammar
+        return cls(_grammar=schema_to_grammar(json_schema))
 
     def reset(self) -> None:
         """No-op (kept for compatibility): parser state lives in each call's sampler."""
