@@ -74,6 +74,46 @@ def _check_schema(schema, depth=0, seen_refs=None):
             _check_schema(v, depth + 1)
 
 
+def _resolve_local(root, ref):
+    if not isinstance(ref, str) or not ref.startswith("#"):
+        return None
+    node = root
+    for part in [p for p in ref[1:].split("/") if p]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def _check_ref_cycles(root):
+    """A $ref chain that comes back to itself without consuming anything ({"$ref": "#"},
+    a -> b -> a) describes no document; llama.cpp would emit a grammar that never ends."""
+    def walk(node, depth=0):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                seen = set()
+                cur = node
+                while isinstance(cur, dict) and "$ref" in cur and \
+                        not (set(cur) - {"$ref", "$defs", "definitions", "$schema", "$id",
+                                         "title", "description"}):
+                    ref = cur["$ref"]
+                    if ref in seen:
+                        raise SchemaError(f"the JSON schema's $ref {ref!r} refers to itself "
+                                          f"without any content (a $ref cycle)")
+                    seen.add(ref)
+                    cur = _resolve_local(root, ref)
+            for v in node.values():
+                walk(v, depth + 1)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, depth + 1)
+    walk(root)
+
+
 def _parse_schema(schema):
     if isinstance(schema, (str, bytes)):
         try:
@@ -84,6 +124,7 @@ def _parse_schema(schema):
         raise SchemaError(f"a JSON schema must be an object, not {type(schema).__name__}")
     try:
         _check_schema(schema)
+        _check_ref_cycles(schema)
     except RecursionError:
         raise SchemaError("the JSON schema is nested too deeply") from None
     return schema

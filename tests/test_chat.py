@@ -1,0 +1,361 @@
+"""Chat completion, templates, tool calls, grammars and JSON schema (issue 3)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+import pyllamacy
+from pyllamacy import Llama, LlamaGrammar, chat
+from pyllamacy._chat import ChatTemplateError, ChatTemplateLimitError, SchemaError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "chat"
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Get the weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
+                   "required": ["city"]}}}]
+
+
+def _templates_dir() -> Path:
+    src = pyllamacy.build_info().get("llama_cpp_source")
+    for d in ([Path(src)] if src else []) + [Path(__file__).parent.parent / "vendor" / "llama.cpp"]:
+        if (d / "models" / "templates").is_dir():
+            return d / "models" / "templates"
+    pytest.skip("llama.cpp's models/templates folder is not available")
+
+
+@pytest.fixture(scope="module")
+def llm(smollm2_path):
+    with Llama(smollm2_path, n_ctx=1024, n_threads=2, verbose=False, seed=1) as m:
+        yield m
+
+
+@pytest.fixture
+def fast_limits():
+    old = chat.set_limits(timeout=3.0, memory=512 << 20)
+    yield
+    chat.set_limits(**old)
+
+
+# -- templates ---------------------------------------------------------------------------------
+
+def test_smollm2_template_renders_expected_prompt(llm):
+    tmpl = llm.model.chat_template()
+    assert tmpl and "<|im_start|>" in tmpl
+    r = chat.render_chat(tmpl, [{"role": "user", "content": "Hi"}], bos_token="<|im_start|>",
+                         eos_token="<|im_end|>")
+    assert r["prompt"] == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
+                           "trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+                           "<|im_start|>assistant\n")
+    assert r["generation_prompt"] == "<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("case", json.loads((FIXTURES / "expected_prompts.json").read_text()),
+                         ids=lambda c: c["template"])
+def test_family_templates_render_expected_prompts(case):
+    src = (_templates_dir() / case["template"]).read_text()
+    msgs = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there"},
+            {"role": "user", "content": "Weather in Paris?"}]
+    r = chat.render_chat(src, msgs, bos_token=case["bos"], eos_token=case["eos"])
+    if "prompt" in case:
+        assert r["prompt"] == case["prompt"]
+    else:
+        assert re.match(case["prompt_regex"], r["prompt"]), r["prompt"]
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("chatml", "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+               "<|im_start|>assistant\n"),
+    ("llama-2", "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]"),
+    ("llama-3", "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief."
+                "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+    ("mistral-instruct", "<s>[INST] Be brief.\n\nHi [/INST]"),
+    ("gemma", "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"),
+    ("phi-3", "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"),
+])
+def test_named_formats(name, expected):
+    from pyllamacy.chat_formats import get_chat_template
+    t = get_chat_template(name)
+    r = chat.render_chat(t.template, [{"role": "system", "content": "Be brief."},
+                                      {"role": "user", "content": "Hi"}],
+                         bos_token=t.bos_token, eos_token=t.eos_token)
+    assert r["prompt"] == expected
+
+
+def test_multi_turn_with_tool_messages_renders():
+    src = (_templates_dir() / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text()
+    msgs = [{"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "22 C, sunny"}]
+    r = chat.render_chat(src, chat._normalize_messages(msgs), tools=TOOLS)
+    p = r["prompt"]
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in p
+    assert "<tool_response>\n22 C, sunny\n</tool_response>" in p
+    assert p.endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("case", json.loads((FIXTURES / "recorded_tool_calls.json").read_text()),
+                         ids=lambda c: c["template"])
+def test_tool_calls_parsed_from_recorded_outputs(case):
+    from pyllamacy._chat import ChatParser
+    src = (_templates_dir() / case["template"]).read_text()
+    r = chat.render_chat(src, [{"role": "user", "content": "Weather?"}], bos_token=case["bos"],
+                         eos_token=case["eos"], tools=TOOLS,
+                         parallel_tool_calls=case.get("parallel", False))
+    p = ChatParser({"format": r["format"], "parser": r["parser"],
+                    "generation_prompt": r["generation_prompt"]})
+    msg = p.parse(case["output"])
+    got = [(c["name"], json.loads(c["arguments"])) for c in msg["tool_calls"]]
+    assert got == [tuple(c) for c in case["calls"]]
+    if "content" in case:
+        assert msg["content"] == case["content"]
+
+
+# -- sandbox -------------------------------------------------------------------------------------
+
+def test_cve_2024_34359_payload_fails_harmlessly(tmp_path):
+    marker = tmp_path / "pwned"
+    payloads = [
+        '{{ lipsum.__globals__["os"].popen("touch ' + str(marker) + '").read() }}',
+        "{{ self.__init__.__globals__.__builtins__.__import__('os').system('touch "
+        + str(marker) + "') }}",
+        "{{ cycler.__init__.__globals__.os.popen('touch " + str(marker) + "').read() }}",
+        "{% for c in [].__class__.__base__.__subclasses__() %}{{ c }}{% endfor %}",
+    ]
+    for tmpl in payloads:
+        try:
+            r = chat.render_chat(tmpl, [{"role": "user", "content": "x"}])
+            assert "os" not in r["prompt"] or "popen" not in r["prompt"]
+        except ChatTemplateError:
+            pass
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("tmpl", [
+    # ~10^10 iterations, no output: the time budget
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    # gigabytes of output / a huge list: the memory budget
+    "{% for i in range(1000000000) %}xxxxxxxxxxxxxxxx{% endfor %}",
+    "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}"
+    "{% endfor %}{{ ns.s }}",
+    # unbounded recursion: the worker's stack overflows, not ours
+    "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+])
+def test_runaway_templates_are_stopped(tmpl, fast_limits):
+    t0 = time.monotonic()
+    with pytest.raises(ChatTemplateError) as ei:
+        chat.render_chat(tmpl, [{"role": "user", "content": "x"}])
+    assert time.monotonic() - t0 < 30
+    assert str(ei.value)
+    # the process is fine afterwards
+    r = chat.render_chat("{{ messages[0]['content'] }}", [{"role": "user", "content": "ok"}])
+    assert r["prompt"] == "ok"
+
+
+def test_template_syntax_error_is_clear():
+    with pytest.raises(ChatTemplateError, match="template"):
+        chat.render_chat("{% for x in %}", [{"role": "user", "content": "x"}])
+
+
+# -- grammars and schemas --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gbnf", [
+    'rot ::= "a"',                                  # no root
+    'root ::= foo',                                 # undefined rule
+    'root ::= root "a" | "b"',                      # left recursion
+    "root ::= " + "(" * 60000 + '"a"' + ")" * 60000,  # absurd nesting
+    'root ::= "a',                                  # unterminated string
+])
+def test_bad_grammars_raise_quickly(llm, gbnf):
+    t0 = time.monotonic()
+    with pytest.raises(pyllamacy.GrammarError):
+        llm.create_completion("x", max_tokens=2, grammar=LlamaGrammar.from_string(gbnf))
+    assert time.monotonic() - t0 < 10
+
+
+def test_grammar_lazy_sampler(llm):
+    s = pyllamacy.Sampler(llm.model).grammar_lazy('root ::= "x"', ["<tool_call>"]).greedy()
+    assert s.names == ["grammar", "greedy"]
+    with pytest.raises(pyllamacy.GrammarError):
+        pyllamacy.Sampler(llm.model).grammar_lazy('root ::= "x"', ["(?<=a)b"])
+    with pytest.raises(pyllamacy.GrammarError):
+        pyllamacy.Sampler(llm.model).grammar_lazy('root ::= "x"', [])
+
+
+def test_from_json_schema():
+    g = LlamaGrammar.from_json_schema(json.dumps(
+        {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}))
+    assert "root ::=" in g.grammar
+
+
+@pytest.mark.parametrize("schema", [
+    {"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}},
+    {"$ref": "#"},
+    {"type": "object", "properties": {"x": {"$ref": "#/nowhere"}}},
+    "{not json",
+    [1, 2],
+])
+def test_bad_schemas_raise_quickly(schema, fast_limits):
+    t0 = time.monotonic()
+    with pytest.raises((SchemaError, ChatTemplateLimitError)):
+        LlamaGrammar.from_json_schema(schema if isinstance(schema, str) else json.dumps(schema))
+    assert time.monotonic() - t0 < 10
+
+
+def test_absurdly_nested_schema_raises_quickly():
+    text = '{"type": "array", "items": ' * 5000 + '{"type": "string"}' + "}" * 5000
+    t0 = time.monotonic()
+    with pytest.raises(SchemaError):
+        LlamaGrammar.from_json_schema(text)
+    with pytest.raises(SchemaError):
+        LlamaGrammar.from_json_schema('{"type": "array", "items": ' * 100 + "{}" + "}" * 100)
+    assert time.monotonic() - t0 < 10
+
+
+# -- generation with SmolLM2 --------------------------------------------------------------------------
+
+def test_chat_completion_shape(llm):
+    r = llm.create_chat_completion([{"role": "user", "content": "Say hi."}], max_tokens=8,
+                                   temperature=0)
+    assert r["object"] == "chat.completion" and r["id"].startswith("chatcmpl-")
+    ch = r["choices"][0]
+    assert ch["message"]["role"] == "assistant" and isinstance(ch["message"]["content"], str)
+    assert ch["finish_reason"] in ("stop", "length")
+    u = r["usage"]
+    assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+    assert u["completion_tokens"] <= 8
+
+
+def test_stream_concatenates_to_message(llm):
+    kw = dict(messages=[{"role": "user", "content": "Name a color."}], max_tokens=12,
+              temperature=0)
+    full = llm.create_chat_completion(**kw)
+    chunks = list(llm.create_chat_completion(stream=True, **kw))
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text == full["choices"][0]["message"]["content"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == full["choices"][0]["finish_reason"]
+
+
+def test_stop_and_logprobs(llm):
+    r = llm.create_chat_completion([{"role": "user", "content": "Count: 1, 2, 3"}],
+                                   max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
+    lp = r["choices"][0]["logprobs"]["content"]
+    assert lp and all(len(e["top_logprobs"]) >= 1 and e["logprob"] <= 0 for e in lp)
+
+
+def test_json_schema_output_validates_over_seeds(llm):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {"type": "object",
+              "properties": {"name": {"type": "string", "maxLength": 12},
+                             "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                             "tags": {"type": "array", "items": {"enum": ["a", "b"]},
+                                      "maxItems": 3}},
+              "required": ["name", "age", "tags"], "additionalProperties": False}
+    for seed in range(5):
+        r = llm.create_chat_completion(
+            [{"role": "user", "content": "Describe a person as JSON."}], seed=seed,
+            temperature=1.0, max_tokens=60,
+            response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}})
+        ch = r["choices"][0]
+        assert ch["finish_reason"] == "stop", ch
+        jsonschema.validate(json.loads(ch["message"]["content"]), schema)
+
+
+def test_json_object_output_parses(llm):
+    r = llm.create_chat_completion([{"role": "user", "content": "Give JSON."}], seed=3,
+                                   max_tokens=60, response_format={"type": "json_object"})
+    if r["choices"][0]["finish_reason"] == "stop":
+        assert isinstance(json.loads(r["choices"][0]["message"]["content"]), dict)
+
+
+@pytest.mark.parametrize("choice", [{"type": "function", "function": {"name": "get_weather"}},
+                                    "required"])
+def test_forced_tool_choice_gives_parseable_arguments(llm, choice):
+    for seed in (1, 2):
+        r = llm.create_chat_completion([{"role": "user", "content": "Weather in Paris?"}],
+                                       tools=TOOLS, tool_choice=choice, seed=seed,
+                                       max_tokens=60)
+        ch = r["choices"][0]
+        assert ch["finish_reason"] == "tool_calls"
+        (call,) = ch["message"]["tool_calls"]
+        assert call["type"] == "function" and call["id"]
+        assert call["function"]["name"] == "get_weather"
+        assert isinstance(json.loads(call["function"]["arguments"])["city"], str)
+
+
+def test_tool_choice_none_and_multi_turn(llm):
+    msgs = [{"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "22 C, sunny"}]
+    r = llm.create_chat_completion(msgs, tools=TOOLS, tool_choice="none", max_tokens=8,
+                                   temperature=0)
+    assert "tool_calls" not in r["choices"][0]["message"]
+    r = llm.create_chat_completion(msgs, tools=TOOLS, tool_choice="auto", max_tokens=40, seed=1)
+    assert r["choices"][0]["finish_reason"] in ("stop", "length", "tool_calls")
+
+
+def test_stream_tool_calls(llm):
+    chunks = list(llm.create_chat_completion(
+        [{"role": "user", "content": "Weather in Rome?"}], tools=TOOLS, stream=True, seed=1,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=60))
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    calls = [tc for d in deltas for tc in d.get("tool_calls", [])]
+    assert calls[0]["function"]["name"] == "get_weather"
+    args = "".join(tc["function"].get("arguments", "") for tc in calls)
+    assert "city" in json.loads(args)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_legacy_functions_api(llm):
+    r = llm.create_chat_completion(
+        [{"role": "user", "content": "Weather in Oslo?"}], max_tokens=60, seed=1,
+        functions=[TOOLS[0]["function"]], function_call={"name": "get_weather"})
+    msg = r["choices"][0]["message"]
+    assert msg["function_call"]["name"] == "get_weather"
+    json.loads(msg["function_call"]["arguments"])
+
+
+def test_chat_format_and_handler(smollm2_path):
+    with Llama(smollm2_path, n_ctx=512, n_threads=2, verbose=False, chat_format="chatml") as m:
+        r = m.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=4,
+                                     temperature=0)
+        assert r["choices"][0]["message"]["role"] == "assistant"
+    seen = {}
+
+    def handler(llama, messages, **kwargs):
+        seen.update(kwargs, messages=messages)
+        return {"id": "x", "object": "chat.completion", "choices": []}
+    with Llama(smollm2_path, n_ctx=256, n_threads=1, verbose=False, chat_handler=handler) as m:
+        assert m.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=3,
+                                        tools=TOOLS)["id"] == "x"
+    assert seen["max_tokens"] == 3 and seen["tools"] == TOOLS
+    with pytest.raises(ValueError, match="chat_format"):
+        with Llama(smollm2_path, n_ctx=256, n_threads=1, verbose=False,
+                   chat_format="no-such-format") as m:
+            m.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=2)
+
+
+def test_bad_arguments(llm):
+    with pytest.raises(ValueError):
+        llm.create_chat_completion([{"role": "user", "content": "x"}], tools=TOOLS,
+                                   tool_choice="sometimes")
+    with pytest.raises(ValueError):
+        llm.create_chat_completion([{"role": "user", "content": "x"}], tools=TOOLS,
+                                   tool_choice={"type": "function", "function": {"name": "nope"}})
+    with pytest.raises(ValueError):
+        llm.create_chat_completion([{"role": "user", "content": "x"}],
+                                   response_format={"type": "xml"})
+    with pytest.raises(TypeError):
+        llm.create_chat_completion([{"role": "user", "content": "x"}], bogus=1)
