@@ -132,7 +132,11 @@ def build(src: Path, extra_cmake_args: list[str] | None = None,
     # when ggml is already up to date and for PYLLAMACY_CPU_VARIANTS
     targets = ["llama", "llama-common", "ggml", "ggml-base", *_variant_targets(bdir, ninja), *tools]
     jobs = os.environ.get("PYLLAMACY_JOBS") or str(os.cpu_count() or 2)
-    _run([ninja, "-C", bdir, "-j", jobs, *targets])
+    env = dict(os.environ)
+    # let ccache share objects between checkouts in different folders (CI clones, worktrees)
+    env.setdefault("CCACHE_BASEDIR", os.path.commonpath([str(src), str(bdir)]))
+    env.setdefault("CCACHE_NOHASHDIR", "1")
+    _run([ninja, "-C", bdir, "-j", jobs, *targets], env=env)
     _drop_unsafe_variants(bdir / "bin")
     return bdir / "bin"
 

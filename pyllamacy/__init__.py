@@ -6,8 +6,14 @@ High level: Llama — a near drop-in for llama_cpp.Llama.
 """
 from __future__ import annotations
 
+__version__ = "0.1.0"     # before discovery, which checks backend packages against it
+
 from . import _llama
-from ._llama import (
+# installed backend packages (pyllamacy-cuda, -vulkan, ...): loaded before the names below are
+# bound, so that `pyllamacy.backends` stays the function and not the submodule
+from .backends import _safe_discover
+_safe_discover()
+from ._llama import (  # noqa: E402
     AbortedError,
     BackendError,
     Batch,
@@ -17,6 +23,8 @@ from ._llama import (
     ContextCreateError,
     ContextOverflowError,
     DecodeError,
+    Engine,
+    EngineFullError,
     Generation,
     GrammarError,
     InvalidBatchError,
@@ -49,7 +57,6 @@ from ._llama import (
     system_info,
 )
 
-__version__ = "0.1.0"
 
 
 def __getattr__(name):
@@ -58,6 +65,9 @@ def __getattr__(name):
                 "StoppingCriteriaList", "LogitsProcessorList", "LLAMA_DEFAULT_SEED"):
         from . import llama as _hl
         return getattr(_hl, name)
+    if name in ("LlamaPromptLookupDecoding", "LlamaDraftModel"):
+        from . import llama_speculative as _spec
+        return getattr(_spec, name)
     raise AttributeError(f"module 'pyllamacy' has no attribute {name!r}")
 
 

@@ -539,7 +539,8 @@ cdef class Context:
             self._leave()
 
     def generate(self, Sampler sampler not None, int max_tokens=-1, int seq_id=0,
-                 stop_tokens=None, stop_sequences=None, stop_strings=None):
+                 stop_tokens=None, stop_sequences=None, stop_strings=None, history=None,
+                 draft=None, int n_draft=8, int ngram_max=3):
         """Generate from the logits of the last eval() -> Generation.
 
         Iterate the Generation for tokens one at a time, or call .run() for all of them in one
@@ -547,9 +548,14 @@ cdef class Context:
         stop_tokens: ids that end generation (returned); stop_sequences: lists of ids;
         stop_strings: text that ends generation once it appears in the output (the token that
         completes it is returned; trimming the text is the caller's job).
+
+        Speculative decoding: draft="ngram" (prompt lookup over `history` + the output) or a
+        Context of a small model with the same vocabulary; up to n_draft tokens are verified
+        per llama_decode. The tokens are exactly those of plain decoding.
+        history: the tokens already in the sequence (the prompt), for prompt lookup.
         """
         return _generate(self, sampler, max_tokens, seq_id, stop_tokens, stop_sequences,
-                         stop_strings)
+                         stop_strings, history, draft, n_draft, ngram_max)
 
     # -- outputs ------------------------------------------------------------------------------
 
@@ -567,6 +573,17 @@ cdef class Context:
         cdef float[::1] view = arr
         memcpy(&view[0], p, self._n_vocab * sizeof(float))
         return arr
+
+    def set_logits(self, logits):
+        """Make `logits` (n_vocab floats) the "last logits" that generate()/Sampler.sample()
+        start from, e.g. ones saved earlier for a prefix that is still in the cache."""
+        self._check_read()
+        cdef const float[::1] view = np.ascontiguousarray(logits, dtype=np.float32).reshape(-1)
+        if view.shape[0] != self._n_vocab:
+            raise ValueError(f"expected {self._n_vocab} logits, got {view.shape[0]}")
+        self._restored_logits.resize(self._n_vocab)
+        memcpy(self._restored_logits.data(), &view[0], self._n_vocab * sizeof(float))
+        self._has_restored = True
 
     def embeddings(self, int32_t i=-1):
         """Embedding of output `i` (token-level, pooling none) as a float32 array (copy)."""

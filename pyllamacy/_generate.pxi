@@ -54,6 +54,13 @@ cdef class Generation:
     cdef readonly object finish_reason
     cdef readonly bint stopped_by_eog
     cdef vector[L.llama_token_data] cur    # candidates buffer, reused every step
+    cdef vector[L.llama_token] hist        # the whole sequence: history given + generated
+    cdef size_t n_returned                 # tokens handed out by the iterator
+    cdef int draft_kind                    # 0 none, 1 prompt lookup (n-gram), 2 draft model
+    cdef int n_draft, ngram_max
+    cdef Context draft_ctx
+    cdef vector[L.llama_token] draft, draft_kv
+    cdef readonly long n_drafted, n_accepted
     cdef vector[char] piece
     cdef int _sample_code
 
@@ -62,7 +69,8 @@ cdef class Generation:
 
     @staticmethod
     cdef Generation _new(Context ctx, Sampler sampler, int max_tokens, int seq_id,
-                         stop_tokens, stop_sequences, stop_strings):
+                         stop_tokens, stop_sequences, stop_strings, history, draft,
+                         int n_draft, int ngram_max):
         cdef Generation g = Generation.__new__(Generation)
         cdef vector[L.llama_token] seq
         g.ctx = ctx
@@ -85,6 +93,35 @@ cdef class Generation:
             if seq.size() == 0:
                 raise ValueError("empty stop sequence")
             g.stop_seqs.push_back(seq)
+        g.n_returned = 0
+        g.n_drafted = 0
+        g.n_accepted = 0
+        g.draft_kind = 0
+        if history is not None:
+            ctx.model._fill_tokens(history, g.hist)
+        if draft is not None:
+            if n_draft < 1:
+                raise ValueError(f"n_draft must be >= 1, got {n_draft}")
+            if ngram_max < 1:
+                raise ValueError(f"ngram_max must be >= 1, got {ngram_max}")
+            g.n_draft = n_draft
+            g.ngram_max = ngram_max
+            if isinstance(draft, str):
+                if draft not in ("ngram", "prompt_lookup"):
+                    raise ValueError(f"draft must be 'ngram', a Context or None, got {draft!r}")
+                g.draft_kind = 1
+            elif isinstance(draft, Context):
+                (<Context> draft)._check()
+                if (<Context> draft) is ctx:
+                    raise ValueError("the draft context must not be the target context")
+                if (<Context> draft)._n_vocab != ctx._n_vocab:
+                    raise ValueError("the draft model's vocabulary differs from the target's "
+                                     f"({(<Context> draft)._n_vocab} vs {ctx._n_vocab} tokens)")
+                g.draft_kind = 2
+                g.draft_ctx = <Context> draft
+                g.draft_ctx.memory_clear()
+            else:
+                raise TypeError("draft must be 'ngram', a Context of a draft model, or None")
         g.max_stop = 0
         for s in (stop_strings or ()):
             b = s.encode("utf-8") if isinstance(s, str) else bytes(s)
@@ -97,10 +134,6 @@ cdef class Generation:
     cdef _Step _step(self) noexcept nogil:
         cdef L.llama_context * c = self.ctx._ctx
         cdef L.llama_token tok
-        cdef size_t i, k, n
-        cdef bint match
-        cdef char buf[256]
-        cdef int32_t np
         if self.has_pending:
             if self.pos >= self.n_ctx:
                 return STEP_CTX_FULL
@@ -130,7 +163,16 @@ cdef class Generation:
             return STEP_NO_TOKEN if tok == S.SAMPLE_NONE_ALLOWED else STEP_SAMPLER_ERROR
         if L.llama_vocab_is_eog(self.ctx.model._vocab, tok):
             return STEP_EOG
+        return self._accept(tok)
+
+    cdef _Step _accept(self, L.llama_token tok) noexcept nogil:
+        """Record a generated token (it becomes the pending one) and check the stop rules."""
+        cdef size_t i, k, n
+        cdef bint match
+        cdef char buf[256]
+        cdef int32_t np
         self.out.push_back(tok)
+        self.hist.push_back(tok)
         self.produced += 1
         self.pending = tok
         self.has_pending = True
@@ -168,6 +210,162 @@ cdef class Generation:
             return STEP_LENGTH
         return STEP_TOKEN
 
+    # -- speculative decoding ---------------------------------------------------------------
+    # Draft up to n_draft tokens (prompt lookup or a small draft model), decode the pending
+    # token plus the drafts in one batch, then sample position by position with the real
+    # sampler: a draft is kept while it equals the sampled token. Every generated token is
+    # sampled from the target model's logits in order, so the output (and the RNG stream) is
+    # that of plain decoding; only the number of llama_decode calls changes.
+
+    cdef int _draft_ngram(self, int limit) noexcept nogil:
+        cdef int n, j, m
+        cdef Py_ssize_t i, L_ = <Py_ssize_t> self.hist.size()
+        cdef bint eq
+        self.draft.clear()
+        n = self.ngram_max
+        while n >= 1:
+            if L_ > n:
+                i = L_ - n - 1
+                while i >= 0:
+                    eq = True
+                    for j in range(n):
+                        if self.hist[i + j] != self.hist[L_ - n + j]:
+                            eq = False
+                            break
+                    if eq:
+                        m = 0
+                        while m < limit and i + n + m < L_:
+                            self.draft.push_back(self.hist[i + n + m])
+                            m += 1
+                        if m > 0:
+                            return m
+                    i -= 1
+            n -= 1
+        return 0
+
+    cdef int _draft_model(self, int limit) noexcept nogil:
+        """Greedy drafts from the draft context, kept in step with hist through its KV cache."""
+        cdef L.llama_context * dc = self.draft_ctx._ctx
+        cdef L.llama_batch * db = &self.draft_ctx._batch
+        cdef size_t L_ = self.hist.size(), common = 0, start, m, i
+        cdef int32_t nb = L.llama_n_batch(dc), rc, j, v, best
+        cdef const float * lg
+        cdef float bestv
+        self.draft.clear()
+        while common < self.draft_kv.size() and common < L_ and self.draft_kv[common] == self.hist[common]:
+            common += 1
+        if common == L_:
+            common = L_ - 1               # the last token must be decoded again for its logits
+        if L_ + limit >= <size_t> L.llama_n_ctx_seq(dc):
+            return 0
+        L.llama_memory_seq_rm(L.llama_get_memory(dc), 0, <int32_t> common, -1)
+        self.draft_kv.resize(common)
+        start = common
+        while start < L_:
+            m = L_ - start if L_ - start < <size_t> nb else <size_t> nb
+            for i in range(m):
+                db.token[i] = self.hist[start + i]
+                db.pos[i] = <int32_t> (start + i)
+                db.n_seq_id[i] = 1
+                db.seq_id[i][0] = 0
+                db.logits[i] = start + i == L_ - 1
+            db.n_tokens = <int32_t> m
+            rc = L.llama_decode(dc, db[0])
+            if rc != 0:
+                L.llama_memory_seq_rm(L.llama_get_memory(dc), 0, <int32_t> start, -1)
+                return 0
+            for i in range(m):
+                self.draft_kv.push_back(self.hist[start + i])
+            start += m
+        for j in range(limit):
+            lg = L.llama_get_logits_ith(dc, -1)
+            if lg == NULL:
+                break
+            best = 0
+            bestv = lg[0]
+            for v in range(1, self.draft_ctx._n_vocab):
+                if lg[v] > bestv:
+                    bestv = lg[v]
+                    best = v
+            if L.llama_vocab_is_eog(self.draft_ctx.model._vocab, best):
+                break
+            self.draft.push_back(best)
+            if j == limit - 1:
+                break
+            db.token[0] = best
+            db.pos[0] = <int32_t> self.draft_kv.size()
+            db.n_seq_id[0] = 1
+            db.seq_id[0][0] = 0
+            db.logits[0] = True
+            db.n_tokens = 1
+            if L.llama_decode(dc, db[0]) != 0:
+                break
+            self.draft_kv.push_back(best)
+        return <int> self.draft.size()
+
+    cdef _Step _step_spec(self) noexcept nogil:
+        cdef L.llama_context * c = self.ctx._ctx
+        cdef int k, limit, i
+        cdef int32_t p0 = self.pos
+        cdef L.llama_token tok = -1
+        cdef _Step st = STEP_TOKEN
+        if self.pos >= self.n_ctx:
+            return STEP_CTX_FULL
+        limit = self.n_draft
+        if limit > self.n_ctx - self.pos - 1:
+            limit = self.n_ctx - self.pos - 1
+        if limit > self.max_tokens - self.produced - 1:
+            limit = self.max_tokens - self.produced - 1
+        if limit > <int> L.llama_n_batch(c) - 1:
+            limit = <int> L.llama_n_batch(c) - 1
+        k = 0
+        if limit > 0:
+            k = self._draft_model(limit) if self.draft_kind == 2 else self._draft_ngram(limit)
+        if k <= 0:
+            return self._step()
+        if S.abort_requested(self.ctx._abort):
+            return STEP_ABORTED
+        self.ctx._batch.token[0] = self.pending
+        for i in range(k + 1):
+            if i > 0:
+                self.ctx._batch.token[i] = self.draft[i - 1]
+            self.ctx._batch.pos[i] = p0 + i
+            self.ctx._batch.n_seq_id[i] = 1
+            self.ctx._batch.seq_id[i][0] = self.seq_id
+            self.ctx._batch.logits[i] = True
+        self.ctx._batch.n_tokens = k + 1
+        self._rc = L.llama_decode(c, self.ctx._batch)
+        if self._rc != 0:
+            L.llama_memory_seq_rm(L.llama_get_memory(c), self.seq_id, p0, -1)
+            return STEP_ABORTED if self._rc == 2 else STEP_ERROR
+        self.ctx._has_restored = False
+        self.has_pending = False
+        self.n_drafted += k
+        for i in range(k + 1):
+            tok = S.sample_checked(self.sampler._chain, c, i, NULL, self.ctx._n_vocab, self.cur)
+            if tok < 0:
+                self._sample_code = tok
+                st = STEP_NO_TOKEN if tok == S.SAMPLE_NONE_ALLOWED else STEP_SAMPLER_ERROR
+                break
+            if L.llama_vocab_is_eog(self.ctx.model._vocab, tok):
+                st = STEP_EOG
+                break
+            st = self._accept(tok)
+            if st != STEP_TOKEN or i == k or tok != self.draft[i]:
+                break
+            self.n_accepted += 1
+        # positions p0 .. p0+i hold the pending token and the drafts that were confirmed
+        L.llama_memory_seq_rm(L.llama_get_memory(c), self.seq_id, p0 + i + 1, -1)
+        self.pos = p0 + i + 1
+        # the context's "last logits" are now those of some batch row: not meaningful
+        self.ctx._logits_valid = False
+        return st
+
+    cdef inline _Step _advance(self) noexcept nogil:
+        if self.draft_kind != 0 and self.has_pending:
+            return self._step_spec()
+        return self._step()
+
     cdef int _finish(self, _Step st, bint interrupted) except -1:
         self.done = True
         self.ctx.epoch += 1
@@ -200,9 +398,18 @@ cdef class Generation:
             self.ctx._leave()
             raise BusyError("this Sampler is in use by another generation")
         self.sampler._owner = self.ctx._owner
+        if self.draft_ctx is not None:
+            try:
+                self.draft_ctx._enter()
+            except BaseException:
+                self.sampler._owner = 0
+                self.ctx._leave()
+                raise
         return 0
 
     cdef void _end(self) noexcept:
+        if self.draft_ctx is not None:
+            self.draft_ctx._leave()
         self.sampler._owner = 0
         self.epoch = self.ctx.epoch
         self.ctx._leave()
@@ -211,6 +418,9 @@ cdef class Generation:
         return self
 
     def __next__(self):
+        if self.n_returned < self.out.size():
+            self.n_returned += 1
+            return self.out[self.n_returned - 1]
         if self.done:
             raise StopIteration
         self._begin()
@@ -219,26 +429,27 @@ cdef class Generation:
         cdef bint interrupted = False
         try:
             with nogil:
-                st = self._step()
+                st = self._advance()
             interrupted = watch and S.sigint_seen(self.ctx._abort)
             self.ctx.epoch += 1
         finally:
             if watch:
                 S.sigint_watch_end(self.ctx._abort)
             self._end()
-        if st == STEP_TOKEN:
-            return self.out.back()
-        if st == STEP_STOP or st == STEP_LENGTH:
-            self._finish(st, False)
-            return self.out.back()
-        self._finish(st, interrupted)
+        if st != STEP_TOKEN:
+            self._finish(st, interrupted)
+        if self.n_returned < self.out.size():
+            self.n_returned += 1
+            return self.out[self.n_returned - 1]
         raise StopIteration
 
     def run(self):
-        """Generate to the end in one call without the GIL; returns the new token ids."""
-        cdef size_t start = self.out.size()
+        """Generate to the end in one call without the GIL; returns the tokens not yet
+        returned by iteration."""
+        cdef size_t start = self.n_returned
         if self.done:
-            return []
+            self.n_returned = self.out.size()
+            return [self.out[i] for i in range(start, self.out.size())]
         self._begin()
         cdef _Step st = STEP_TOKEN
         cdef bint watch = _in_main_thread() and S.sigint_watch_begin(self.ctx._abort)
@@ -246,15 +457,21 @@ cdef class Generation:
         try:
             with nogil:
                 while st == STEP_TOKEN:
-                    st = self._step()
+                    st = self._advance()
             interrupted = watch and S.sigint_seen(self.ctx._abort)
             self.ctx.epoch += 1
         finally:
             if watch:
                 S.sigint_watch_end(self.ctx._abort)
             self._end()
+        self.n_returned = self.out.size()
         self._finish(st, interrupted)
         return [self.out[i] for i in range(start, self.out.size())]
+
+    @property
+    def acceptance_rate(self):
+        """Fraction of drafted tokens that were confirmed (speculative decoding)."""
+        return (<double> self.n_accepted) / self.n_drafted if self.n_drafted else 0.0
 
     def close(self):
         """Stop generating (the tokens so far stay in the context)."""
@@ -279,7 +496,8 @@ cdef class Generation:
 
 
 def _generate(Context ctx, Sampler sampler, int max_tokens=-1, int seq_id=0, stop_tokens=None,
-              stop_sequences=None, stop_strings=None):
+              stop_sequences=None, stop_strings=None, history=None, draft=None, int n_draft=8,
+              int ngram_max=3):
     ctx._check()
     sampler._check()
     ctx._check_seq(seq_id)
@@ -290,5 +508,5 @@ def _generate(Context ctx, Sampler sampler, int max_tokens=-1, int seq_id=0, sto
         raise LlamaError("nothing to generate from: eval() the prompt (with logits for its last "
                          "token) first")
     return Generation._new(ctx, sampler, max_tokens, seq_id, stop_tokens, stop_sequences,
-                           stop_strings)
+                           stop_strings, history, draft, n_draft, ngram_max)
 

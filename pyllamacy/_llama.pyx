@@ -11,7 +11,8 @@ This file is a table of contents; each included .pxi holds one domain:
     _batch.pxi     Batch (llama_batch owner)
     _context.pxi   Context (KV cache, decode, logits/embeddings, state, cancellation)
     _sampler.pxi   Sampler (a llama_sampler chain)
-    _generate.pxi  the nogil decode/sample loops
+    _generate.pxi  the nogil decode/sample loops (and speculative decoding)
+    _engine.pxi    Engine: continuous batching of many requests over one Context
     _quantize.pxi  quantize() over llama_model_quantize
 
 Ownership: every C pointer has exactly one owning Python object; children keep their parents
@@ -50,6 +51,7 @@ include "_batch.pxi"
 include "_context.pxi"
 include "_sampler.pxi"
 include "_generate.pxi"
+include "_engine.pxi"
 include "_quantize.pxi"
 
 _init_library()

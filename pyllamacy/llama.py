@@ -299,6 +299,7 @@ class Llama:
         self.chat_handler = chat_handler
         self.draft_model = draft_model
         self._last_generation = None     # the core Generation of the last completion (stats)
+        self._saved_logits = None        # (n, logits after evaluating input_ids[:n]) or None
         self.spm_infill = spm_infill
         self.last_n_tokens_size = int(last_n_tokens_size)
         self.tokenizer_ = tokenizer
@@ -513,7 +514,7 @@ class Llama:
     def load_state(self, state: LlamaState) -> None:
         """Restore a snapshot made by save_state() of a Llama with the same model and n_ctx.
 
-        The last token is evaluated again, so that sampling continues from fresh logits."""
+        Sampling continues from the logits saved with the state."""
         ctx = self._need_ctx()
         if not isinstance(state, LlamaState):
             raise TypeError(f"expected a LlamaState, not {type(state).__name__}")
@@ -533,9 +534,12 @@ class Llama:
             rows = min(len(state.scores), self._n_ctx)
             self.scores[:rows] = state.scores[:rows]
         self._seed = state.seed
-        # evaluate the last token again so that the logits are those of the restored context
-        # whatever made the state (llama.cpp's own state holds the KV cache but no logits)
-        if self.n_tokens > 0:
+        self._saved_logits = None
+        # pyllamacy's context state carries the last logits; a bare llama.cpp state does not,
+        # and then the last token is evaluated again so that sampling starts from fresh logits
+        has_logits = bytes(memoryview(data)[:4]) == b"PYLC" and \
+            int.from_bytes(bytes(memoryview(data)[8:12]), "little") > 0
+        if self.n_tokens > 0 and not has_logits:
             last = int(self.input_ids[self.n_tokens - 1])
             self.n_tokens -= 1
             self._eval([last])
@@ -553,6 +557,8 @@ class Llama:
         on_logits(position, logits) for every token) every position keeps its logits."""
         ctx = self._ctx
         n0 = self.n_tokens
+        if self._saved_logits is not None and n0 < self._saved_logits[0]:
+            self._saved_logits = None         # positions they depend on are rewritten
         if ctx.seq_pos_max(0) >= n0:
             ctx.seq_rm(0, n0, -1)
         m = len(tokens)
@@ -592,6 +598,17 @@ class Llama:
             k = min(self.n_tokens, n)
             diff = np.nonzero(self.input_ids[:k] != np.asarray(tokens[:k], dtype=np.intc))[0]
             keep = int(diff[0]) if len(diff) else k
+            saved = self._saved_logits
+            if keep >= n and saved is not None and saved[0] == n and on_logits is None:
+                # all of it is cached and so are the logits its evaluation produced: reuse
+                # both (re-evaluating the last token alone can round differently and change
+                # a greedy continuation)
+                if ctx.seq_pos_max(0) >= n:
+                    ctx.seq_rm(0, n, -1)
+                if ctx.seq_pos_max(0) == n - 1:
+                    ctx.set_logits(saved[1])
+                    self.n_tokens = n
+                    return 0
             if keep >= n:                     # all of it is cached: redo the last token so
                 keep = n - 1                  # that its logits are the current ones
         if keep < self.n_tokens or ctx.seq_pos_max(0) >= keep:
@@ -600,6 +617,7 @@ class Llama:
                 keep = 0
         self.n_tokens = keep
         self._eval(tokens[keep:], on_logits=on_logits)
+        self._saved_logits = (n, ctx.logits())
         return n - keep
 
     # -- sampling -----------------------------------------------------------------------------

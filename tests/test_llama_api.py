@@ -294,10 +294,12 @@ def test_prefix_reuse(llama, monkeypatch):
     llama.reset()
     cold = llama.create_completion(longer, max_tokens=2, temperature=0)
     assert cold["choices"][0]["text"] == out["choices"][0]["text"]
-    # the very same prompt again: only the last token is evaluated again
+    # the very same prompt again: nothing is evaluated (the cache and the logits its
+    # evaluation produced are reused) and the answer is the same
     evaluated.clear()
-    llama.create_completion(longer, max_tokens=2, temperature=0)
-    assert evaluated[0] == 1
+    again = llama.create_completion(longer, max_tokens=2, temperature=0)
+    assert evaluated == []
+    assert again["choices"][0]["text"] == cold["choices"][0]["text"]
 
 
 def test_grammar(llama):

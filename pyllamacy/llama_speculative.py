@@ -1,0 +1,111 @@
+"""Speculative decoding drafters for ``Llama(draft_model=...)`` (llama-cpp-python's names).
+
+Both drafters run inside the core's nogil generation loop: the target model verifies up to
+``num_pred_tokens`` drafted tokens per ``llama_decode``, sampling every position with the real
+sampler, so the output is exactly that of plain decoding — only faster when drafts are right.
+
+- ``LlamaPromptLookupDecoding``: prompt lookup (n-gram) drafting — continue the text with
+  what followed the latest earlier occurrence of its last 1..max_ngram_size tokens. Strong when
+  the output copies from the prompt (editing code or text, extraction, summaries with quotes).
+- ``LlamaDraftModel``: a small model with the same vocabulary drafts greedily.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+from ._llama import Context, Model
+
+
+class LlamaDraftModelBase:
+    """Base of the drafters pyllamacy understands. Arbitrary Python drafters (llama-cpp-python's
+    ``LlamaDraftModel.__call__``) are not called from the C loop; subclass one of ours."""
+
+    num_pred_tokens: int = 8
+
+    def _generate_kwargs(self, target_model: Model) -> dict:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class LlamaPromptLookupDecoding(LlamaDraftModelBase):
+    """Prompt lookup decoding (llama-cpp-python: ``llama_cpp.llama_speculative``)."""
+
+    def __init__(self, max_ngram_size: int = 2, num_pred_tokens: int = 10):
+        if int(max_ngram_size) < 1:
+            raise ValueError(f"max_ngram_size must be >= 1, got {max_ngram_size}")
+        if int(num_pred_tokens) < 1:
+            raise ValueError(f"num_pred_tokens must be >= 1, got {num_pred_tokens}")
+        self.max_ngram_size = int(max_ngram_size)
+        self.num_pred_tokens = int(num_pred_tokens)
+
+    def _generate_kwargs(self, target_model: Model) -> dict:
+        return {"draft": "ngram", "n_draft": self.num_pred_tokens,
+                "ngram_max": self.max_ngram_size}
+
+    def __call__(self, input_ids: np.ndarray, /, **kwargs: Any) -> np.ndarray:
+        """The same drafts as the C loop, for inspection: continuation after the latest earlier
+        occurrence of the trailing n-gram."""
+        ids = np.asarray(input_ids)
+        n_total = len(ids)
+        for n in range(min(self.max_ngram_size, n_total - 1), 0, -1):
+            tail = ids[n_total - n:]
+            for i in range(n_total - n - 1, -1, -1):
+                if np.array_equal(ids[i:i + n], tail):
+                    out = ids[i + n:i + n + self.num_pred_tokens]
+                    if len(out):
+                        return out.astype(np.intc)
+        return np.array([], dtype=np.intc)
+
+    def __repr__(self) -> str:
+        return (f"LlamaPromptLookupDecoding(max_ngram_size={self.max_ngram_size}, "
+                f"num_pred_tokens={self.num_pred_tokens})")
+
+
+class LlamaDraftModel(LlamaDraftModelBase):
+    """A small GGUF model (same tokenizer as the target) that drafts greedily.
+
+    LlamaDraftModel(model_path, num_pred_tokens=8, n_ctx=4096, n_threads=None, n_gpu_layers=0)
+    """
+
+    def __init__(self, model_path: str | os.PathLike, num_pred_tokens: int = 8,
+                 n_ctx: int = 4096, n_threads: Optional[int] = None, n_gpu_layers: int = 0):
+        if int(num_pred_tokens) < 1:
+            raise ValueError(f"num_pred_tokens must be >= 1, got {num_pred_tokens}")
+        self.num_pred_tokens = int(num_pred_tokens)
+        self.model = Model(model_path, n_gpu_layers=n_gpu_layers)
+        try:
+            self.ctx = Context(self.model, n_ctx=n_ctx, n_batch=512, n_threads=n_threads)
+        except BaseException:
+            self.model.close()
+            raise
+
+    def _generate_kwargs(self, target_model: Model) -> dict:
+        if self.model.n_vocab != target_model.n_vocab:
+            raise ValueError(f"the draft model's vocabulary ({self.model.n_vocab} tokens) differs "
+                             f"from the target model's ({target_model.n_vocab})")
+        return {"draft": self.ctx, "n_draft": self.num_pred_tokens}
+
+    def close(self) -> None:
+        self.ctx.close()
+        self.model.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def generate_kwargs(draft_model: Any, target_model: Model) -> dict:
+    """Keyword arguments for Context.generate() that switch on speculative decoding."""
+    if draft_model is None:
+        return {}
+    if isinstance(draft_model, LlamaDraftModelBase):
+        return draft_model._generate_kwargs(target_model)
+    raise TypeError(f"unsupported draft_model {type(draft_model).__name__}: use "
+                    "LlamaPromptLookupDecoding or LlamaDraftModel from pyllamacy.llama_speculative")

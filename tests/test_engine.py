@@ -1,0 +1,99 @@
+"""Engine: continuous batching of several requests over one context."""
+from __future__ import annotations
+
+import pytest
+
+import pyllamacy
+from pyllamacy import Context, Engine, Sampler
+
+PROMPTS = ["The capital of France is", "Once upon a time", "def fibonacci(n):",
+           "The three primary colors are"]
+
+
+def _drain(eng, ids):
+    out = {i: [] for i in ids}
+    reasons = {}
+    while len(reasons) < len(ids):
+        for rid, tok, fin in eng.step():
+            if tok >= 0:
+                out[rid].append(tok)
+            if fin is not None:
+                reasons[rid] = fin
+    return out, reasons
+
+
+def _alone(model, prompt, n):
+    with Context(model, n_ctx=1024, n_seq_max=4) as ctx, Engine(ctx) as eng:
+        rid = eng.submit(model.tokenize(prompt), Sampler(model).greedy(), max_tokens=n)
+        out, reasons = _drain(eng, [rid])
+        return out[rid], reasons[rid]
+
+
+def test_concurrent_equals_one_at_a_time(model):
+    n = 16
+    alone = [_alone(model, p, n) for p in PROMPTS]
+    with Context(model, n_ctx=1024, n_seq_max=4) as ctx, Engine(ctx) as eng:
+        ids = [eng.submit(model.tokenize(p), Sampler(model).greedy(), max_tokens=n)
+               for p in PROMPTS]
+        assert eng.n_active == 4 and eng.n_free == 0
+        with pytest.raises(pyllamacy.EngineFullError):
+            eng.submit(model.tokenize("x"), Sampler(model).greedy())
+        out, reasons = _drain(eng, ids)
+        assert eng.n_active == 0
+    for rid, (toks, reason) in zip(ids, alone):
+        assert out[rid] == toks
+        assert reasons[rid] == reason
+
+
+def test_alone_equals_generation(model):
+    toks = model.tokenize(PROMPTS[0])
+    with Context(model, n_ctx=1024, n_seq_max=4) as ctx:
+        ctx.eval(toks)
+        ref = ctx.generate(Sampler(model).greedy(), max_tokens=12).run()
+    assert _alone(model, PROMPTS[0], 12)[0] == ref
+
+
+def test_prefix_reuse_and_cancel(model):
+    base = model.tokenize("You are a helpful assistant. Answer briefly. " * 4)
+    with Context(model, n_ctx=2048, n_seq_max=2) as ctx, Engine(ctx) as eng:
+        rid = eng.submit(base + model.tokenize("Q: 2+2?"), Sampler(model).greedy(), max_tokens=4)
+        _drain(eng, [rid])
+        before = eng.n_reused_tokens
+        rid = eng.submit(base + model.tokenize("Q: 3+3?"), Sampler(model).greedy(), max_tokens=4)
+        assert eng.n_reused_tokens - before >= len(base) - 2
+        _drain(eng, [rid])
+        # cancel mid-generation frees the slot at the next step
+        rid = eng.submit(model.tokenize("Tell me a story"), Sampler(model).greedy(),
+                         max_tokens=200)
+        eng.step()
+        eng.step()
+        assert eng.cancel(rid)
+        events = eng.step()
+        assert (rid, -1, "cancelled") in events
+        assert eng.n_active == 0
+        assert not eng.cancel(rid)
+
+
+def test_stop_strings_and_eog(model):
+    with Context(model, n_ctx=1024, n_seq_max=2) as ctx, Engine(ctx) as eng:
+        rid = eng.submit(model.tokenize("Count: 1, 2, 3,"), Sampler(model).greedy(),
+                         max_tokens=50, stop_strings=[","])
+        out, reasons = _drain(eng, [rid])
+        assert reasons[rid] == "stop"
+        assert b"," in model.detokenize(out[rid])
+
+
+def test_submit_validation(model):
+    with Context(model, n_ctx=256, n_seq_max=2) as ctx, Engine(ctx) as eng:
+        with pytest.raises(ValueError):
+            eng.submit([], Sampler(model).greedy())
+        with pytest.raises(IndexError):
+            eng.submit([model.n_vocab], Sampler(model).greedy())
+        with pytest.raises(pyllamacy.ContextOverflowError):
+            eng.submit([1] * (ctx.n_ctx_seq + 1), Sampler(model).greedy())
+        with pytest.raises(pyllamacy.SamplerError):
+            eng.submit([1, 2], Sampler(model).top_k(3))
+        s = Sampler(model).greedy()
+        eng.submit([1, 2], s)
+        with pytest.raises(pyllamacy.BusyError):
+            eng.submit([1, 2], s)             # one sampler, one request
