@@ -110,6 +110,11 @@ inline result sandboxed(const std::function<std::string()> & fn, double timeout_
         // ---- child: C++ only, leave with _exit ----
         ::close(fds[0]);
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        // the parent's handlers (Python's faulthandler, our SIGINT hook) must not run here: a
+        // crash of the worker is an answer, not something to report from inside it
+        for (int sig : { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGINT, SIGTERM }) {
+            ::signal(sig, SIG_DFL);
+        }
         struct rlimit rl;
         rl.rlim_cur = rl.rlim_max = 0;
         ::setrlimit(RLIMIT_CORE, &rl);
