@@ -31,6 +31,7 @@ from ._chat import (ChatParseError, ChatTemplateError, ChatTemplateLimitError, S
 from .chat_formats import get_chat_template
 
 __all__ = ["create_chat_completion", "register_chat_format", "ChatFormatterResponse",
+           "ChatRequest", "prepare_chat", "chat_message", "ChatDeltas",
            "schema_to_grammar", "render_chat", "ChatTemplateError", "ChatTemplateLimitError",
            "SchemaError", "ChatParseError", "set_limits", "get_limits"]
 
@@ -589,54 +590,29 @@ def create_chat_completion(
         raise TypeError(f"create_chat_completion() got unexpected keyword argument(s): "
                         f"{', '.join(sorted(kwargs))}")
 
-    from .llama_types import LlamaGrammar
-    msgs = _normalize_messages(messages)
-    tool_list = _normalize_tools(tools, functions)
-    mode, forced = _normalize_tool_choice(tool_choice, function_call, tool_list)
-    legacy_functions = functions is not None and tools is None
-    schema = _response_schema(response_format)
-    if grammar is not None and not isinstance(grammar, LlamaGrammar):
-        grammar = LlamaGrammar.from_string(grammar) if isinstance(grammar, str) else grammar
-    if grammar is not None and (schema is not None or (tool_list and mode != "none")):
-        raise ValueError("grammar cannot be combined with response_format or tools")
     if top_logprobs is not None and not logprobs:
         raise ValueError("top_logprobs requires logprobs=True")
-    parallel = bool(parallel_tool_calls) if parallel_tool_calls is not None else False
-
-    plan = _plan(llama, msgs, tool_list, mode, forced, schema, grammar, parallel,
-                 chat_template_kwargs)
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    prompt_tokens = _prompt_tokens(llama, plan)
+    req = prepare_chat(llama, messages, functions=functions, function_call=function_call,
+                       tools=tools, tool_choice=tool_choice, response_format=response_format,
+                       grammar=grammar, stop=stop, parallel_tool_calls=parallel_tool_calls,
+                       chat_template_kwargs=chat_template_kwargs)
     n_logprobs = (top_logprobs or 0) if logprobs else None
     run = llama._prepare_completion(
-        prompt_tokens, None, max_tokens, temperature, top_p, min_p, typical_p, n_logprobs,
-        False, stops + plan.stop, frequency_penalty, presence_penalty, repeat_penalty, top_k,
+        req.prompt_tokens, None, max_tokens, temperature, top_p, min_p, typical_p, n_logprobs,
+        False, req.stop, frequency_penalty, presence_penalty, repeat_penalty, top_k,
         stream, seed, mirostat_mode, mirostat_tau, mirostat_eta, model, stopping_criteria,
-        logits_processor, plan.grammar, logit_bias)
-    run["special_tokens"] = plan.special_tokens
+        logits_processor, req.grammar, logit_bias)
+    run["special_tokens"] = req.special_tokens
     cid = "chat" + run["id"]
     if stream:
-        return _stream(llama, run, plan, cid, legacy_functions)
+        return _stream(llama, run, req, cid)
 
     texts, entries = [], []
     for text, ents in llama._completion_events(run):
         texts.append(text)
         entries.extend(ents)
-    text = "".join(texts)
-    parsed = _parse(plan, text, False)
-    message: Dict[str, Any] = {"role": "assistant", "content": parsed["content"]}
-    if parsed["reasoning"]:
-        message["reasoning_content"] = parsed["reasoning"]
-    finish = run["finish_reason"]
-    if parsed["tool_calls"]:
-        calls = [{"id": _call_id(), "type": "function",
-                  "function": {"name": n, "arguments": a}} for n, a in parsed["tool_calls"]]
-        message["content"] = parsed["content"] or None
-        message["tool_calls"] = calls
-        if legacy_functions:
-            message["function_call"] = dict(calls[0]["function"])
-        finish = "tool_calls"
-    n_prompt, n_completion = len(prompt_tokens), run["completion_tokens"]
+    message, finish = chat_message(req, "".join(texts), run["finish_reason"])
+    n_prompt, n_completion = len(req.prompt_tokens), run["completion_tokens"]
     return {
         "id": cid, "object": "chat.completion", "created": run["created"],
         "model": run["model"],
@@ -648,29 +624,94 @@ def create_chat_completion(
     }
 
 
-def _stream(llama, run, plan: _Plan, cid: str, legacy_functions: bool) -> Iterator[dict]:
-    def chunk(delta, finish=None, logprobs=None):
-        return {"id": cid, "object": "chat.completion.chunk", "created": run["created"],
-                "model": run["model"],
-                "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
-                             "finish_reason": finish}]}
+# -- the split the server uses: prompt + grammar + stops, then the reply parsed ----------------------
 
-    want_lp = run["logprobs"] is not None
-    yield chunk({"role": "assistant", "content": ""})
-    sent_content = ""
-    sent_calls: List[List[str]] = []      # [id, name, arguments sent]
-    text = ""
+@dataclass
+class ChatRequest:
+    """A chat call rendered for generation by any token producer (Llama, the server's Engine)."""
+    prompt_tokens: List[int]
+    grammar: Any                 # LlamaGrammar or None
+    stop: List[str]              # the caller's stop strings, then the template's
+    special_tokens: set          # control tokens whose text the reply parser must see
+    plan: Optional[_Plan]        # None: a function-style format, the reply is plain content
+    legacy_functions: bool       # functions= was used (reply also carries function_call)
 
-    def deltas(parsed, final):
-        nonlocal sent_content
+
+def prepare_chat(llama, messages, *, functions=None, function_call=None, tools=None,
+                 tool_choice=None, response_format=None, grammar=None, stop=None,
+                 parallel_tool_calls=None, chat_template_kwargs=None) -> ChatRequest:
+    """Render `messages` (+ tools / response_format) for `llama`: anything with .model (a
+    pyllamacy.Model) and .chat_format (None: the model's own template)."""
+    from .llama_types import LlamaGrammar
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if grammar is not None and not isinstance(grammar, LlamaGrammar):
+        grammar = LlamaGrammar.from_string(grammar) if isinstance(grammar, str) else grammar
+    schema = _response_schema(response_format)
+    fmt = _FORMAT_FUNCS.get(llama.chat_format) if llama.chat_format else None
+    if fmt is not None:
+        res = fmt(messages=_normalize_messages(messages))
+        rstop = res.stop
+        stops += [rstop] if isinstance(rstop, str) else list(rstop or [])
+        if schema is not None and grammar is None:
+            grammar = LlamaGrammar(_grammar=schema_to_grammar(schema))
+        toks = llama.model.tokenize(res.prompt.encode("utf-8"),
+                                    add_special=not res.added_special, parse_special=True)
+        return ChatRequest(toks, grammar, stops, set(), None, False)
+    msgs = _normalize_messages(messages)
+    tool_list = _normalize_tools(tools, functions)
+    mode, forced = _normalize_tool_choice(tool_choice, function_call, tool_list)
+    if grammar is not None and (schema is not None or (tool_list and mode != "none")):
+        raise ValueError("grammar cannot be combined with response_format or tools")
+    parallel = bool(parallel_tool_calls) if parallel_tool_calls is not None else False
+    plan = _plan(llama, msgs, tool_list, mode, forced, schema, grammar, parallel,
+                 chat_template_kwargs)
+    return ChatRequest(_prompt_tokens(llama, plan), plan.grammar, stops + plan.stop,
+                       plan.special_tokens, plan, functions is not None and tools is None)
+
+
+def chat_message(req: ChatRequest, text: str, finish_reason: str):
+    """The whole reply -> (assistant message dict, finish_reason)."""
+    if req.plan is None:
+        return {"role": "assistant", "content": text}, finish_reason
+    parsed = _parse(req.plan, text, False)
+    message: Dict[str, Any] = {"role": "assistant", "content": parsed["content"]}
+    if parsed["reasoning"]:
+        message["reasoning_content"] = parsed["reasoning"]
+    if parsed["tool_calls"]:
+        calls = [{"id": _call_id(), "type": "function",
+                  "function": {"name": n, "arguments": a}} for n, a in parsed["tool_calls"]]
+        message["content"] = parsed["content"] or None
+        message["tool_calls"] = calls
+        if req.legacy_functions:
+            message["function_call"] = dict(calls[0]["function"])
+        finish_reason = "tool_calls"
+    return message, finish_reason
+
+
+class ChatDeltas:
+    """The reply as stream deltas: feed() the text as it comes, then finish()."""
+
+    def __init__(self, req: ChatRequest):
+        self.req = req
+        self.text = ""
+        self.sent_content = ""
+        self.sent_calls: List[List[str]] = []      # [id, name, arguments sent]
+
+    def _parse(self, final: bool):
+        if self.req.plan is None:
+            return {"content": self.text, "tool_calls": [], "reasoning": ""}
+        return _parse(self.req.plan, self.text, not final)
+
+    def _deltas(self, parsed, final):
         out = []
         if parsed is None:
             return out
         content = parsed["content"] or ""
-        if content.startswith(sent_content) and len(content) > len(sent_content):
-            out.append({"content": content[len(sent_content):]})
-            sent_content = content
+        if content.startswith(self.sent_content) and len(content) > len(self.sent_content):
+            out.append({"content": content[len(self.sent_content):]})
+            self.sent_content = content
         calls = parsed["tool_calls"]
+        sent_calls = self.sent_calls
         for i, (name, args) in enumerate(calls):
             # a partial parse may still change the last call; send a call's arguments once
             # they only grow
@@ -688,17 +729,37 @@ def _stream(llama, run, plan: _Plan, cid: str, legacy_functions: bool) -> Iterat
                 sent_calls[i][2] = args
         return out
 
+    def feed(self, piece: str) -> List[dict]:
+        self.text += piece
+        return self._deltas(self._parse(False), False)
+
+    def finish(self, finish_reason: str):
+        """-> (last deltas, finish_reason: "tool_calls" when calls were sent)."""
+        out = self._deltas(self._parse(True), True)
+        return out, ("tool_calls" if self.sent_calls else finish_reason)
+
+
+def _stream(llama, run, req: ChatRequest, cid: str) -> Iterator[dict]:
+    def chunk(delta, finish=None, logprobs=None):
+        return {"id": cid, "object": "chat.completion.chunk", "created": run["created"],
+                "model": run["model"],
+                "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
+                             "finish_reason": finish}]}
+
+    want_lp = run["logprobs"] is not None
+    yield chunk({"role": "assistant", "content": ""})
+    d = ChatDeltas(req)
     for piece, entries in llama._completion_events(run):
-        text += piece
         lp = _chat_logprobs(entries) if want_lp and entries else None
-        ds = deltas(_parse(plan, text, True), False)
+        ds = d.feed(piece)
         if not ds and lp is not None:
             ds = [{"content": ""}]
-        for j, d in enumerate(ds):
-            yield chunk(d, None, lp if j == 0 else None)
-    for d in deltas(_parse(plan, text, False), True):
-        yield chunk(d)
-    yield chunk({}, "tool_calls" if sent_calls else run["finish_reason"])
+        for j, delta in enumerate(ds):
+            yield chunk(delta, None, lp if j == 0 else None)
+    last, finish = d.finish(run["finish_reason"])
+    for delta in last:
+        yield chunk(delta)
+    yield chunk({}, finish)
 
 
 def _format_func_handler(fn):

@@ -486,10 +486,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
     s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser("serve", add_help=False,
+                       help="OpenAI-compatible server (python -m pyllamacy.server; "
+                            "'serve --help' for its options)")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:        # its options are the server's own (argparse would eat them)
+        from pyllamacy.server.__main__ import main as serve_main
+        return serve_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

@@ -147,6 +147,51 @@ def _number(name, value, lo=None, hi=None) -> float:
     return v
 
 
+def build_sampler(model: Model, sp: _Sampling, seed: int, last_n_tokens_size: int,
+                  extra_bias=None) -> Sampler:
+    """The llama.cpp sampler chain for one request, in llama-cpp-python's order; stages that
+    would change nothing are left out. Shared by Llama and the server."""
+    s = Sampler(model)
+    if extra_bias:
+        s.logit_bias(extra_bias)
+    if sp.logit_bias:
+        s.logit_bias(sp.logit_bias)
+    if sp.penalized:
+        s.penalties(last_n_tokens_size, sp.repeat_penalty, sp.frequency_penalty,
+                    sp.presence_penalty)
+    g = sp.grammar_obj
+    if sp.grammar is not None:
+        if g is not None and g._lazy is not None:
+            s.grammar_lazy(sp.grammar, g._lazy[0], g._lazy[1], g.root)
+        else:
+            s.grammar(sp.grammar, g.root if g is not None else "root")
+    if sp.temp <= 0:
+        s.greedy()
+    elif sp.mirostat_mode == 1:
+        s.temp(sp.temp)
+        s.mirostat(sp.mirostat_tau, sp.mirostat_eta, 100, seed)
+    elif sp.mirostat_mode == 2:
+        s.temp(sp.temp)
+        s.mirostat_v2(sp.mirostat_tau, sp.mirostat_eta, seed)
+    else:
+        if sp.top_k != 0:
+            s.top_k(sp.top_k)
+        if sp.typical_p != 1.0:
+            s.typical(sp.typical_p)
+        if sp.top_p != 1.0:
+            s.top_p(sp.top_p)
+        if sp.min_p != 0.0:
+            s.min_p(sp.min_p)
+        if sp.temp != 1.0:
+            s.temp(sp.temp)
+        s.dist(seed)
+    if g is not None and g._prefill and g._lazy is None:
+        from .chat import prefill_tokens
+        for t in prefill_tokens(model, g._prefill):
+            s.accept(t)
+    return s
+
+
 class LlamaTokenizer:
     """llama-cpp-python's tokenizer object over a Llama (Llama.tokenizer())."""
 
@@ -623,47 +668,7 @@ class Llama:
     # -- sampling -----------------------------------------------------------------------------
 
     def _sampler(self, sp: _Sampling, seed: int, extra_bias=None) -> Sampler:
-        """The llama.cpp sampler chain for one call, in llama-cpp-python's order; stages that
-        would change nothing are left out."""
-        s = Sampler(self._model)
-        if extra_bias:
-            s.logit_bias(extra_bias)
-        if sp.logit_bias:
-            s.logit_bias(sp.logit_bias)
-        if sp.penalized:
-            s.penalties(self.last_n_tokens_size, sp.repeat_penalty, sp.frequency_penalty,
-                        sp.presence_penalty)
-        g = sp.grammar_obj
-        if sp.grammar is not None:
-            if g is not None and g._lazy is not None:
-                s.grammar_lazy(sp.grammar, g._lazy[0], g._lazy[1], g.root)
-            else:
-                s.grammar(sp.grammar, g.root if g is not None else "root")
-        if sp.temp <= 0:
-            s.greedy()
-        elif sp.mirostat_mode == 1:
-            s.temp(sp.temp)
-            s.mirostat(sp.mirostat_tau, sp.mirostat_eta, 100, seed)
-        elif sp.mirostat_mode == 2:
-            s.temp(sp.temp)
-            s.mirostat_v2(sp.mirostat_tau, sp.mirostat_eta, seed)
-        else:
-            if sp.top_k != 0:
-                s.top_k(sp.top_k)
-            if sp.typical_p != 1.0:
-                s.typical(sp.typical_p)
-            if sp.top_p != 1.0:
-                s.top_p(sp.top_p)
-            if sp.min_p != 0.0:
-                s.min_p(sp.min_p)
-            if sp.temp != 1.0:
-                s.temp(sp.temp)
-            s.dist(seed)
-        if g is not None and g._prefill and g._lazy is None:
-            from .chat import prefill_tokens
-            for t in prefill_tokens(self._model, g._prefill):
-                s.accept(t)
-        return s
+        return build_sampler(self._model, sp, seed, self.last_n_tokens_size, extra_bias)
 
     def _accept_history(self, s: Sampler, sp: _Sampling, generated: Sequence[int] = ()) -> None:
         """Feed the penalties the recent context (or, with a grammar, the generated tokens,

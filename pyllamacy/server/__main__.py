@@ -1,0 +1,110 @@
+"""python -m pyllamacy.server: llama-cpp-python's server command line.
+
+    python -m pyllamacy.server --model m.gguf --n_parallel 8 --api_key secret
+    python -m pyllamacy.server --config_file models.json
+
+Every ModelSettings / ServerSettings field is an option (--n_ctx or --n-ctx); with
+--config_file the file holds the server settings and a "models" list, and options given on the
+command line override its server settings.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+from typing import List, Optional
+
+from .settings import ConfigFileSettings, ModelSettings, ServerSettings, load_config_file
+
+
+def _scalar(annotation):
+    """The argparse type of a pydantic field annotation (Optional[int] -> int ...)."""
+    args = typing.get_args(annotation)
+    if args and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        annotation = rest[0] if len(rest) == 1 else str
+    if typing.get_origin(annotation) in (list, List):
+        return None
+    if annotation is bool:
+        return bool
+    if annotation in (int, float, str):
+        return annotation
+    return str
+
+
+def _bool(v: str) -> bool:
+    v = v.lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
+
+
+def _add_fields(parser, model_cls, group_name):
+    group = parser.add_argument_group(group_name)
+    for name, field in model_cls.model_fields.items():
+        typ = _scalar(field.annotation)
+        if typ is None or name == "models":
+            continue
+        flags = [f"--{name}"]
+        if "_" in name:
+            flags.append(f"--{name.replace('_', '-')}")
+        group.add_argument(*flags, dest=name, type=_bool if typ is bool else typ,
+                           default=argparse.SUPPRESS, help=field.description)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pyllamacy.server",
+                                description="OpenAI-compatible server with continuous batching.")
+    p.add_argument("--config_file", "--config-file", "--config", dest="config_file",
+                   help="JSON (or YAML) file with server settings and a list of models")
+    _add_fields(p, ModelSettings, "model")
+    _add_fields(p, ServerSettings, "server")
+    # llama-server's names for the slots
+    p.add_argument("--slots", "--parallel", "-np", dest="n_parallel", type=int,
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return p
+
+
+def settings_from_args(argv: Optional[List[str]] = None):
+    args = vars(build_parser().parse_args(argv))
+    config = args.pop("config_file", None)
+    server_keys = set(ServerSettings.model_fields)
+    server_kw = {k: v for k, v in args.items() if k in server_keys}
+    model_kw = {k: v for k, v in args.items() if k not in server_keys}
+    if config:
+        cfg = load_config_file(config)
+        data = cfg.model_dump(exclude={"models"})
+        data.update(server_kw)
+        server = ServerSettings.model_validate(data)
+        models = list(cfg.models)
+        if model_kw.get("model"):
+            models.append(ModelSettings(**model_kw))
+    else:
+        if not model_kw.get("model"):
+            raise SystemExit("give --model PATH or --config_file FILE")
+        server = ServerSettings(**server_kw)
+        models = [ModelSettings(**model_kw)]
+    if not models:
+        raise SystemExit(f"{config}: no models")
+    ConfigFileSettings(models=models)       # unique aliases
+    return server, models
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        print("the server needs its extra: pip install 'pyllamacy[server]'", file=sys.stderr)
+        return 2
+    from .app import create_app
+    server, models = settings_from_args(argv)
+    app = create_app(model_settings=models, server_settings=server)
+    uvicorn.run(app, host=server.host, port=server.port, ssl_keyfile=server.ssl_keyfile,
+                ssl_certfile=server.ssl_certfile, log_level="warning", timeout_keep_alive=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

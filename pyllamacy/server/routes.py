@@ -1,0 +1,426 @@
+"""The routes: OpenAI's /v1/completions, /v1/chat/completions, /v1/embeddings, /v1/models,
+plus /health, /metrics and llama-cpp-python's /extras/tokenize, /extras/detokenize."""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from typing import AsyncIterator, List, Optional, Tuple
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from .._llama import LlamaError, SamplerError
+from .._text import TextAssembler, normalize_stop
+from ..llama import _Sampling, build_sampler
+from .app import ApiError, ServerState, error_body
+from .runner import EngineRunner, GenRequest, QueueFullError, RunnerClosedError
+from .types import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
+                    EmbeddingRequest, TokenizeRequest)
+
+router = APIRouter()
+
+_POLL_S = 0.2            # how often a waiting handler checks that its client is still there
+_MAX_STOPS = 16
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+# -- shared: sampling, submit, events ------------------------------------------------------------
+
+def _sampling(state: ServerState, body, grammar=None) -> _Sampling:
+    if body.n > state.settings.max_n:
+        raise ApiError(400, f"n must be <= {state.settings.max_n}")
+    try:
+        return _Sampling(temp=body.temperature, top_k=body.top_k, top_p=body.top_p,
+                         min_p=body.min_p, typical_p=body.typical_p,
+                         repeat_penalty=body.repeat_penalty,
+                         frequency_penalty=body.frequency_penalty,
+                         presence_penalty=body.presence_penalty,
+                         mirostat_mode=body.mirostat_mode, mirostat_tau=body.mirostat_tau,
+                         mirostat_eta=body.mirostat_eta,
+                         grammar=grammar if grammar is not None else body.grammar,
+                         logit_bias=body.logit_bias)
+    except (SamplerError, TypeError, ValueError) as e:
+        raise ApiError(400, str(e)) from None
+
+
+def _max_tokens(state: ServerState, runner: EngineRunner, requested: Optional[int],
+                n_prompt: int) -> int:
+    room = runner.n_ctx_slot - n_prompt
+    if room <= 0:
+        raise ApiError(400, f"the prompt has {n_prompt} tokens; a slot of this model holds "
+                            f"{runner.n_ctx_slot} (shorten the prompt)")
+    limit = state.settings.max_tokens_limit
+    if requested is not None and requested > limit:
+        raise ApiError(400, f"max_tokens must be <= {limit}")
+    if requested is None or requested <= 0:
+        requested = limit
+    return min(requested, room)
+
+
+def _stops(stop) -> List[str]:
+    try:
+        out = normalize_stop(stop)
+    except TypeError as e:
+        raise ApiError(400, str(e)) from None
+    if len(out) > _MAX_STOPS:
+        raise ApiError(400, f"at most {_MAX_STOPS} stop strings")
+    return out
+
+
+def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: _Sampling,
+            seed: Optional[int], max_tokens: int, stop: List[str], special=None) -> GenRequest:
+    ms = runner.settings
+    if seed is None:
+        seed = ms.seed if ms.seed != 0xFFFFFFFF else random.getrandbits(32)
+    try:
+        sampler = build_sampler(runner.model, sp, int(seed) & 0xFFFFFFFF, ms.last_n_tokens_size)
+    except (LlamaError, ValueError, TypeError) as e:
+        raise ApiError(400, f"bad sampling settings: {e}") from None
+    if sp.penalized and sp.grammar is None and ms.last_n_tokens_size != 0:
+        # the penalties see the end of the prompt, as in Llama and llama-server
+        n = ms.last_n_tokens_size
+        for t in (tokens if n < 0 else tokens[-n:]):
+            sampler.accept(t)
+    req = GenRequest(tokens, sampler, max_tokens, stop, special)
+    try:
+        runner.submit(req)
+    except QueueFullError as e:
+        sampler.close()
+        state.metrics.reject(runner.name, "queue_full")
+        raise ApiError(429, str(e), "rate_limit_error",
+                       {"Retry-After": str(state.settings.retry_after_s)}) from None
+    except RunnerClosedError as e:
+        sampler.close()
+        raise ApiError(503, str(e), "server_error",
+                       {"Retry-After": str(state.settings.retry_after_s)}) from None
+    return req
+
+
+async def _events(request: Request, req: GenRequest) -> AsyncIterator[Tuple[Optional[bytes],
+                                                                               Optional[str]]]:
+    """(piece, finish_reason) until the request ends; _Disconnected when the client leaves."""
+    q = req.queue
+    while True:
+        if q.empty():
+            try:
+                item = await asyncio.wait_for(q.get(), _POLL_S)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected():
+                    raise _Disconnected()
+                continue
+        else:
+            item = q.get_nowait()
+        yield item
+        if item[1] is not None:
+            return
+
+
+async def _texts(request: Request, runner: EngineRunner, req: GenRequest, stop: List[str]):
+    """(text, None) as it becomes final, then ("", finish_reason). Cancels the request if the
+    client disconnects or this consumer is closed early."""
+    asm = TextAssembler(stop)
+    finish = None
+    try:
+        async for piece, fin in _events(request, req):
+            if piece is not None and not asm.stopped:
+                out = asm.push(piece)
+                if out:
+                    yield out, None
+                if asm.stopped:
+                    runner.cancel(req)
+            if fin is not None:
+                finish = fin
+        tail = asm.flush()
+        if tail:
+            yield tail, None
+        if asm.stopped or finish == "cancelled":
+            finish = "stop"
+        yield "", finish
+    finally:
+        if not req.done:
+            runner.cancel(req)
+
+
+def _record(state: ServerState, runner: EngineRunner, route: str, req: GenRequest,
+            n_prompt: int, status: int, t0: float) -> None:
+    m = state.metrics
+    m.request(runner.name, route, status)
+    m.tokens(runner.name, n_prompt, req.n_tokens)
+    m.latency_s(runner.name, route, time.perf_counter() - t0)
+    if req.t_first is not None:
+        m.ttft_s(runner.name, req.t_first - req.t_submit)
+
+
+def _sse(obj) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _finish_error(finish: str) -> Optional[str]:
+    return finish[len("error: "):] if finish and finish.startswith("error") else None
+
+
+# -- /v1/completions ---------------------------------------------------------------------------
+
+def _prompt_tokens(runner: EngineRunner, prompt) -> Tuple[List[int], str]:
+    model = runner.model
+    if isinstance(prompt, list):
+        if prompt and all(isinstance(p, str) for p in prompt):
+            if len(prompt) != 1:
+                raise ApiError(400, "one prompt per request (a list of several prompts is not "
+                                    "supported)")
+            prompt = prompt[0]
+        elif all(isinstance(p, int) for p in prompt):
+            n_vocab = model.n_vocab
+            if any(t < 0 or t >= n_vocab for t in prompt):
+                raise ApiError(400, f"token ids must be in 0..{n_vocab - 1}")
+            toks = list(prompt)
+            text = model.detokenize(toks).decode("utf-8", "replace") if toks else ""
+            if not toks:
+                raise ApiError(400, "empty prompt")
+            return toks, text
+    if not isinstance(prompt, str):
+        raise ApiError(400, "prompt must be a string or a list of token ids")
+    toks = model.tokenize(prompt.encode("utf-8"), add_special=True, parse_special=True)
+    if not toks:
+        bos = model.token_bos()
+        if bos < 0:
+            raise ApiError(400, "empty prompt")
+        toks = [bos]
+    return toks, prompt
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request):
+    t0 = time.perf_counter()
+    state = _state(request)
+    runner = state.runner(body.model)
+    if body.logprobs is not None:
+        raise ApiError(400, "logprobs are not supported by the batched server yet")
+    if body.suffix:
+        raise ApiError(400, "suffix (fill-in-the-middle) is not supported by the server yet")
+    toks, prompt_text = _prompt_tokens(runner, body.prompt)
+    max_tokens = _max_tokens(state, runner, body.max_tokens, len(toks))
+    stop = _stops(body.stop)
+    sp = _sampling(state, body)
+    req = _submit(state, runner, toks, sp, body.seed, max_tokens, stop)
+    cid = f"cmpl-{uuid.uuid4()}"
+    created = int(time.time())
+    name = runner.name
+
+    def chunk(text, finish):
+        return {"id": cid, "object": "text_completion", "created": created, "model": name,
+                "choices": [{"text": text, "index": 0, "logprobs": None,
+                             "finish_reason": finish}]}
+
+    if body.stream:
+        async def gen():
+            status = 200
+            try:
+                if body.echo:
+                    yield _sse(chunk(prompt_text, None))
+                async for text, finish in _texts(request, runner, req, stop):
+                    err = _finish_error(finish)
+                    if err:
+                        status = 500
+                        yield _sse(error_body(500, err, "server_error"))
+                    elif text or finish:
+                        yield _sse(chunk(text, finish))
+                yield b"data: [DONE]\n\n"
+            except _Disconnected:
+                status = 499
+            finally:
+                _record(state, runner, "completions", req, len(toks), status, t0)
+        return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+    texts = [prompt_text] if body.echo else []
+    finish = None
+    try:
+        async for text, fin in _texts(request, runner, req, stop):
+            texts.append(text)
+            finish = fin or finish
+    except _Disconnected:
+        _record(state, runner, "completions", req, len(toks), 499, t0)
+        return JSONResponse(error_body(499, "client closed the request", "cancelled"), 499)
+    err = _finish_error(finish)
+    _record(state, runner, "completions", req, len(toks), 500 if err else 200, t0)
+    if err:
+        raise ApiError(500, err, "server_error")
+    return {"id": cid, "object": "text_completion", "created": created, "model": name,
+            "choices": [{"text": "".join(texts), "index": 0, "logprobs": None,
+                         "finish_reason": finish}],
+            "usage": {"prompt_tokens": len(toks), "completion_tokens": req.n_tokens,
+                      "total_tokens": len(toks) + req.n_tokens}}
+
+
+# -- /v1/chat/completions ----------------------------------------------------------------------
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    from ..chat import (ChatDeltas, ChatParseError, ChatTemplateError, SchemaError,
+                        chat_message, prepare_chat)
+    t0 = time.perf_counter()
+    state = _state(request)
+    runner = state.runner(body.model)
+    if body.logprobs:
+        raise ApiError(400, "logprobs are not supported by the batched server yet")
+    stop = _stops(body.stop)
+    try:
+        creq = await run_in_threadpool(
+            prepare_chat, state.chat_targets[runner.name], body.messages,
+            functions=body.functions, function_call=body.function_call, tools=body.tools,
+            tool_choice=body.tool_choice, response_format=body.response_format,
+            grammar=body.grammar, stop=stop, parallel_tool_calls=body.parallel_tool_calls,
+            chat_template_kwargs=body.chat_template_kwargs)
+    except (ValueError, TypeError, KeyError, ChatTemplateError, SchemaError,
+            ChatParseError, LlamaError) as e:
+        raise ApiError(400, f"{type(e).__name__}: {e}") from None
+    toks = creq.prompt_tokens
+    requested = body.max_completion_tokens if body.max_completion_tokens is not None \
+        else body.max_tokens
+    max_tokens = _max_tokens(state, runner, requested, len(toks))
+    sp = _sampling(state, body, grammar=creq.grammar)
+    stops = creq.stop
+    req = _submit(state, runner, toks, sp, body.seed, max_tokens, stops, creq.special_tokens)
+    cid = f"chatcmpl-{uuid.uuid4()}"
+    created = int(time.time())
+    name = runner.name
+
+    if body.stream:
+        def chunk(delta, finish=None):
+            return {"id": cid, "object": "chat.completion.chunk", "created": created,
+                    "model": name, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                                "finish_reason": finish}]}
+
+        async def gen():
+            status = 200
+            deltas = ChatDeltas(creq)
+            try:
+                yield _sse(chunk({"role": "assistant", "content": ""}))
+                async for text, finish in _texts(request, runner, req, stops):
+                    err = _finish_error(finish)
+                    if err:
+                        status = 500
+                        yield _sse(error_body(500, err, "server_error"))
+                        break
+                    if text:
+                        for d in deltas.feed(text):
+                            yield _sse(chunk(d))
+                    if finish:
+                        last, fin = deltas.finish(finish)
+                        for d in last:
+                            yield _sse(chunk(d))
+                        yield _sse(chunk({}, fin))
+                yield b"data: [DONE]\n\n"
+            except _Disconnected:
+                status = 499
+            finally:
+                _record(state, runner, "chat", req, len(toks), status, t0)
+        return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+    texts = []
+    finish = None
+    try:
+        async for text, fin in _texts(request, runner, req, stops):
+            texts.append(text)
+            finish = fin or finish
+    except _Disconnected:
+        _record(state, runner, "chat", req, len(toks), 499, t0)
+        return JSONResponse(error_body(499, "client closed the request", "cancelled"), 499)
+    err = _finish_error(finish)
+    _record(state, runner, "chat", req, len(toks), 500 if err else 200, t0)
+    if err:
+        raise ApiError(500, err, "server_error")
+    message, finish = await run_in_threadpool(chat_message, creq, "".join(texts), finish)
+    return {"id": cid, "object": "chat.completion", "created": created, "model": name,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": finish}],
+            "usage": {"prompt_tokens": len(toks), "completion_tokens": req.n_tokens,
+                      "total_tokens": len(toks) + req.n_tokens}}
+
+
+# -- /v1/embeddings ----------------------------------------------------------------------------
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request):
+    t0 = time.perf_counter()
+    state = _state(request)
+    runner = state.runner(body.model)
+    if not runner.settings.embedding:
+        raise ApiError(400, f"model {runner.name!r} is not served for embeddings")
+    inputs = [body.input] if isinstance(body.input, str) else list(body.input)
+    if not inputs or len(inputs) > 256:
+        raise ApiError(400, "input must be a string or a list of 1..256 strings")
+    try:
+        vecs, total = await run_in_threadpool(state.embedders[runner.name].embed, inputs)
+    except (ValueError, TypeError, LlamaError) as e:
+        raise ApiError(400, str(e)) from None
+    state.metrics.request(runner.name, "embeddings", 200)
+    state.metrics.tokens(runner.name, total, 0)
+    state.metrics.latency_s(runner.name, "embeddings", time.perf_counter() - t0)
+    return {"object": "list", "model": runner.name,
+            "data": [{"object": "embedding", "embedding": v, "index": i}
+                     for i, v in enumerate(vecs)],
+            "usage": {"prompt_tokens": total, "total_tokens": total}}
+
+
+# -- models, health, metrics, extras -------------------------------------------------------------
+
+@router.get("/v1/models")
+async def models(request: Request):
+    state = _state(request)
+    return {"object": "list",
+            "data": [{"id": name, "object": "model", "owned_by": "me", "permissions": [],
+                      "created": 0} for name in state.runners]}
+
+
+@router.get("/health")
+async def health(request: Request):
+    state = _state(request)
+    if not state.runners:
+        return JSONResponse({"status": "loading"}, status_code=503)
+    return {"status": "ok"}
+
+
+@router.get("/metrics")
+async def metrics(request: Request):
+    state = _state(request)
+    return PlainTextResponse(state.metrics.render(state.runners),
+                             media_type="text/plain; version=0.0.4")
+
+
+@router.post("/extras/tokenize")
+async def tokenize(body: TokenizeRequest, request: Request):
+    runner = _state(request).runner(body.model)
+    toks = runner.model.tokenize(body.input.encode("utf-8"), add_special=True,
+                                 parse_special=True)
+    return {"tokens": toks}
+
+
+@router.post("/extras/tokenize/count")
+async def tokenize_count(body: TokenizeRequest, request: Request):
+    runner = _state(request).runner(body.model)
+    return {"count": len(runner.model.tokenize(body.input.encode("utf-8"), add_special=True,
+                                               parse_special=True))}
+
+
+@router.post("/extras/detokenize")
+async def detokenize(body: DetokenizeRequest, request: Request):
+    runner = _state(request).runner(body.model)
+    n_vocab = runner.model.n_vocab
+    if any(t < 0 or t >= n_vocab for t in body.tokens):
+        raise ApiError(400, f"token ids must be in 0..{n_vocab - 1}")
+    return {"text": runner.model.detokenize(body.tokens).decode("utf-8", "replace")}

@@ -1,0 +1,239 @@
+"""One thread per served model drives the continuous-batching Engine.
+
+The runner thread owns the Model, the Context (one sequence per slot) and the Engine: it admits
+waiting requests into free slots, calls Engine.step() (one llama_decode for every active slot,
+without the GIL) while there is work, turns tokens into bytes and hands each step's events to
+the asyncio loop in one call_soon_threadsafe. The event loop never touches the Engine: submits
+and cancels are queued for the runner, so a slow step never blocks the server.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from typing import Deque, Dict, List, Optional, Set
+
+from .._llama import Context, Engine, Model, Sampler, set_log_level
+from .settings import ModelSettings
+
+__all__ = ["EngineRunner", "GenRequest", "QueueFullError", "RunnerClosedError"]
+
+log = logging.getLogger("pyllamacy.server")
+
+
+class QueueFullError(RuntimeError):
+    """Every slot and every place in the wait queue is taken (HTTP 429)."""
+
+
+class RunnerClosedError(RuntimeError):
+    """The model is shutting down or failed (HTTP 503)."""
+
+
+class GenRequest:
+    """One generation: prompt tokens + its own sampler; events arrive on `queue` as
+    (piece: bytes | None, finish_reason: str | None)."""
+    __slots__ = ("tokens", "sampler", "max_tokens", "stop", "special", "queue", "loop", "rid",
+                 "done", "t_submit", "t_first", "n_tokens", "finish_reason")
+
+    def __init__(self, tokens: List[int], sampler: Sampler, max_tokens: int,
+                 stop: List[str], special: Optional[Set[int]] = None):
+        self.tokens = tokens
+        self.sampler = sampler
+        self.max_tokens = max_tokens
+        self.stop = stop
+        self.special = special or set()
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.rid: Optional[int] = None
+        self.done = False
+        self.t_submit = time.perf_counter()
+        self.t_first: Optional[float] = None
+        self.n_tokens = 0
+        self.finish_reason: Optional[str] = None
+
+
+def _deliver(batch):
+    """On the event loop: hand one step's events to their requests."""
+    for req, pieces, finish in batch:
+        q = req.queue
+        for p in pieces:
+            q.put_nowait((p, None))
+        if finish is not None:
+            q.put_nowait((None, finish))
+
+
+class EngineRunner:
+    """Model + Context(n_seq_max=slots) + Engine, stepped by one daemon thread."""
+
+    def __init__(self, settings: ModelSettings):
+        self.settings = settings
+        self.name = settings.model_alias or settings.model
+        set_log_level("warn" if settings.verbose else "error")
+        s = settings
+        self.model = Model(s.model, n_gpu_layers=0x7FFFFFFF if s.n_gpu_layers == -1
+                           else s.n_gpu_layers, split_mode=s.split_mode, main_gpu=s.main_gpu,
+                           tensor_split=s.tensor_split, use_mmap=s.use_mmap,
+                           use_mlock=s.use_mlock)
+        try:
+            n_ctx = s.n_ctx or self.model.n_ctx_train
+            slots = s.n_parallel
+            n_batch = max(1, min(s.n_batch, n_ctx * slots))
+            self.ctx = Context(self.model, n_ctx=n_ctx * slots, n_batch=n_batch,
+                               n_ubatch=min(n_batch, s.n_ubatch), n_seq_max=slots,
+                               n_threads=s.n_threads, n_threads_batch=s.n_threads_batch,
+                               flash_attn=s.flash_attn, type_k=s.type_k, type_v=s.type_v,
+                               kv_unified=False)
+        except BaseException:
+            self.model.close()
+            raise
+        self.engine = Engine(self.ctx)
+        self.n_slots = slots
+        self.n_ctx_slot = self.ctx.n_ctx_seq
+        self._cv = threading.Condition()
+        self._waiting: Deque[GenRequest] = collections.deque()
+        self._to_cancel: List[GenRequest] = []
+        self._running: Dict[int, GenRequest] = {}
+        self._closing = False
+        self.n_running = 0           # read by /metrics without locks
+        self.n_waiting = 0
+        self._thread = threading.Thread(target=self._run, name=f"pyllamacy-engine-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- called from the event loop ------------------------------------------------------------
+
+    def submit(self, req: GenRequest) -> None:
+        with self._cv:
+            if self._closing:
+                raise RunnerClosedError(f"model {self.name!r} is shutting down")
+            if len(self._running) + len(self._waiting) >= self.n_slots + \
+                    self.settings.max_queue:
+                raise QueueFullError(f"all {self.n_slots} slots of {self.name!r} and its "
+                                     f"{self.settings.max_queue} queue places are taken")
+            self._waiting.append(req)
+            self.n_waiting = len(self._waiting)
+            self._cv.notify()
+
+    def cancel(self, req: GenRequest) -> None:
+        """The client went away: free its slot at the next step (or drop it from the queue)."""
+        if req.done:
+            return
+        with self._cv:
+            self._to_cancel.append(req)
+            self._cv.notify()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            self.engine.close()
+            self.ctx.close()
+            self.model.close()
+
+    # -- the runner thread ---------------------------------------------------------------------
+
+    def _fail(self, req: GenRequest, reason: str, batch) -> None:
+        req.done = True
+        batch.append((req, (), reason))
+
+    def _run(self) -> None:
+        eng = self.engine
+        while True:
+            batch = []
+            with self._cv:
+                while (not self._closing and not self._waiting and not self._to_cancel
+                       and not self._running):
+                    self._cv.wait()
+                if self._closing:
+                    for req in list(self._waiting) + list(self._running.values()):
+                        self._fail(req, "error: the server is shutting down", batch)
+                    self._waiting.clear()
+                    self._running.clear()
+                    self._flush(batch)
+                    return
+                for req in self._to_cancel:
+                    if req.done:
+                        continue
+                    if req.rid is None:
+                        try:
+                            self._waiting.remove(req)
+                        except ValueError:
+                            continue
+                        self._fail(req, "cancelled", batch)
+                    else:
+                        eng.cancel(req.rid)
+                self._to_cancel.clear()
+                while self._waiting and len(self._running) < self.n_slots:
+                    req = self._waiting.popleft()
+                    try:
+                        req.rid = eng.submit(req.tokens, req.sampler, req.max_tokens, req.stop)
+                    except Exception as e:    # bad prompt: only this request fails
+                        self._fail(req, f"error: {e}", batch)
+                        continue
+                    self._running[req.rid] = req
+                self.n_waiting = len(self._waiting)
+                self.n_running = len(self._running)
+            if self._running:
+                try:
+                    events = eng.step()
+                except Exception as e:          # the engine itself failed: end everything
+                    log.exception("Engine.step failed")
+                    with self._cv:
+                        for req in self._running.values():
+                            self._fail(req, f"error: {e}", batch)
+                        self._running.clear()
+                    events = ()
+                self._collect(events, batch)
+            self._flush(batch)
+
+    def _collect(self, events, batch) -> None:
+        by_req: Dict[int, list] = {}
+        to_piece = self.model.token_to_piece
+        now = time.perf_counter()
+        for rid, tok, fin in events:
+            req = self._running.get(rid)
+            if req is None:
+                continue
+            ent = by_req.get(rid)
+            if ent is None:
+                ent = by_req[rid] = [req, [], None]
+            if tok >= 0:
+                ent[1].append(to_piece(tok, tok in req.special))
+                req.n_tokens += 1
+                if req.t_first is None:
+                    req.t_first = now
+            if fin is not None:
+                ent[2] = fin
+                req.done = True
+                req.finish_reason = fin
+        if any(e[2] is not None for e in by_req.values()):
+            with self._cv:
+                for rid, ent in by_req.items():
+                    if ent[2] is not None:
+                        self._running.pop(rid, None)
+                self.n_running = len(self._running)
+        batch.extend(tuple(e) for e in by_req.values())
+
+    def _flush(self, batch) -> None:
+        if not batch:
+            return
+        by_loop: Dict[asyncio.AbstractEventLoop, list] = {}
+        for item in batch:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:          # that loop is closed: nobody is listening
+                pass
+
+    # -- state for /metrics ---------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        eng = self.engine
+        return {"slots_total": self.n_slots, "slots_busy": self.n_running,
+                "queue": self.n_waiting, "steps": eng.n_steps,
+                "decoded_tokens": eng.n_decoded_tokens, "reused_tokens": eng.n_reused_tokens}

@@ -1,0 +1,92 @@
+"""Server settings: llama-cpp-python's field names (llama_cpp.server.settings), plus the
+knobs of the batching engine (n_parallel slots, wait queue) and the request limits."""
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Optional, Union
+
+from pydantic import BaseModel, Field, model_validator
+
+__all__ = ["ModelSettings", "ServerSettings", "ConfigFileSettings", "load_config_file"]
+
+
+class ModelSettings(BaseModel):
+    """One served model. `model_alias` is the name clients pass as "model"."""
+    model_config = {"protected_namespaces": (), "extra": "forbid"}
+
+    model: str = Field(description="Path to the GGUF model file.")
+    model_alias: Optional[str] = Field(None, description="Name clients use (default: the path).")
+    # model
+    n_gpu_layers: int = Field(0, ge=-1, description="Layers to offload (-1: all).")
+    main_gpu: int = 0
+    split_mode: Union[int, str] = 1
+    tensor_split: Optional[List[float]] = None
+    use_mmap: bool = True
+    use_mlock: bool = False
+    # context
+    n_ctx: int = Field(2048, ge=0, description="Context of each slot, in tokens (0: the "
+                                               "model's own).")
+    n_batch: int = Field(512, ge=1)
+    n_ubatch: int = Field(512, ge=1)
+    n_threads: Optional[int] = Field(None, ge=1)
+    n_threads_batch: Optional[int] = Field(None, ge=1)
+    flash_attn: Optional[bool] = None
+    type_k: Optional[Union[int, str]] = None
+    type_v: Optional[Union[int, str]] = None
+    seed: int = Field(0xFFFFFFFF, description="Default seed (0xFFFFFFFF: random per request).")
+    last_n_tokens_size: int = Field(64, ge=-1)
+    embedding: bool = Field(True, description="Serve /v1/embeddings with this model (an extra "
+                                              "context, created on first use).")
+    chat_format: Optional[str] = Field(None, description="None: the model's own template.")
+    verbose: bool = False
+    # batching (ours; llama-server's --parallel)
+    n_parallel: int = Field(4, ge=1, le=256, description="Slots: requests decoded together.")
+    max_queue: int = Field(64, ge=0, description="Requests waiting for a slot before 429.")
+
+
+class ServerSettings(BaseModel):
+    """llama-cpp-python's server settings that apply here, and the request limits."""
+    model_config = {"extra": "forbid"}
+
+    host: str = Field("127.0.0.1", description="Listen address (loopback by default).")
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: Optional[str] = Field(None, description="Require Authorization: Bearer <key> on "
+                                                     "every route but /health.")
+    ssl_keyfile: Optional[str] = None
+    ssl_certfile: Optional[str] = None
+    interrupt_requests: bool = True
+    disable_ping_events: bool = False
+    # limits
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_tokens_limit: int = Field(8192, ge=1, description="Upper bound of max_tokens.")
+    max_n: int = Field(1, ge=1, le=1, description="Choices per request (only 1 for now).")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After of a 429/503.")
+
+
+class ConfigFileSettings(ServerSettings):
+    """A --config file: the server settings and a list of models (JSON, or YAML when PyYAML
+    is installed)."""
+    models: List[ModelSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_aliases(self):
+        seen = set()
+        for m in self.models:
+            name = m.model_alias or m.model
+            if name in seen:
+                raise ValueError(f"two models are served as {name!r}; give them model_alias")
+            seen.add(name)
+        return self
+
+
+def load_config_file(path: Union[str, os.PathLike]) -> ConfigFileSettings:
+    with open(path, "rb") as f:
+        raw = f.read()
+    text = raw.decode("utf-8")
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml       # optional dependency, only for YAML configs
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    return ConfigFileSettings.model_validate(data)

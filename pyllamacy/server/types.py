@@ -1,0 +1,79 @@
+"""Request bodies of the OpenAI-compatible routes (llama-cpp-python's field names and defaults).
+Unknown fields are ignored, as OpenAI clients send some we do not use."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Union
+
+from pydantic import BaseModel, Field
+
+__all__ = ["CompletionRequest", "ChatCompletionRequest", "EmbeddingRequest", "TokenizeRequest",
+           "DetokenizeRequest"]
+
+_STOP = Optional[Union[str, List[str]]]
+
+
+class _Sampling(BaseModel):
+    model_config = {"extra": "ignore", "protected_namespaces": ()}
+
+    model: Optional[str] = None
+    max_tokens: Optional[int] = Field(None, ge=0)
+    temperature: float = Field(0.8, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, ge=0.0, le=1.0)
+    min_p: float = Field(0.05, ge=0.0, le=1.0)
+    typical_p: float = Field(1.0, ge=0.0, le=1.0)
+    top_k: int = Field(40, ge=0)
+    stop: _STOP = None
+    stream: bool = False
+    seed: Optional[int] = None
+    n: int = Field(1, ge=1)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    repeat_penalty: float = Field(1.0, gt=0.0)
+    mirostat_mode: int = Field(0, ge=0, le=2)
+    mirostat_tau: float = Field(5.0, ge=0.0)
+    mirostat_eta: float = Field(0.1, ge=0.0)
+    logit_bias: Optional[Dict[str, float]] = None
+    grammar: Optional[str] = Field(None, max_length=200_000)
+    user: Optional[str] = None
+
+
+class CompletionRequest(_Sampling):
+    prompt: Union[str, List[str], List[int]] = ""
+    max_tokens: Optional[int] = Field(16, ge=0)
+    suffix: Optional[str] = None
+    echo: bool = False
+    logprobs: Optional[int] = Field(None, ge=0)
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: List[Dict[str, Any]] = Field(min_length=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=0)
+    tools: Optional[List[Dict[str, Any]]] = None
+    tool_choice: Optional[Union[str, Dict[str, Any]]] = None
+    functions: Optional[List[Dict[str, Any]]] = None
+    function_call: Optional[Union[str, Dict[str, Any]]] = None
+    parallel_tool_calls: Optional[bool] = None
+    response_format: Optional[Dict[str, Any]] = None
+    logprobs: Optional[bool] = None
+    top_logprobs: Optional[int] = Field(None, ge=0)
+    chat_template_kwargs: Optional[Dict[str, Any]] = None
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = {"extra": "ignore", "protected_namespaces": ()}
+    model: Optional[str] = None
+    input: Union[str, List[str]]
+    encoding_format: Optional[str] = None
+    user: Optional[str] = None
+
+
+class TokenizeRequest(BaseModel):
+    model_config = {"extra": "ignore", "protected_namespaces": ()}
+    model: Optional[str] = None
+    input: str
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = {"extra": "ignore", "protected_namespaces": ()}
+    model: Optional[str] = None
+    tokens: List[int]

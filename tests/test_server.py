@@ -1,0 +1,294 @@
+"""The OpenAI-compatible server, driven by the official openai client over loopback."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+openai = pytest.importorskip("openai")
+import httpx  # noqa: E402  (the openai client's dependency)
+import uvicorn  # noqa: E402
+
+from pyllamacy.server import ModelSettings, ServerSettings, create_app  # noqa: E402
+from pyllamacy.server.__main__ import settings_from_args  # noqa: E402
+
+KEY = "test-key-123"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    def __init__(self, models, **server_kw):
+        self.port = _free_port()
+        self.app = create_app(models, ServerSettings(port=self.port, **server_kw))
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
+                                                    log_level="error", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        t = time.time()
+        while not self.server.started:
+            if not self.thread.is_alive() or time.time() - t > 120:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+    def client(self, key=KEY, **kw):
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0,
+                             timeout=120, **kw)
+
+    def stats(self, key=KEY):
+        text = httpx.get(self.url + "/metrics", headers={"Authorization": f"Bearer {key}"}).text
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("pyllamacy_") and "{" in line:
+                name = line.split("{")[0]
+                out[name] = out.get(name, 0) + float(line.rsplit(" ", 1)[1])
+        return out
+
+
+def _settings(path, **kw):
+    base = dict(model=path, model_alias="smol", n_ctx=256, n_batch=64, n_threads=1,
+                n_threads_batch=1, verbose=False)
+    base.update(kw)
+    return ModelSettings(**base)
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_path):
+    s = _Server([_settings(smollm2_path, n_parallel=16, max_queue=16)], api_key=KEY)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def small_server(smollm2_path):
+    """One slot, no queue: the second request is refused."""
+    s = _Server([_settings(smollm2_path, n_parallel=1, max_queue=0, n_batch=16)])
+    yield s
+    s.stop()
+
+
+def test_models_health_auth(server):
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    models = server.client().models.list()
+    assert [m.id for m in models.data] == ["smol"]
+    with pytest.raises(openai.AuthenticationError):
+        server.client(key="wrong").models.list()
+    for path in ("/v1/models", "/metrics"):
+        r = httpx.get(server.url + path)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    r = httpx.post(server.url + "/v1/completions", json={"prompt": "x"},
+                   headers={"Authorization": "Basic " + KEY})
+    assert r.status_code == 401
+
+
+def test_completion_and_extras(server):
+    c = server.client()
+    out = c.completions.create(model="smol", prompt="The capital of France is", max_tokens=8,
+                               temperature=0)
+    assert out.choices[0].finish_reason in ("length", "stop")
+    assert out.usage.completion_tokens <= 8 and out.choices[0].text
+    h = {"Authorization": f"Bearer {KEY}"}
+    toks = httpx.post(server.url + "/extras/tokenize", json={"input": "hello world"},
+                      headers=h).json()["tokens"]
+    assert toks
+    text = httpx.post(server.url + "/extras/detokenize", json={"tokens": toks},
+                      headers=h).json()["text"]
+    assert "hello world" in text
+    n = httpx.post(server.url + "/extras/tokenize/count", json={"input": "hello world"},
+                   headers=h).json()["count"]
+    assert n == len(toks)
+
+
+def test_chat_stream_equals_non_stream(server):
+    c = server.client()
+    msgs = [{"role": "user", "content": "Name a color."}]
+    full = c.chat.completions.create(model="smol", messages=msgs, max_tokens=12,
+                                     temperature=0)
+    assert full.choices[0].message.role == "assistant"
+    pieces, finish = [], None
+    for ch in c.chat.completions.create(model="smol", messages=msgs, max_tokens=12,
+                                        temperature=0, stream=True):
+        d = ch.choices[0].delta
+        if d.content:
+            pieces.append(d.content)
+        if ch.choices[0].finish_reason:
+            finish = ch.choices[0].finish_reason
+    assert "".join(pieces) == full.choices[0].message.content
+    assert finish == full.choices[0].finish_reason
+
+
+def test_tools_and_json_schema(server):
+    c = server.client()
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string",
+                                                                 "maxLength": 12}},
+                       "required": ["city"], "additionalProperties": False}}}]
+    out = c.chat.completions.create(
+        model="smol", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=tools,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=48, temperature=0)
+    call = out.choices[0].message.tool_calls[0]
+    assert out.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments)["city"], str)
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 99}},
+              "required": ["n"], "additionalProperties": False}
+    out = c.chat.completions.create(
+        model="smol", messages=[{"role": "user", "content": "Pick a number."}],
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "num", "schema": schema}},
+        max_tokens=24, temperature=0)
+    obj = json.loads(out.choices[0].message.content)
+    assert isinstance(obj["n"], int)
+
+
+def test_embeddings(server):
+    out = server.client().embeddings.create(model="smol", input=["hello", "a longer text"])
+    assert len(out.data) == 2
+    v = out.data[0].embedding
+    assert len(v) == 576 and abs(sum(x * x for x in v) - 1.0) < 1e-3
+
+
+def test_bad_requests(server):
+    h = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    u = server.url
+    cases = [
+        (b"{not json", (400, 422)),
+        (json.dumps({"prompt": 3}).encode(), (422,)),
+        (json.dumps({"prompt": "x", "max_tokens": "many"}).encode(), (422,)),
+        (json.dumps({"prompt": "x", "max_tokens": 10 ** 9}).encode(), (400,)),
+        (json.dumps({"prompt": "x", "n": 5}).encode(), (400,)),
+        (json.dumps({"prompt": "x", "temperature": -1}).encode(), (422,)),
+        (json.dumps({"prompt": "x", "grammar": "root ::= ("}).encode(), (400,)),
+        (json.dumps({"prompt": [10 ** 9]}).encode(), (400,)),
+        (json.dumps({"prompt": "word " * 400}).encode(), (400,)),
+    ]
+    for body, want in cases:
+        r = httpx.post(u + "/v1/completions", content=body, headers=h)
+        assert r.status_code in want, (body[:40], r.status_code, r.text)
+        err = r.json()["error"]
+        assert err["message"] and "Traceback" not in r.text
+    r = httpx.post(u + "/v1/chat/completions", json={"messages": []}, headers=h)
+    assert r.status_code == 422
+    r = httpx.post(u + "/v1/chat/completions", headers=h, json={
+        "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_schema", "json_schema": {"schema": {"$ref": "#"}}}})
+    assert r.status_code == 400 and "Traceback" not in r.text
+    r = httpx.post(u + "/v1/completions", content=b"x" * (5 * 1024 * 1024), headers=h)
+    assert r.status_code == 413
+    with pytest.raises(openai.BadRequestError):
+        server.client().completions.create(model="smol", prompt="x", max_tokens=10 ** 6)
+
+
+def _stream_text(client, prompt, seed, max_tokens=16):
+    parts, finish, n = [], None, 0
+    for ch in client.completions.create(model="smol", prompt=prompt, max_tokens=max_tokens,
+                                        temperature=0.8, seed=seed, stream=True):
+        n += 1
+        parts.append(ch.choices[0].text)
+        if ch.choices[0].finish_reason:
+            finish = ch.choices[0].finish_reason
+    return "".join(parts), finish
+
+
+def _rss_mb() -> float:
+    try:
+        with open(f"/proc/{os.getpid()}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def test_load_16_streams_equal_serial(server):
+    prompts = [f"Story {i}: once upon a time there was a" for i in range(16)]
+    c = server.client()
+    serial = [_stream_text(c, p, seed=100 + i) for i, p in enumerate(prompts)]
+    rss = []
+    for _ in range(2):
+        with cf.ThreadPoolExecutor(16) as ex:
+            conc = list(ex.map(lambda a: _stream_text(c, a[1], 100 + a[0]), enumerate(prompts)))
+        assert conc == serial
+        assert all(f in ("length", "stop") for _, f in conc)
+        rss.append(_rss_mb())
+    assert rss[1] - rss[0] < 50, rss          # no growth from one round to the next
+    st = server.stats()
+    assert st["pyllamacy_slots_busy"] == 0 and st["pyllamacy_queue"] == 0
+    assert st["pyllamacy_requests_total"] >= 48
+
+
+def _wait_idle(server, timeout=10.0):
+    t = time.time()
+    while time.time() - t < timeout:
+        st = server.stats()
+        if st.get("pyllamacy_slots_busy", 1) == 0 and st.get("pyllamacy_queue", 1) == 0:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_queue_full_and_disconnect(small_server, model):
+    s = small_server
+    no_end = {str(t): -100 for t in {model.token_eos(), model.token_eot()} if t >= 0}
+    body = {"prompt": "Once upon a time, in a land far away,", "max_tokens": 200,
+            "stream": True, "temperature": 0, "logit_bias": no_end}
+    with httpx.Client(timeout=60) as h:
+        # mid-generation: read one chunk, then the busy server refuses a second request
+        with h.stream("POST", s.url + "/v1/completions", json=body) as r:
+            it = r.iter_lines()
+            first = next(line for line in it if line.startswith("data:"))
+            assert json.loads(first[5:])["choices"]
+            r2 = h.post(s.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2})
+            assert r2.status_code == 429 and int(r2.headers["Retry-After"]) >= 1
+            assert r2.json()["error"]["type"] == "rate_limit_error"
+        # the client went away: the slot is freed and the next request is served
+        assert _wait_idle(s)
+        r3 = h.post(s.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+        assert r3.status_code == 200
+    # mid-prompt: a long prompt, the client gives up before the first token
+    before = s.stats()["pyllamacy_decoded_tokens_total"]
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(s.url + "/v1/completions", json={"prompt": "word " * 200, "max_tokens": 50},
+                   timeout=0.3)
+    assert _wait_idle(s)
+    st = s.stats()
+    assert st["pyllamacy_decoded_tokens_total"] - before < 200 + 50
+    out = httpx.post(s.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2},
+                     timeout=60)
+    assert out.status_code == 200 and out.json()["choices"][0]["finish_reason"]
+
+
+def test_cli_settings(tmp_path, smollm2_path):
+    cfg = tmp_path / "models.json"
+    cfg.write_text(json.dumps({"port": 9999, "api_key": "k", "models": [
+        {"model": smollm2_path, "model_alias": "a", "n_ctx": 128, "n_parallel": 2},
+        {"model": smollm2_path, "model_alias": "b", "chat_format": "chatml"}]}))
+    server, models = settings_from_args(["--config_file", str(cfg), "--port", "8123"])
+    assert server.port == 8123 and server.api_key == "k" and server.host == "127.0.0.1"
+    assert [m.model_alias for m in models] == ["a", "b"] and models[0].n_parallel == 2
+    server, models = settings_from_args(["--model", smollm2_path, "--n_ctx", "64",
+                                         "--slots", "3", "--api-key", "z"])
+    assert models[0].n_ctx == 64 and models[0].n_parallel == 3 and server.api_key == "z"
+    cfg.write_text(json.dumps({"models": [{"model": "x"}, {"model": "x"}]}))
+    with pytest.raises(Exception):
+        settings_from_args(["--config_file", str(cfg)])
