@@ -19,7 +19,8 @@ Tests (t/s = tokens per second; mean ± sample standard deviation over the runs,
 
 This module must not import pyllamacy at module level: it also runs, by file path and with
 ``python -I``, as the measuring process under llama-cpp-python's interpreter (usually another
-virtual environment), which must never load pyllamacy's copy of ggml.
+virtual environment), which must never load pyllamacy's copy of ggml. pyllamacy's measuring
+process is ``python -m pyllamacy.bench --worker pyllamacy`` from the folder holding the package.
 """
 from __future__ import annotations
 
@@ -344,6 +345,24 @@ def find_llama_cpp_python(explicit: Optional[str] = None) -> Optional[str]:
     return None
 
 
+def _loadavg() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _noisy(report: dict, limit: float = 0.05) -> List[str]:
+    """Figures whose relative spread is above `limit`: the machine was not quiet."""
+    out = []
+    for e in report["engines"].values():
+        for t, s in e["summary"].items():
+            if s and s["n"] > 1 and s["mean"] > 0 and s["std"] / s["mean"] > limit:
+                out.append(f"{e['label']} {_test_name(t, report['n_prompt'], report['n_gen'])} "
+                           f"±{100 * s['std'] / s['mean']:.0f}%")
+    return out
+
+
 def _summary(samples: List[float]) -> dict:
     if not samples:
         return {}
@@ -377,9 +396,11 @@ def run(model: str, *, threads: int, reps: int = 5, n_prompt: int = 512, n_gen: 
     if ngl is not None:
         common += ["--ngl", str(ngl)]
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(pyllamacy.__file__)))
+    # the same pyllamacy as this process: run from the folder that holds the package
     engines = [Engine("pyllamacy", "pyllamacy", "pyllamacy",
-                      [sys.executable, "-I", bench_file, "--worker", "pyllamacy",
-                       "--pkg-parent", pkg_parent, "--flash-attn", flash_attn] + common)]
+                      [sys.executable, "-m", "pyllamacy.bench", "--worker", "pyllamacy",
+                       "--pkg-parent", pkg_parent, "--flash-attn", flash_attn] + common,
+                      cwd=pkg_parent)]
     skipped: Dict[str, str] = {}
 
     if llama_bench:
@@ -420,6 +441,7 @@ def run(model: str, *, threads: int, reps: int = 5, n_prompt: int = 512, n_gen: 
     else:
         skipped["llama-cpp-python"] = "--no-llama-cpp-python"
 
+    load_before = _loadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     t_start = time.monotonic()
     for rnd in range(reps):
@@ -444,7 +466,8 @@ def run(model: str, *, threads: int, reps: int = 5, n_prompt: int = 512, n_gen: 
         "duration_s": round(time.monotonic() - t_start, 1),
         "machine": {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(),
                     "usable_cpus": _usable_cpus(), "os": platform.platform(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    "loadavg_before": load_before, "loadavg_after": _loadavg()},
         "threads": threads, "model": model, "model_bytes": os.path.getsize(model),
         "n_prompt": n_prompt, "n_gen": n_gen, "reps": reps, "inner_reps": inner_reps,
         "n_batch": N_BATCH, "n_ubatch": N_UBATCH, "flash_attn": flash_attn, "ngl": ngl,
@@ -540,7 +563,8 @@ def format_report(report: dict, markdown: bool = False) -> str:
         f"method: {report['reps']} round{'s' if report['reps'] != 1 else ''}, engines interleaved, one fresh process per engine "
         f"per round ({report['inner_reps']} measured repetition"
         f"{'s' if report['inner_reps'] != 1 else ''} each, after a warmup); "
-        f"{report['duration_s']:.0f} s in all",
+        f"{report['duration_s']:.0f} s in all; load average {m.get('loadavg_before')} before, "
+        f"{m.get('loadavg_after')} after",
     ]
     for key, e in report["engines"].items():
         info = e["info"]
@@ -586,6 +610,10 @@ def format_report(report: dict, markdown: bool = False) -> str:
         lines += ["", f"targets: pp >= {TARGETS['pp']} x llama-bench, tg >= {TARGETS['tg']} x "
                       "llama-bench (pyllamacy's tg includes sampling; llama-bench's does not), "
                       "faster than llama-cpp-python"]
+    noisy = _noisy(report)
+    if noisy:
+        lines += ["", f"WARNING: noisy machine, spread above 5% for: {', '.join(noisy)}; "
+                      "do not record these numbers"]
     return "\n".join(lines) + "\n"
 
 
