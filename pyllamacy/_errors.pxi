@@ -69,8 +69,8 @@ class BackendError(LlamaError, RuntimeError):
     """A backend library could not be loaded."""
 
 
-cdef str _recent_log(uint64_t mark):
-    cdef string s = S.log_since(mark, 4000)
+cdef str _recent_log(uint64_t mark, bint errors_only=False):
+    cdef string s = S.log_since(mark, 4000, 4 if errors_only else 3)
     text = s.decode("utf-8", "replace").strip()
     return text
 

@@ -94,7 +94,7 @@ def quantize(src, dst, qtype="q4_0", *, int nthread=0, bint allow_requantize=Fal
                     progress_callback(frac)
         if result.get("rc", 1) != 0:
             raise QuantizeError(f"quantizing {src_s} to {qtype} failed: "
-                                f"{_recent_log(mark) or 'llama.cpp gave no reason'}")
+                                f"{_recent_log(mark, True) or 'llama.cpp gave no reason'}")
         if progress_callback is not None and last != 1.0:
             progress_callback(1.0)
     return dst_s

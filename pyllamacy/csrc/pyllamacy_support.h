@@ -30,15 +30,25 @@ namespace pyllamacy {
 
 // ---------------------------------------------------------------- log capture
 
+struct LogLine {
+    uint64_t seq;
+    int level;
+    std::string text;
+};
+
 struct LogState {
     std::mutex mu;
-    std::deque<std::pair<uint64_t, std::string>> lines;  // (sequence number, text) of WARN/ERROR
+    std::deque<LogLine> lines;  // WARN and ERROR lines
     uint64_t seq = 0;
     int last_level = GGML_LOG_LEVEL_INFO;
 };
 
 static LogState g_log;
 static std::atomic<int> g_print_level{GGML_LOG_LEVEL_ERROR};  // print to stderr at/above this
+
+// Set when an abort was requested: llama.cpp then logs "failed to compute graph" and the like
+// at error level, which is expected noise after Ctrl-C / cancel(). Still captured, not printed.
+static std::atomic<bool> g_aborting{false};
 
 // llama_model_quantize has no progress callback; it logs "[  12/ 272] name ..." per tensor.
 static std::atomic<int> g_quant_done{0};
@@ -63,14 +73,15 @@ static void log_callback(enum ggml_log_level level, const char * text, void * /*
             g_quant_total.store(total);
         }
     }
-    if (lvl >= g_print_level.load(std::memory_order_relaxed) && lvl != GGML_LOG_LEVEL_NONE) {
+    if (lvl >= g_print_level.load(std::memory_order_relaxed) && lvl != GGML_LOG_LEVEL_NONE &&
+        !g_aborting.load(std::memory_order_relaxed)) {
         fputs(text, stderr);
         fflush(stderr);
     }
     std::lock_guard<std::mutex> lock(g_log.mu);
     g_log.last_level = lvl;
     if (lvl >= GGML_LOG_LEVEL_WARN) {
-        g_log.lines.emplace_back(++g_log.seq, std::string(text));
+        g_log.lines.push_back(LogLine{++g_log.seq, lvl, std::string(text)});
         while (g_log.lines.size() > 64) {
             g_log.lines.pop_front();
         }
@@ -85,13 +96,14 @@ inline uint64_t log_mark() {
     return g_log.seq;
 }
 
-// Warnings and errors logged after `mark`, joined (trimmed to the last `max_chars`).
-inline std::string log_since(uint64_t mark, size_t max_chars) {
+// Lines at or above `min_level` (WARN by default) logged after `mark`, joined (trimmed to
+// the last `max_chars`).
+inline std::string log_since(uint64_t mark, size_t max_chars, int min_level = GGML_LOG_LEVEL_WARN) {
     std::lock_guard<std::mutex> lock(g_log.mu);
     std::string out;
     for (const auto & p : g_log.lines) {
-        if (p.first > mark) {
-            out += p.second;
+        if (p.seq > mark && p.level >= min_level) {
+            out += p.text;
         }
     }
     if (out.size() > max_chars) {
@@ -111,10 +123,12 @@ struct AbortFlag {
 };
 
 inline bool abort_requested(AbortFlag * f) {
-    if (f->cancel.load(std::memory_order_relaxed)) {
-        return true;
+    bool r = f->cancel.load(std::memory_order_relaxed) ||
+             (f->watch_sigint && g_sigint_epoch.load(std::memory_order_relaxed) != f->sigint_epoch);
+    if (r) {
+        g_aborting.store(true, std::memory_order_relaxed);
     }
-    return f->watch_sigint && g_sigint_epoch.load(std::memory_order_relaxed) != f->sigint_epoch;
+    return r;
 }
 
 static bool abort_callback(void * data) noexcept {
@@ -123,7 +137,12 @@ static bool abort_callback(void * data) noexcept {
 
 inline AbortFlag * abort_flag_new() { return new AbortFlag(); }
 inline void abort_flag_free(AbortFlag * f) { delete f; }
-inline void abort_flag_set(AbortFlag * f, bool v) { f->cancel.store(v); }
+inline void abort_flag_set(AbortFlag * f, bool v) {
+    f->cancel.store(v);
+    if (!v) {
+        g_aborting.store(false);   // a new call starts: its errors are real again
+    }
+}
 inline bool abort_flag_get(AbortFlag * f) { return f->cancel.load(); }
 inline bool sigint_seen(AbortFlag * f) {
     return f->watch_sigint && g_sigint_epoch.load() != f->sigint_epoch;

@@ -14,7 +14,7 @@ cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
     void set_print_level(int level)
     int get_print_level()
     uint64_t log_mark()
-    string log_since(uint64_t mark, size_t max_chars)
+    string log_since(uint64_t mark, size_t max_chars, int min_level)
 
     void quant_progress_reset()
     int quant_progress_done()
