@@ -86,7 +86,8 @@ class Metrics:
             family("pyllamacy_rejected_total", "counter", "Requests refused (queue full, ...).")
             for (m, r), v in sorted(self.rejected.items()):
                 out.append(f"pyllamacy_rejected_total{_labels([('model', m), ('reason', r)])} {v}")
-            family("pyllamacy_prompt_tokens_total", "counter", "Prompt tokens of finished requests.")
+            family("pyllamacy_prompt_tokens_total", "counter",
+                   "Prompt tokens of finished requests.")
             for m, v in sorted(self.prompt_tokens.items()):
                 out.append(f"pyllamacy_prompt_tokens_total{_labels([('model', m)])} {v}")
             family("pyllamacy_completion_tokens_total", "counter", "Generated tokens.")

@@ -54,6 +54,13 @@ class GenRequest:
         self.finish_reason: Optional[str] = None
 
 
+def _close_sampler(req: GenRequest) -> None:
+    try:
+        req.sampler.close()
+    except Exception:              # still held by the Engine: freed with the request
+        pass
+
+
 def _deliver(batch):
     """On the event loop: hand one step's events to their requests."""
     for req, pieces, finish in batch:
@@ -163,6 +170,7 @@ class EngineRunner:
                             self._waiting.remove(req)
                         except ValueError:
                             continue
+                        _close_sampler(req)
                         self._fail(req, "cancelled", batch)
                     else:
                         eng.cancel(req.rid)
@@ -172,6 +180,7 @@ class EngineRunner:
                     try:
                         req.rid = eng.submit(req.tokens, req.sampler, req.max_tokens, req.stop)
                     except Exception as e:    # bad prompt: only this request fails
+                        _close_sampler(req)
                         self._fail(req, f"error: {e}", batch)
                         continue
                     self._running[req.rid] = req
@@ -210,6 +219,7 @@ class EngineRunner:
                 ent[2] = fin
                 req.done = True
                 req.finish_reason = fin
+                _close_sampler(req)         # the Engine let go of it in step()
         if any(e[2] is not None for e in by_req.values()):
             with self._cv:
                 for rid, ent in by_req.items():
