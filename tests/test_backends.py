@@ -20,6 +20,9 @@ import pytest
 
 import pyllamacy
 
+# the folder holding the pyllamacy this process imported (installed or in-place build)
+_PKG_PARENT = str(Path(pyllamacy.__file__).resolve().parent.parent)
+
 ROOT = Path(__file__).resolve().parent.parent
 discovery = importlib.import_module("pyllamacy.backends")
 
@@ -58,7 +61,9 @@ def _import_report(site: Path, env: dict | None = None, code: str = "") -> dict:
     e.pop("PYLLAMACY_BACKEND", None)
     e["PYTHONPATH"] = os.pathsep.join([str(site)] + [p for p in sys.path if p])
     e.update(env or {})
-    r = subprocess.run([sys.executable, "-c", script], env=e, stdout=subprocess.PIPE,
+    # cwd: `-c` puts the working directory first on sys.path; a source checkout there would
+    # shadow the installed package
+    r = subprocess.run([sys.executable, "-c", script], env=e, cwd=_PKG_PARENT, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("JSON")][-1]
@@ -302,6 +307,6 @@ def test_ngl0_keeps_weights_and_kv_off_the_gpu(smollm2_path):
 @gpu
 def test_info_shows_gpu(smollm2_path):
     r = subprocess.run([sys.executable, "-m", "pyllamacy", "info", "--json"],
-                       stdout=subprocess.PIPE, text=True, timeout=120)
+                       stdout=subprocess.PIPE, text=True, timeout=120, cwd=_PKG_PARENT)
     d = json.loads(r.stdout)
     assert any(dev["type"] == "gpu" for dev in d["devices"])
