@@ -213,10 +213,17 @@ cdef class Engine:
         cdef char buf[256]
         cdef int32_t np
         cdef size_t k
+        cdef vector[char] big
         if self.stop_strs[i].size() > 0:
             np = L.llama_token_to_piece(self.ctx.model._vocab, tok, buf, sizeof(buf), 0, False)
             if np > 0:
                 self.tail[i].append(buf, np)
+            elif np < 0:                      # a piece longer than the stack buffer
+                big.resize(-np)
+                np = L.llama_token_to_piece(self.ctx.model._vocab, tok, big.data(),
+                                            <int32_t> big.size(), 0, False)
+                if np > 0:
+                    self.tail[i].append(big.data(), np)
             for k in range(self.stop_strs[i].size()):
                 if self.tail[i].find(self.stop_strs[i][k]) != <size_t> -1:
                     return STEP_STOP
