@@ -169,6 +169,26 @@ def _sse(obj) -> bytes:
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+async def _collect(request: Request, state, runner: EngineRunner, route: str, req: GenRequest,
+                   n_prompt: int, stop: List[str], t0: float):
+    """Run a non-streamed request to its end and record it: (text, finish_reason), or
+    (None, None) when the client left; ApiError(500) when generation failed."""
+    texts: List[str] = []
+    finish = None
+    try:
+        async for text, fin in _texts(request, runner, req, stop):
+            texts.append(text)
+            finish = fin or finish
+    except _Disconnected:
+        _record(state, runner, route, req, n_prompt, 499, t0)
+        return None, None
+    err = _finish_error(finish)
+    _record(state, runner, route, req, n_prompt, 500 if err else 200, t0)
+    if err:
+        raise ApiError(500, err, "server_error")
+    return "".join(texts), finish
+
+
 def _finish_error(finish: str) -> Optional[str]:
     return finish[len("error: "):] if finish and finish.startswith("error") else None
 
@@ -246,21 +266,14 @@ async def completions(body: CompletionRequest, request: Request):
                 _record(state, runner, "completions", req, len(toks), status, t0)
         return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
-    texts = [prompt_text] if body.echo else []
-    finish = None
-    try:
-        async for text, fin in _texts(request, runner, req, stop):
-            texts.append(text)
-            finish = fin or finish
-    except _Disconnected:
-        _record(state, runner, "completions", req, len(toks), 499, t0)
+    text, finish = await _collect(request, state, runner, "completions", req, len(toks), stop,
+                                  t0)
+    if text is None:
         return JSONResponse(error_body(499, "client closed the request", "cancelled"), 499)
-    err = _finish_error(finish)
-    _record(state, runner, "completions", req, len(toks), 500 if err else 200, t0)
-    if err:
-        raise ApiError(500, err, "server_error")
+    if body.echo:
+        text = prompt_text + text
     return {"id": cid, "object": "text_completion", "created": created, "model": name,
-            "choices": [{"text": "".join(texts), "index": 0, "logprobs": None,
+            "choices": [{"text": text, "index": 0, "logprobs": None,
                          "finish_reason": finish}],
             "usage": {"prompt_tokens": len(toks), "completion_tokens": req.n_tokens,
                       "total_tokens": len(toks) + req.n_tokens}}
@@ -331,20 +344,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                 _record(state, runner, "chat", req, len(toks), status, t0)
         return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
-    texts = []
-    finish = None
-    try:
-        async for text, fin in _texts(request, runner, req, stops):
-            texts.append(text)
-            finish = fin or finish
-    except _Disconnected:
-        _record(state, runner, "chat", req, len(toks), 499, t0)
+    text, finish = await _collect(request, state, runner, "chat", req, len(toks), stops, t0)
+    if text is None:
         return JSONResponse(error_body(499, "client closed the request", "cancelled"), 499)
-    err = _finish_error(finish)
-    _record(state, runner, "chat", req, len(toks), 500 if err else 200, t0)
-    if err:
-        raise ApiError(500, err, "server_error")
-    message, finish = await run_in_threadpool(chat_message, creq, "".join(texts), finish)
+    message, finish = await run_in_threadpool(chat_message, creq, text, finish)
     return {"id": cid, "object": "chat.completion", "created": created, "model": name,
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": finish}],
