@@ -574,6 +574,12 @@ cdef class Context:
         memcpy(&view[0], p, self._n_vocab * sizeof(float))
         return arr
 
+    @property
+    def has_logits(self):
+        """Whether generate()/Sampler.sample() have last logits to start from (after an eval
+        with logits, a generation step, or a state_set() of a state that carried them)."""
+        return self._ctx != NULL and (self._has_restored or self._logits_valid)
+
     def set_logits(self, logits):
         """Make `logits` (n_vocab floats) the "last logits" that generate()/Sampler.sample()
         start from, e.g. ones saved earlier for a prefix that is still in the cache."""

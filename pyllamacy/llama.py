@@ -582,9 +582,7 @@ class Llama:
         self._saved_logits = None
         # pyllamacy's context state carries the last logits; a bare llama.cpp state does not,
         # and then the last token is evaluated again so that sampling starts from fresh logits
-        has_logits = bytes(memoryview(data)[:4]) == b"PYLC" and \
-            int.from_bytes(bytes(memoryview(data)[8:12]), "little") > 0
-        if self.n_tokens > 0 and not has_logits:
+        if self.n_tokens > 0 and not ctx.has_logits:
             last = int(self.input_ids[self.n_tokens - 1])
             self.n_tokens -= 1
             self._eval([last])
