@@ -73,6 +73,14 @@ cdef class Context:
     cdef vector[float] _restored_logits
     cdef bint _has_restored
     cdef bint _logits_valid
+    # backend sampling: a copy of a generation's sampler chain, run inside the compute graph
+    # for sequence _bs_seq once attached (llama_set_sampler). The context owns the copy and
+    # drops it (detach + free) when anything else uses the context.
+    cdef L.llama_sampler * _bs_chain
+    cdef int _bs_seq
+    cdef bint _bs_attached
+    cdef uint64_t _bs_id
+    cdef bint _no_raw_logits           # the last decode left no raw logits (backend sampled)
     cdef object __weakref__
 
     def __cinit__(self):
@@ -83,6 +91,10 @@ cdef class Context:
         self._batch_alive = False
         self._owner = 0
         self.epoch = 0
+        self._bs_chain = NULL
+        self._bs_attached = False
+        self._bs_id = 0
+        self._no_raw_logits = False
 
     def __init__(self, Model model not None, *, uint32_t n_ctx=0, uint32_t n_batch=2048,
                  uint32_t n_ubatch=512, uint32_t n_seq_max=1, n_threads=None,
@@ -170,7 +182,17 @@ cdef class Context:
             raise ClosedError("this Context is closed")
         return 0
 
-    cdef int _enter(self) except -1:
+    cdef void _bs_drop(self) noexcept nogil:
+        """Detach and free the backend sampler chain, if any."""
+        if self._bs_chain == NULL:
+            return
+        if self._bs_attached and self._ctx != NULL:
+            L.llama_set_sampler(self._ctx, self._bs_seq, NULL)
+        L.llama_sampler_free(self._bs_chain)
+        self._bs_chain = NULL
+        self._bs_attached = False
+
+    cdef int _enter(self, bint keep_backend_sampler=False) except -1:
         """Claim the context for one call; BusyError if another call is running."""
         if self._ctx == NULL:
             raise ClosedError("this Context is closed")
@@ -182,6 +204,8 @@ cdef class Context:
                             "call at a time: use one Context per thread")
         self._owner = <long> PyThread_get_thread_ident()
         S.abort_flag_set(self._abort, False)
+        if not keep_backend_sampler:
+            self._bs_drop()
         return 0
 
     cdef inline void _leave(self) noexcept:
@@ -203,6 +227,7 @@ cdef class Context:
         if self._batch_alive:
             L.llama_batch_free(self._batch)
             self._batch_alive = False
+        self._bs_drop()
         with nogil:
             L.llama_free(self._ctx)
         self._ctx = NULL
@@ -224,6 +249,7 @@ cdef class Context:
         if self._batch_alive:
             L.llama_batch_free(self._batch)
             self._batch_alive = False
+        self._bs_drop()
         if self._ctx != NULL:
             L.llama_free(self._ctx)
             self._ctx = NULL
@@ -427,6 +453,7 @@ cdef class Context:
         self.epoch += 1
         self._has_restored = False
         self._logits_valid = rc == 0
+        self._no_raw_logits = False
         if rc == 0:
             return 0
         if rc == 2 or rc < -1:
@@ -508,6 +535,7 @@ cdef class Context:
             raise _decode_error(rc, f"eval of {n} tokens at position {p0}")
         self._has_restored = False
         self._logits_valid = logits != "none"
+        self._no_raw_logits = False
         return p0 + n
 
     def encode(self, tokens, int seq_id=0):
@@ -540,7 +568,7 @@ cdef class Context:
 
     def generate(self, Sampler sampler not None, int max_tokens=-1, int seq_id=0,
                  stop_tokens=None, stop_sequences=None, stop_strings=None, history=None,
-                 draft=None, int n_draft=8, int ngram_max=3):
+                 draft=None, int n_draft=8, int ngram_max=3, bint backend_sampling=False):
         """Generate from the logits of the last eval() -> Generation.
 
         Iterate the Generation for tokens one at a time, or call .run() for all of them in one
@@ -553,9 +581,16 @@ cdef class Context:
         Context of a small model with the same vocabulary; up to n_draft tokens are verified
         per llama_decode. The tokens are exactly those of plain decoding.
         history: the tokens already in the sequence (the prompt), for prompt lookup.
+
+        backend_sampling=True runs the sampler chain inside the compute graph (on the GPU when
+        the model is there): llama.cpp hands back the token instead of copying every logit
+        to the host. Used only where the chain allows (Sampler.backend_capable) and without
+        speculative decoding; `Generation.backend_sampling` tells. The chain runs as a copy
+        (the Sampler passed in does not see the tokens), the RNG of `dist` draws in the same
+        order, and logits() of those steps are not available. Experimental in llama.cpp.
         """
         return _generate(self, sampler, max_tokens, seq_id, stop_tokens, stop_sequences,
-                         stop_strings, history, draft, n_draft, ngram_max)
+                         stop_strings, history, draft, n_draft, ngram_max, backend_sampling)
 
     # -- outputs ------------------------------------------------------------------------------
 
@@ -565,6 +600,9 @@ cdef class Context:
         cdef float * p
         if self._has_restored and i == -1:
             p = self._restored_logits.data()
+        elif self._no_raw_logits:
+            raise IndexError("no logits: the last decode sampled inside the compute graph "
+                             "(backend_sampling) and returned only the token")
         else:
             p = L.llama_get_logits_ith(self._ctx, i)
         if p == NULL:

@@ -63,6 +63,9 @@ cdef class Generation:
     cdef readonly long n_drafted, n_accepted
     cdef vector[char] piece
     cdef int _sample_code
+    cdef bint use_bs                       # sample inside the compute graph (backend_sampling)
+    cdef uint64_t bs_id                    # which of the context's backend chains is ours
+    cdef bint bs_tried                     # llama_set_sampler was called
 
     def __init__(self):
         raise TypeError("use Context.generate() to make a Generation")
@@ -70,7 +73,7 @@ cdef class Generation:
     @staticmethod
     cdef Generation _new(Context ctx, Sampler sampler, int max_tokens, int seq_id,
                          stop_tokens, stop_sequences, stop_strings, history, draft,
-                         int n_draft, int ngram_max):
+                         int n_draft, int ngram_max, bint backend_sampling=False):
         cdef Generation g = Generation.__new__(Generation)
         cdef vector[L.llama_token] seq
         g.ctx = ctx
@@ -129,6 +132,26 @@ cdef class Generation:
                 continue
             g.stop_strs.push_back(b)
             g.max_stop = max(g.max_stop, len(b))
+        g.use_bs = False
+        g.bs_tried = False
+        if backend_sampling and g.draft_kind == 0 and not g.done and sampler.backend_capable:
+            # a copy of the chain: once attached, llama.cpp marks a chain as running in the
+            # graph for good, so the caller's Sampler stays usable on the CPU
+            clone = L.llama_sampler_clone(sampler._chain)
+            if clone == NULL:
+                raise MemoryError("llama_sampler_clone failed")
+            try:
+                ctx._enter()                  # drops any earlier generation's chain
+            except BaseException:
+                L.llama_sampler_free(clone)
+                raise
+            ctx._bs_chain = clone
+            ctx._bs_seq = seq_id
+            ctx._bs_attached = False
+            ctx._bs_id += 1
+            ctx._leave()
+            g.bs_id = ctx._bs_id
+            g.use_bs = True
         return g
 
     cdef _Step _step(self) noexcept nogil:
@@ -152,12 +175,26 @@ cdef class Generation:
             self.pos += 1
             self.has_pending = False
             self.ctx._has_restored = False
-            self.ctx._logits_valid = True
+            # with the sampler in the graph, llama.cpp returns the token, not the logits
+            self.ctx._logits_valid = not self.ctx._bs_attached
+            self.ctx._no_raw_logits = self.ctx._bs_attached
         if S.abort_requested(self.ctx._abort):
             return STEP_ABORTED
-        tok = S.sample_checked(self.sampler._chain, c, -1,
-                               self.ctx._restored_logits.data() if self.ctx._has_restored
-                               else NULL, self.ctx._n_vocab, self.cur)
+        if not self.use_bs:
+            tok = S.sample_checked(self.sampler._chain, c, -1,
+                                   self.ctx._restored_logits.data() if self.ctx._has_restored
+                                   else NULL, self.ctx._n_vocab, self.cur)
+        elif self.ctx._bs_attached and self.ctx._no_raw_logits:
+            tok = S.sample_backend_checked(self.ctx._bs_chain, c, -1, self.ctx._n_vocab, self.cur)
+        else:
+            # the first token comes from the prompt's logits, on the CPU, with the copy; from
+            # the next decode on the chain runs in the graph
+            tok = S.sample_checked(self.ctx._bs_chain, c, -1,
+                                   self.ctx._restored_logits.data() if self.ctx._has_restored
+                                   else NULL, self.ctx._n_vocab, self.cur)
+            if tok >= 0 and not self.bs_tried:
+                self.bs_tried = True
+                self.ctx._bs_attached = L.llama_set_sampler(c, self.seq_id, self.ctx._bs_chain)
         if tok < 0:
             self._sample_code = tok
             return STEP_NO_TOKEN if tok == S.SAMPLE_NONE_ALLOWED else STEP_SAMPLER_ERROR
@@ -370,6 +407,7 @@ cdef class Generation:
         self.done = True
         self.ctx.epoch += 1
         self.epoch = self.ctx.epoch
+        self._drop_backend_sampler()
         if st == STEP_ERROR:
             L.llama_memory_seq_rm(L.llama_get_memory(self.ctx._ctx), self.seq_id, self.pos, -1)
             self.finish_reason = "error"
@@ -385,9 +423,14 @@ cdef class Generation:
         self.stopped_by_eog = st == STEP_EOG
         return 0
 
+    cdef void _drop_backend_sampler(self) noexcept:
+        if self.use_bs and self.ctx._bs_id == self.bs_id:
+            self.ctx._bs_drop()
+
     cdef int _begin(self) except -1:
-        self.ctx._enter()
-        if self.ctx.epoch != self.epoch:
+        self.ctx._enter(self.use_bs)
+        if self.ctx.epoch != self.epoch or (self.use_bs and (self.ctx._bs_id != self.bs_id or
+                                                             self.ctx._bs_chain == NULL)):
             self.ctx._leave()
             self.done = True
             self.finish_reason = "error"
@@ -479,6 +522,14 @@ cdef class Generation:
             self.done = True
             if self.finish_reason is None:
                 self.finish_reason = "stop"
+            if self.ctx._owner == 0:
+                self._drop_backend_sampler()
+
+    @property
+    def backend_sampling(self):
+        """Whether this generation samples inside the compute graph (asked for with
+        backend_sampling=True, and its sampler chain can run there)."""
+        return self.use_bs
 
     @property
     def tokens(self):
@@ -497,7 +548,7 @@ cdef class Generation:
 
 def _generate(Context ctx, Sampler sampler, int max_tokens=-1, int seq_id=0, stop_tokens=None,
               stop_sequences=None, stop_strings=None, history=None, draft=None, int n_draft=8,
-              int ngram_max=3):
+              int ngram_max=3, bint backend_sampling=False):
     ctx._check()
     sampler._check()
     ctx._check_seq(seq_id)
@@ -508,5 +559,5 @@ def _generate(Context ctx, Sampler sampler, int max_tokens=-1, int seq_id=0, sto
         raise LlamaError("nothing to generate from: eval() the prompt (with logits for its last "
                          "token) first")
     return Generation._new(ctx, sampler, max_tokens, seq_id, stop_tokens, stop_sequences,
-                           stop_strings, history, draft, n_draft, ngram_max)
+                           stop_strings, history, draft, n_draft, ngram_max, backend_sampling)
 

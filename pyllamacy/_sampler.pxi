@@ -66,6 +66,12 @@ def _grammar_depth_ok(str grammar, int limit=2000):
     return worst <= limit
 
 
+# sampler stages that llama.cpp can run in the compute graph at the pinned commit (and that we
+# test): a chain made only of these is offloaded whole
+_BACKEND_STAGES = frozenset(("greedy", "dist", "top_k", "top_p", "min_p", "temp", "temp_ext",
+                             "logit_bias"))
+
+
 cdef class Sampler:
     """A chain of llama.cpp samplers, applied in the order added.
 
@@ -164,6 +170,15 @@ cdef class Sampler:
     @property
     def names(self):
         return list(self._names)
+
+    @property
+    def backend_capable(self):
+        """Whether every stage can run inside the compute graph (Context.generate(...,
+        backend_sampling=True)): greedy, dist, top_k, top_p, min_p, temp, temp_ext, logit_bias,
+        ending in greedy or dist. Grammars, penalties, mirostat, typical, xtc, dry: not."""
+        return (self._chain != NULL and self._has_selector and len(self._names) > 0
+                and self._names[len(self._names) - 1] in ("greedy", "dist")
+                and all(n in _BACKEND_STAGES for n in self._names))
 
     # -- stages -------------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ N_UBATCH = 512
 TARGETS = {"pp": 0.98, "tg": 0.97}     # pyllamacy / llama-bench, see benchmarks/README.md
 RESULT_MARK = "PYLLAMACY-BENCH-RESULT "
 DEFAULT_LCP_VENV_PYTHON = "/opt/lcp-venv/bin/python"
-TESTS = ("pp", "tg", "tg_decode")
+TESTS = ("pp", "tg", "tg_bs", "tg_decode")
 
 
 class BenchError(RuntimeError):
@@ -118,6 +118,23 @@ def _worker_pyllamacy(a) -> dict:
                     raise BenchError(f"generation produced {len(toks)} tokens, not {a.n_gen}")
                 samples.append(_ts(a.n_gen, t0, t1))
             out["tg"] = samples
+            # the same with the sampler chain inside the compute graph (backend_sampling)
+            ctx.memory_clear(False)
+            ctx.eval([first])
+            g = ctx.generate(sampler, max_tokens=2, backend_sampling=True)
+            g.run()                                              # warmup, graph reserve
+            if g.backend_sampling:
+                samples = []
+                for _ in range(a.reps):
+                    ctx.memory_clear(False)
+                    t0 = time.perf_counter_ns()
+                    ctx.eval([first])
+                    toks = ctx.generate(sampler, max_tokens=a.n_gen, backend_sampling=True).run()
+                    t1 = time.perf_counter_ns()
+                    if len(toks) != a.n_gen:
+                        raise BenchError(f"generation produced {len(toks)} tokens, not {a.n_gen}")
+                    samples.append(_ts(a.n_gen, t0, t1))
+                out["tg_bs"] = samples
             samples = []
             for _ in range(a.reps):
                 toks = [first] + [rng.randrange(n_vocab) for _ in range(a.n_gen - 1)]
@@ -494,8 +511,9 @@ def _mean(report: dict, engine: str, test: str) -> Optional[float]:
 
 
 def _ratios(report: dict) -> Dict[str, Dict[str, Optional[float]]]:
-    """pyllamacy / other, per test. Against llama-bench both of our tg figures are compared
-    with its tg (it has only the decode-only kind)."""
+    """pyllamacy / other, per test. Against llama-bench all of our tg figures are compared
+    with its tg (it has only the decode-only kind); against llama-cpp-python our
+    backend-sampled tg is compared with its tg (it samples on the CPU)."""
     out: Dict[str, Dict[str, Optional[float]]] = {}
     ours = {t: _mean(report, "pyllamacy", t) for t in TESTS}
     for other in report["engines"]:
@@ -503,8 +521,12 @@ def _ratios(report: dict) -> Dict[str, Dict[str, Optional[float]]]:
             continue
         r = {}
         for t in TESTS:
-            theirs = _mean(report, other, "tg" if other == "llama-bench" and t == "tg_decode"
-                           else t)
+            if other == "llama-bench" and t in ("tg_decode", "tg_bs"):
+                theirs = _mean(report, other, "tg")
+            elif t == "tg_bs":
+                theirs = _mean(report, other, "tg")
+            else:
+                theirs = _mean(report, other, t)
             r[t] = ours[t] / theirs if ours[t] and theirs else None
         out[other] = r
     return out
@@ -517,6 +539,7 @@ def _ratios(report: dict) -> Dict[str, Dict[str, Optional[float]]]:
 
 def _test_name(test: str, n_prompt: int, n_gen: int) -> str:
     return {"pp": f"pp{n_prompt}", "tg": f"tg{n_gen}",
+            "tg_bs": f"tg{n_gen} backend-sampled",
             "tg_decode": f"tg{n_gen} decode-only"}[test]
 
 
@@ -599,14 +622,16 @@ def format_report(report: dict, markdown: bool = False) -> str:
         lb = other == "llama-bench"
         cells = [f"pyllamacy / {label}"]
         for t in TESTS:
-            target = (None if t == "tg_decode" else TARGETS[t]) if lb else 1.0
+            target = (None if t == "tg_decode" else TARGETS["tg" if t == "tg_bs" else t]) \
+                if lb else 1.0
             cells.append(_fmt_ratio(r.get(t), target))
         ratio_rows.append(cells)
     if ratio_rows:
         header = ["ratio (higher: pyllamacy faster)", _test_name("pp", n_prompt, n_gen),
                   _test_name("tg", n_gen=n_gen, n_prompt=n_prompt),
+                  _test_name("tg_bs", n_prompt, n_gen),
                   _test_name("tg_decode", n_prompt, n_gen)]
-        lines += _table(header, ratio_rows, {1, 2, 3})
+        lines += _table(header, ratio_rows, {1, 2, 3, 4})
         lines += ["", f"targets: pp >= {TARGETS['pp']} x llama-bench, tg >= {TARGETS['tg']} x "
                       "llama-bench (pyllamacy's tg includes sampling; llama-bench's does not), "
                       "faster than llama-cpp-python"]

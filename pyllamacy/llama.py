@@ -281,6 +281,7 @@ class Llama:
         # misc
         spm_infill: bool = False,
         verbose: bool = True,
+        backend_sampling: bool = False,
         **kwargs,
     ):
         """Load `model_path` and create a context of `n_ctx` tokens (0: the model's own).
@@ -288,6 +289,10 @@ class Llama:
         n_gpu_layers: layers to offload (-1: all). flash_attn: None lets llama.cpp decide
         ("auto"); llama-cpp-python's default is False. verbose=True prints llama.cpp's warnings
         and errors, verbose=False only its errors (llama.cpp's log level is process-wide).
+        backend_sampling=True samples inside the compute graph (on the GPU with n_gpu_layers)
+        where a request allows it: a chain of greedy/dist/top_k/top_p/min_p/temp/logit_bias,
+        no logprobs, grammar, penalties, logits processors or draft model. Saves copying the
+        logits to the host every token; llama.cpp marks it experimental.
         """
         self._closed = True          # until everything is built
         self._model = None
@@ -343,6 +348,7 @@ class Llama:
         self.chat_format = chat_format
         self.chat_handler = chat_handler
         self.draft_model = draft_model
+        self.backend_sampling = bool(backend_sampling)
         self._last_generation = None     # the core Generation of the last completion (stats)
         self._saved_logits = None        # (n, logits after evaluating input_ids[:n]) or None
         self.spm_infill = spm_infill
@@ -748,8 +754,9 @@ class Llama:
         """The whole loop in one nogil call."""
         ctx = self._ctx
         base = self.n_tokens
+        spec = self._draft_kwargs()
         gen = ctx.generate(sampler, max_tokens=max_tokens, stop_strings=stop or None,
-                           **self._draft_kwargs())
+                           backend_sampling=self.backend_sampling and not spec, **spec)
         self._last_generation = gen
         try:
             toks = gen.run()
@@ -773,7 +780,9 @@ class Llama:
         base = self.n_tokens
         # speculative decoding only where nobody reads per-token logits
         spec = {} if want_logits or not allow_draft else self._draft_kwargs()
-        gen = ctx.generate(sampler, max_tokens=max_tokens, stop_strings=stop or None, **spec)
+        bs = self.backend_sampling and not want_logits and not spec
+        gen = ctx.generate(sampler, max_tokens=max_tokens, stop_strings=stop or None,
+                           backend_sampling=bs, **spec)
         self._last_generation = gen
         try:
             while True:
@@ -805,7 +814,8 @@ class Llama:
                     self._eval(more)
                     left = -1 if max_tokens < 0 else max(0, max_tokens - produced)
                     base = self.n_tokens - produced
-                    gen = ctx.generate(sampler, max_tokens=left, stop_strings=stop or None)
+                    gen = ctx.generate(sampler, max_tokens=left, stop_strings=stop or None,
+                                       backend_sampling=bs)
         finally:
             gen.close()
 

@@ -237,6 +237,57 @@ inline llama_token sample_checked(llama_sampler * chain, llama_context * ctx, in
     }
 }
 
+// Sample output `idx` of a decode that ran `chain` in the compute graph (llama_set_sampler):
+// the backend either chose the token itself, or left candidates (probabilities / logits) for
+// the chain's remaining CPU stages; with neither, fall back to the raw logits.
+inline llama_token sample_backend_checked(llama_sampler * chain, llama_context * ctx, int32_t idx,
+                                          int32_t n_vocab,
+                                          std::vector<llama_token_data> & cur) noexcept {
+    try {
+        const llama_token tok = llama_get_sampled_token_ith(ctx, idx);
+        if (tok != LLAMA_TOKEN_NULL) {
+            if (tok < 0 || tok >= n_vocab) {
+                return SAMPLE_THREW;
+            }
+            llama_sampler_accept(chain, tok);
+            return tok;
+        }
+        const float * probs = llama_get_sampled_probs_ith(ctx, idx);
+        const float * logits = llama_get_sampled_logits_ith(ctx, idx);
+        const llama_token * ids = llama_get_sampled_candidates_ith(ctx, idx);
+        uint32_t n = 0;
+        if (probs != nullptr) {
+            n = llama_get_sampled_probs_count_ith(ctx, idx);
+        } else if (logits != nullptr) {
+            n = llama_get_sampled_logits_count_ith(ctx, idx);
+        } else {
+            return sample_checked(chain, ctx, idx, nullptr, n_vocab, cur);
+        }
+        if (ids == nullptr || n == 0 || n > (uint32_t) n_vocab) {
+            return SAMPLE_NONE_ALLOWED;
+        }
+        cur.resize(n);
+        for (uint32_t i = 0; i < n; i++) {
+            const float p = probs ? probs[i] : 0.0f;
+            const float l = logits ? logits[i] : (p > 0.0f ? std::log(p) : -INFINITY);
+            cur[i] = llama_token_data{ids[i], l, p};
+        }
+        llama_token_data_array arr = {cur.data(), cur.size(), -1, false};
+        llama_sampler_apply(chain, &arr);
+        if (arr.selected < 0 || arr.selected >= (int64_t) arr.size) {
+            return SAMPLE_NONE_ALLOWED;
+        }
+        const llama_token_data & d = arr.data[arr.selected];
+        if (std::isnan(d.logit) || d.logit == -INFINITY) {
+            return SAMPLE_NONE_ALLOWED;
+        }
+        llama_sampler_accept(chain, d.id);
+        return d.id;
+    } catch (...) {
+        return SAMPLE_THREW;
+    }
+}
+
 // Does grammar sampler `g` allow `token` next? (apply() marks disallowed tokens -inf and does
 // not change the grammar's state)
 inline bool grammar_allows(llama_sampler * g, llama_token token) noexcept {

@@ -40,6 +40,8 @@ cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
     llama_token sample_checked(llama_sampler * chain, llama_context * ctx, int32_t idx,
                                const float * logits, int32_t n_vocab,
                                vector[llama_token_data] & cur)
+    llama_token sample_backend_checked(llama_sampler * chain, llama_context * ctx, int32_t idx,
+                                       int32_t n_vocab, vector[llama_token_data] & cur)
     bint grammar_allows(llama_sampler * g, llama_token token)
     int sampler_accept_checked(llama_sampler * s, llama_token token)
 

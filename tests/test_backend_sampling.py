@@ -1,0 +1,140 @@
+"""Sampling inside the compute graph (llama_set_sampler, backend_sampling=True).
+
+On this CPU-only build the "backend" is the CPU backend: the sampler ops run in the ggml graph
+instead of in llama.cpp's C++ samplers, which is enough to check the plumbing (attach, read the
+sampled token, detach, fall back) and that the tokens are the ones CPU sampling picks.
+"""
+from __future__ import annotations
+
+import pytest
+
+import pyllamacy
+from pyllamacy import Context, Sampler
+
+PROMPT = "The capital of France is"
+
+
+@pytest.fixture()
+def ctx(model):
+    with Context(model, n_ctx=512, n_threads=2, n_threads_batch=2) as c:
+        yield c
+
+
+def _prompt(ctx, model, text=PROMPT):
+    ctx.memory_clear()
+    ctx.eval(model.tokenize(text, add_special=True))
+
+
+def _no_eog(model, s):
+    s.logit_bias({t: float("-inf") for t in model.eog_tokens()})
+    return s
+
+
+def test_backend_capable_chains(model):
+    assert Sampler(model).greedy().backend_capable
+    assert _no_eog(model, Sampler(model)).top_k(40).top_p(0.9).min_p(0.05).temp(0.7) \
+        .dist(1).backend_capable
+    assert not Sampler(model).top_k(40).backend_capable               # no selector
+    assert not Sampler(model).grammar('root ::= "yes"').greedy().backend_capable
+    assert not Sampler(model).penalties(64, 1.1).greedy().backend_capable
+    assert not Sampler(model).typical(0.9).dist(1).backend_capable
+
+
+def test_greedy_backend_equals_cpu(ctx, model):
+    with _no_eog(model, Sampler(model)).greedy() as s:
+        _prompt(ctx, model)
+        cpu = ctx.generate(s, max_tokens=24).run()
+        _prompt(ctx, model)
+        g = ctx.generate(s, max_tokens=24, backend_sampling=True)
+        assert g.backend_sampling
+        gpu = g.run()
+    assert len(cpu) == 24
+    assert gpu == cpu
+
+
+def test_streamed_equals_run(ctx, model):
+    with _no_eog(model, Sampler(model)).greedy() as s:
+        _prompt(ctx, model)
+        ran = ctx.generate(s, max_tokens=16, backend_sampling=True).run()
+        _prompt(ctx, model)
+        streamed = list(ctx.generate(s, max_tokens=16, backend_sampling=True))
+    assert streamed == ran
+
+
+def test_seeded_dist_is_reproducible(ctx, model):
+    def chain():
+        return _no_eog(model, Sampler(model)).top_k(40).top_p(0.95).min_p(0.05).temp(0.8) \
+            .dist(1234)
+    outs = []
+    for _ in range(2):
+        with chain() as s:
+            _prompt(ctx, model, "Once upon a time")
+            g = ctx.generate(s, max_tokens=32, backend_sampling=True)
+            outs.append(g.run())
+            assert g.backend_sampling
+    assert outs[0] == outs[1]
+    assert len(outs[0]) == 32 and all(0 <= t < model.n_vocab for t in outs[0])
+    with chain() as s:
+        _prompt(ctx, model, "Once upon a time")
+        cpu = ctx.generate(s, max_tokens=32).run()
+    # the graph draws from the same RNG in the same order; float sums in another order may
+    # still tip a draw, so only the start is compared
+    assert outs[0][:4] == cpu[:4], (outs[0], cpu)
+
+
+def test_not_capable_falls_back_to_cpu(ctx, model):
+    with Sampler(model).grammar('root ::= " Paris" | " Lyon"').greedy() as s:
+        _prompt(ctx, model)
+        g = ctx.generate(s, max_tokens=4, backend_sampling=True)
+        assert not g.backend_sampling
+        toks = g.run()
+    assert model.detokenize(toks).strip() in (b"Paris", b"Lyon")
+
+
+def test_logits_after_backend_sampling(ctx, model):
+    with _no_eog(model, Sampler(model)).greedy() as s:
+        _prompt(ctx, model)
+        first = ctx.generate(s, max_tokens=8).run()
+        _prompt(ctx, model)
+        ctx.generate(s, max_tokens=8, backend_sampling=True).run()
+        with pytest.raises(IndexError, match="backend_sampling"):
+            ctx.logits()
+        # a plain eval brings raw logits back, and the same Sampler still works on the CPU
+        _prompt(ctx, model)
+        assert ctx.logits().shape == (model.n_vocab,)
+        again = ctx.generate(s, max_tokens=8).run()
+    assert again == first
+
+
+def test_second_generation_takes_the_graph_sampler(ctx, model):
+    """A second backend-sampled generation takes the context's graph sampler: the first one
+    cannot silently continue with the wrong chain."""
+    with _no_eog(model, Sampler(model)).greedy() as s1, \
+            _no_eog(model, Sampler(model)).greedy() as s2:
+        _prompt(ctx, model)
+        g1 = ctx.generate(s1, max_tokens=8, backend_sampling=True)
+        g2 = ctx.generate(s2, max_tokens=4, backend_sampling=True)
+        with pytest.raises(pyllamacy.LlamaError, match="changed"):
+            next(g1)
+        assert len(g2.run()) == 4
+        # after graph-sampled steps there are no logits to start another generation from
+        with pytest.raises(pyllamacy.LlamaError, match="nothing to generate"):
+            ctx.generate(s1, max_tokens=4, backend_sampling=True)
+
+
+def test_llama_backend_sampling_same_text(smollm2_path):
+    from pyllamacy import Llama
+    kw = dict(n_ctx=512, n_threads=2, n_threads_batch=2, verbose=False)
+    with Llama(smollm2_path, **kw) as a, Llama(smollm2_path, backend_sampling=True, **kw) as b:
+        ra = a.create_completion(PROMPT, max_tokens=20, temperature=0)
+        rb = b.create_completion(PROMPT, max_tokens=20, temperature=0)
+        assert rb["choices"][0]["text"] == ra["choices"][0]["text"]
+        # streaming, and logprobs (which need the logits: the CPU path is used)
+        sb = "".join(c["choices"][0]["text"] for c in
+                     b.create_completion(PROMPT, max_tokens=20, temperature=0, stream=True))
+        assert sb == ra["choices"][0]["text"]
+        lp = b.create_completion(PROMPT, max_tokens=5, temperature=0, logprobs=2)
+        assert len(lp["choices"][0]["logprobs"]["tokens"]) == 5
+        # the same prompt again: prefix reuse after a backend-sampled generation
+        rb2 = b.create_completion(PROMPT, max_tokens=20, temperature=0)
+        assert rb2["choices"][0]["text"] == ra["choices"][0]["text"]
