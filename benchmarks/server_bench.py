@@ -60,14 +60,24 @@ def start(kind: str, args, port: int) -> subprocess.Popen:
                "--model_alias", "m", "--n_parallel", str(slots), "--n_ctx", str(n_ctx),
                "--n_threads", th, "--n_threads_batch", th, "--n_batch", str(args.n_batch),
                "--max_queue", "256", "--port", str(port)]
+        if args.ngl is not None:
+            cmd += ["--n_gpu_layers", str(args.ngl)]
+        if args.backend_sampling:
+            cmd += ["--backend_sampling", "true"]
     elif kind == "llama-server":
         cmd = [args.llama_server, "-m", args.model, "-np", str(slots), "-c",
                str(n_ctx * slots), "-t", th, "-tb", th, "-b", str(args.n_batch),
                "--port", str(port), "--host", "127.0.0.1", "-a", "m"]
+        if args.ngl is not None:
+            cmd += ["-ngl", str(99 if args.ngl < 0 else args.ngl)]
+        if args.backend_sampling:
+            cmd += ["--backend-sampling"]
     else:
         cmd = [args.lcp_python, "-m", "llama_cpp.server", "--model", args.model,
                "--model_alias", "m", "--n_ctx", str(n_ctx), "--n_threads", th,
                "--n_threads_batch", th, "--n_batch", str(args.n_batch), "--port", str(port)]
+        if args.ngl is not None:
+            cmd += ["--n_gpu_layers", str(args.ngl)]
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"server_bench_{kind}.log", "wb")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -144,6 +154,11 @@ def main(argv=None) -> int:
     p.add_argument("--llama-server", default=None, help="llama.cpp's llama-server program")
     p.add_argument("--lcp-python", default="/opt/lcp-venv/bin/python",
                    help="interpreter with llama-cpp-python[server]")
+    p.add_argument("--ngl", type=int, default=None, help="GPU layers for every server "
+                                                          "(-1: all)")
+    p.add_argument("--backend-sampling", action="store_true",
+                   help="sampling inside the compute graph: pyllamacy --backend_sampling, "
+                        "llama-server --backend-sampling (llama-cpp-python has none)")
     p.add_argument("--only", default=None, help="comma list: pyllamacy,llama-server,"
                                                 "llama-cpp-python")
     args = p.parse_args(argv)
@@ -176,7 +191,8 @@ def main(argv=None) -> int:
         kinds = [k for k in kinds if k in args.only.split(",")]
     print(f"# {platform.node()} {os.cpu_count()} CPUs, model {Path(args.model).name}, "
           f"slots {args.slots}, threads {args.threads}, max_tokens {args.max_tokens}, "
-          f"{args.duration:g} s per level", flush=True)
+          f"{args.duration:g} s per level, ngl {args.ngl}, backend sampling "
+          f"{args.backend_sampling}", flush=True)
     results = []
     for k in kinds:
         try:

@@ -24,6 +24,10 @@ cdef class Engine:
     submit() reuses the longest cached prefix among the free slots (the prompt's shared part is
     not decoded again). cancel() frees a slot at the next step. step() and submit()/cancel()
     may be called from different threads; they serialize on an internal lock.
+
+    backend_sampling=True runs each request's sampler chain inside the compute graph (on the
+    GPU with the model) when the chain allows it (Sampler.backend_capable): a copy of the
+    chain is attached to the slot's sequence, and llama.cpp returns tokens instead of logits.
     """
     cdef readonly Context ctx
     cdef int n_slots
@@ -41,6 +45,8 @@ cdef class Engine:
     cdef vector[string] tail
     cdef vector[size_t] max_stop
     cdef vector[L.llama_sampler *] chains
+    cdef vector[L.llama_sampler *] bs_chains      # owned copies attached to the slot's sequence
+    cdef bint backend_sampling
     cdef vector[vector[L.llama_token_data]] cur
     cdef list samplers
     cdef int64_t next_id
@@ -57,9 +63,10 @@ cdef class Engine:
     def __cinit__(self):
         self.batch_alive = False
 
-    def __init__(self, Context ctx not None):
+    def __init__(self, Context ctx not None, *, bint backend_sampling=False):
         ctx._check()
         self.ctx = ctx
+        self.backend_sampling = backend_sampling
         self.n_slots = L.llama_n_seq_max(ctx._ctx)
         self.n_ctx_seq = L.llama_n_ctx_seq(ctx._ctx)
         n = self.n_slots
@@ -78,6 +85,7 @@ cdef class Engine:
         self.tail.resize(n)
         self.max_stop.resize(n, 0)
         self.chains.resize(n, NULL)
+        self.bs_chains.resize(n, NULL)
         self.cur.resize(n)
         self.samplers = [None] * n
         self.next_id = 1
@@ -87,6 +95,9 @@ cdef class Engine:
         self.n_steps = self.n_decoded_tokens = self.n_reused_tokens = 0
 
     def __dealloc__(self):
+        cdef int i
+        for i in range(<int> self.bs_chains.size()):
+            self._drop_bs(i)
         if self.batch_alive:
             L.llama_batch_free(self.batch)
             self.batch_alive = False
@@ -122,8 +133,17 @@ cdef class Engine:
     def n_free(self):
         return self.n_slots - self.n_active
 
+    cdef void _drop_bs(self, int i) noexcept:
+        if self.bs_chains[i] == NULL:
+            return
+        if self.ctx is not None and self.ctx._ctx != NULL:
+            L.llama_set_sampler(self.ctx._ctx, i, NULL)
+        L.llama_sampler_free(self.bs_chains[i])
+        self.bs_chains[i] = NULL
+
     cdef void _free_slot(self, int i):
         cdef Sampler s = self.samplers[i]
+        self._drop_bs(i)
         if s is not None:
             s._owner = 0
         self.samplers[i] = None
@@ -136,6 +156,7 @@ cdef class Engine:
         cdef vector[L.llama_token] toks
         cdef int i, best = -1
         cdef size_t common, best_common = 0, j
+        cdef L.llama_sampler * clone
         self.ctx.model._fill_tokens(tokens, toks)
         if toks.size() == 0:
             raise ValueError("empty prompt")
@@ -186,6 +207,15 @@ cdef class Engine:
             self.next_id += 1
             self.samplers[i] = sampler
             self.chains[i] = sampler._chain
+            self._drop_bs(i)
+            if self.backend_sampling and sampler.backend_capable:
+                clone = L.llama_sampler_clone(sampler._chain)
+                if clone != NULL:
+                    if L.llama_set_sampler(self.ctx._ctx, i, clone):
+                        self.bs_chains[i] = clone
+                        self.chains[i] = clone
+                    else:
+                        L.llama_sampler_free(clone)
             sampler._owner = -1
             self.n_reused_tokens += best_common
             return self.req_id[i]
@@ -328,8 +358,12 @@ cdef class Engine:
                     self.state[i] = SLOT_GEN
             if self.batch_idx[i] < 0 or self.state[i] != SLOT_GEN:
                 continue
-            tok = S.sample_checked(self.chains[i], c, self.batch_idx[i], NULL,
-                                   self.ctx._n_vocab, self.cur[i])
+            if self.bs_chains[i] != NULL:
+                tok = S.sample_backend_checked(self.chains[i], c, self.batch_idx[i],
+                                               self.ctx._n_vocab, self.cur[i])
+            else:
+                tok = S.sample_checked(self.chains[i], c, self.batch_idx[i], NULL,
+                                       self.ctx._n_vocab, self.cur[i])
             if tok < 0:
                 self._finish_slot(i, STEP_NO_TOKEN if tok == S.SAMPLE_NONE_ALLOWED
                                   else STEP_SAMPLER_ERROR, tok)
@@ -364,6 +398,7 @@ cdef class Engine:
                     rc = self._step_c()
                 self.ctx.epoch += 1
                 self.ctx._logits_valid = False
+                self.ctx._no_raw_logits = False
             finally:
                 self.ctx._leave()
             events = []

@@ -97,3 +97,24 @@ def test_submit_validation(model):
         eng.submit([1, 2], s)
         with pytest.raises(pyllamacy.BusyError):
             eng.submit([1, 2], s)             # one sampler, one request
+
+
+def test_backend_sampling_equals_cpu_sampling(model):
+    """Chains run inside the graph (one copy attached per slot) give the tokens that CPU
+    sampling gives; a chain that cannot run there (grammar) is sampled on the CPU beside them,
+    and slots are reused by later requests."""
+    n = 12
+    alone = [_alone(model, p, n) for p in PROMPTS]
+    with Context(model, n_ctx=1024, n_seq_max=4) as ctx, \
+            Engine(ctx, backend_sampling=True) as eng:
+        for _round in range(2):
+            ids = [eng.submit(model.tokenize(p), Sampler(model).greedy(), max_tokens=n)
+                   for p in PROMPTS[:3]]
+            gid = eng.submit(model.tokenize(PROMPTS[0]),
+                             Sampler(model).grammar('root ::= " Paris." | " Lyon."').greedy(),
+                             max_tokens=n)
+            out, reasons = _drain(eng, ids + [gid])
+            for rid, (toks, reason) in zip(ids, alone):
+                assert out[rid] == toks
+                assert reasons[rid] == reason
+            assert model.detokenize(out[gid]).strip() in (b"Paris.", b"Lyon.")

@@ -11,11 +11,14 @@
 #     - llama-cpp-python 0.3.36 (CUDA, same llama.cpp tree) started in the background (setsid)
 #     - both wheels installed into a clean --target folder; `pyllamacy info`
 #     - the 1B-shaped random model generated (gguf) and quantized to Q4_0
-#   call 2: bash packaging/device/run_gpu_proof.sh test
+#   call 2: bash packaging/device/run_gpu_proof.sh test   (then `bench`)
 #           carry: .device/whl .device/m2
 #     - the real SmolLM2-135M Q4_1 rejoined (it travels in two halves: 64 MiB limit per call)
 #     - tests/test_backends.py (GPU subset) against the installed wheels
 #     - benchmark: pyllamacy vs llama-bench (CUDA) vs llama-cpp-python (CUDA), both models
+#   call 3: bash packaging/device/run_gpu_proof.sh serve
+#     - benchmarks/server_bench.py: pyllamacy's server vs llama-server vs llama-cpp-python's,
+#       16 slots, all layers on the GPU; then both batching servers with backend sampling
 set -u
 STAGE=${1:?build or test}
 R=$(pwd)
@@ -51,7 +54,7 @@ build_core() {
     # one compiler for both, or libstdc++ copies mix and std::regex crashes in the tokenizer
     export LDSHARED="$CXX -shared"
     ( cd "$W/src" && PYTHONPATH=$W/cy PYLLAMACY_JOBS=16 PYLLAMACY_BUILD_DIR=$W/b/core \
-      PYLLAMACY_TOOLS=llama-bench,llama-quantize,llama-simple PYLLAMACY_CMAKE_ARGS="-DLLAMA_BUILD_SERVER=OFF" \
+      PYLLAMACY_TOOLS=llama-bench,llama-quantize,llama-simple,llama-server \
       python3 build_backends.py cpu --dist "$W/dist" > "$OUT/build-core.log" 2>&1; echo $? > "$W/core.rc" )
     say "core build rc=$(cat $W/core.rc)"; tail -n 3 "$OUT/build-core.log"
 }
@@ -79,6 +82,8 @@ if [ "$STAGE" = build ]; then
     tar -xJf "$R/.device/llama.cpp-trim.tar.xz" -C "$W/src/vendor"
     cp "$R"/.device/m1/* "$W/"
     python3 -m pip install -q --no-index --no-deps --target "$W/gguf" "$R"/.device/whl/gguf-*.whl
+    # the servers' Python packages (fastapi, uvicorn, pydantic, ...), for both servers
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/srvsite" "$R"/.device/srv/*.whl
     cp "$R/.device/whl/smollm2-template.gguf" "$W/"
 
     # llama-cpp-python: its own CMake build (not GGML_BACKEND_DL), CUDA sm_90, same llama.cpp
@@ -143,7 +148,8 @@ if [ "$STAGE" = test ]; then
     nvidia-smi --query-gpu=memory.used,memory.total --format=csv
     say "GPU tests"
     PYLLAMACY_TEST_MODEL=$W/smol.gguf python3 -m pytest -q -s -p no:cacheprovider \
-        --rootdir "$W/tr" "$W/tr/tests/test_backends.py" 2>&1 | tee "$OUT/gpu-tests.log"
+        --rootdir "$W/tr" "$W/tr/tests/test_backends.py" "$W/tr/tests/test_backend_sampling.py" \
+        "$W/tr/tests/test_engine.py" 2>&1 | tee "$OUT/gpu-tests.log"
     say "no driver: hide the GPU from the CUDA backend"
     CUDA_VISIBLE_DEVICES="" python3 -m pyllamacy info 2>&1 | grep -A30 "backend modules" | tee "$OUT/info-no-gpu.txt"
 
@@ -157,6 +163,25 @@ if [ "$STAGE" = bench ]; then
     say "lcp rc=$(cat $W/lcp-build.rc 2>/dev/null || echo 'still building')"; tail -n 3 "$W/lcp-build.log"
     cp "$W/lcp-build.log" "$OUT/" 2>/dev/null
     bench
+    exit 0
+fi
+if [ "$STAGE" = serve ]; then
+    # call 3: aggregate tokens/s of the three servers with 1, 4, 16 clients, all layers on the GPU
+    export PYTHONPATH=$W/site:$W/srvsite
+    LCPPY=/nonexistent
+    [ "$(cat $W/lcp-build.rc 2>/dev/null)" = 0 ] && LCPPY=$W/lcpvenv/bin/python
+    cd "$W"
+    nvidia-smi --query-gpu=name,memory.used --format=csv
+    say "server bench (sampling on the CPU, both servers' default)"
+    python3 "$W/src/benchmarks/server_bench.py" --model "$W/smol.gguf" --ngl -1 --slots 16 \
+        --threads 8 --duration ${SERVE_S:-10} --max-tokens 64 --llama-server "$W/b/core/bin/llama-server" \
+        --lcp-python "$LCPPY" 2>&1 | tee "$OUT/server-bench.txt"
+    say "server bench, backend sampling (pyllamacy --backend_sampling, llama-server -bs)"
+    python3 "$W/src/benchmarks/server_bench.py" --model "$W/smol.gguf" --ngl -1 --slots 16 \
+        --threads 8 --duration ${SERVE_S:-10} --max-tokens 64 --llama-server "$W/b/core/bin/llama-server" \
+        --backend-sampling --only pyllamacy,llama-server 2>&1 | tee "$OUT/server-bench-bs.txt"
+    cp /tmp/server_bench_*.log "$OUT/" 2>/dev/null
+    say "serve stage done"
     exit 0
 fi
 echo "unknown stage $STAGE"; exit 2

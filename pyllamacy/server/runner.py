@@ -95,7 +95,7 @@ class EngineRunner:
         except BaseException:
             self.model.close()
             raise
-        self.engine = Engine(self.ctx)
+        self.engine = Engine(self.ctx, backend_sampling=s.backend_sampling)
         self.n_slots = slots
         self.n_ctx_slot = self.ctx.n_ctx_seq
         self._cv = threading.Condition()

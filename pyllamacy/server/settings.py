@@ -43,6 +43,9 @@ class ModelSettings(BaseModel):
     # batching (ours; llama-server's --parallel)
     n_parallel: int = Field(4, ge=1, le=256, description="Slots: requests decoded together.")
     max_queue: int = Field(64, ge=0, description="Requests waiting for a slot before 429.")
+    backend_sampling: bool = Field(False, description="Sample inside the compute graph (on the "
+                                   "GPU) where a request's sampler allows it (llama.cpp: "
+                                   "experimental; llama-server's --backend-sampling).")
 
 
 class ServerSettings(BaseModel):
