@@ -55,8 +55,45 @@ build_core() {
     export LDSHARED="$CXX -shared"
     ( cd "$W/src" && PYTHONPATH=$W/cy PYLLAMACY_JOBS=16 PYLLAMACY_BUILD_DIR=$W/b/core \
       PYLLAMACY_TOOLS=llama-bench,llama-quantize,llama-simple,llama-server \
-      python3 build_backends.py cpu --dist "$W/dist" > "$OUT/build-core.log" 2>&1; echo $? > "$W/core.rc" )
-    say "core build rc=$(cat $W/core.rc)"; tail -n 3 "$OUT/build-core.log"
+      python3 build_backends.py cpu --dist "$W/dist" > "$W/build-core.log" 2>&1; echo $? > "$W/core.rc" )
+    say "core build rc=$(cat $W/core.rc)"; tail -n 3 "$W/build-core.log"
+}
+# the core and CUDA builds run in their own session (setsid), so that a call ending at its time
+# limit does not kill them: the next call waits for their rc files
+start_builds() {
+    rm -f "$W/core.rc" "$W/cuda.rc"
+    # a copy: the repo copy may be replaced by the next call while this one still runs
+    cp "$R/packaging/device/run_gpu_proof.sh" "$W/run_gpu_proof.sh"
+    (cd "$R" && setsid nohup bash "$W/run_gpu_proof.sh" _builds > "$W/builds.log" 2>&1 < /dev/null &)
+    say "core + CUDA builds started in the background"
+}
+wait_builds() {   # $1: seconds at most; 0 when both are done
+    for i in $(seq 1 "$1"); do
+        [ -f "$W/core.rc" ] && [ -f "$W/cuda.rc" ] && break; sleep 1
+    done
+    [ -f "$W/core.rc" ] && [ -f "$W/cuda.rc" ] || { say "builds still running"; return 1; }
+    say "core rc=$(cat $W/core.rc) cuda rc=$(cat $W/cuda.rc)"
+    tail -n 3 "$W/build-core.log" "$W/build-cuda.log"
+    cp "$W/build-core.log" "$W/build-cuda.log" "$OUT/" 2>/dev/null
+    return 0
+}
+after_builds() {
+    [ -f "$W/after.done" ] && return 0
+    ls -la "$W/dist"
+    # llama-bench and llama-server find backend modules in their own folder
+    cp "$W/b/backend-cuda13/bin/libggml-cuda.so" "$W/b/core/bin/" 2>/dev/null
+    ls "$W/b/core/bin"
+    # clean target: core + CUDA wheels only; CUDA runtime + cuBLAS come from the nvidia-* packages
+    rm -rf "$W/site"
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/site" "$W"/dist/*.whl
+    (cd "$W" && PYTHONPATH=$W/site python3 -m pyllamacy info 2>&1 | tee "$OUT/info.txt")
+    # 1B-shaped random model (SmolLM2 tokenizer), Q4_0
+    say "making the 1B-shaped model"
+    PYTHONPATH=$W/gguf:$W/src python3 "$W/src/packaging/device/make_models.py" random \
+        "$W/smollm2-template.gguf" "$W/r1b-f16.gguf" --shape 1b && \
+    "$W/b/core/bin/llama-quantize" "$W/r1b-f16.gguf" "$W/r1b-q4_0.gguf" q4_0 > "$OUT/quantize.log" 2>&1
+    rm -f "$W/r1b-f16.gguf"; ls -la "$W"/*.gguf
+    touch "$W/after.done"
 }
 install_wheels() {
     rm -rf "$W/site"
@@ -99,35 +136,21 @@ echo \$? > $W/lcp-build.rc
 EOF
     start_lcp
 
+    start_builds
+    wait_builds ${BUILD_WAIT_S:-500} && after_builds
+    say "lcp build: $(tail -c 300 $W/lcp-build.log | tr '\n' ' ')"
+    say "build stage done"
+    exit 0
+fi
+if [ "$STAGE" = _builds ]; then
     cd "$W/src"
     export PYLLAMACY_JOBS=16
     build_core &
     p1=$!
     ( PYLLAMACY_CMAKE_ARGS="$CUDA_ARGS" \
       python3 build_backends.py cuda --cuda-arch 90 --build-root "$W/b" --dist "$W/dist" --no-repair \
-      > "$OUT/build-cuda.log" 2>&1; echo $? > "$W/cuda.rc" ) &
-    p2=$!
-    wait $p1
-    wait $p2; say "cuda build rc=$(cat $W/cuda.rc)"
-    tail -n 3 "$OUT/build-core.log" "$OUT/build-cuda.log"
-    ls -la "$W/dist"
-    # llama-bench finds backend modules in its own folder
-    cp "$W/b/backend-cuda13/bin/libggml-cuda.so" "$W/b/core/bin/" 2>/dev/null
-    ls "$W/b/core/bin"
-
-    # clean target: core + CUDA wheels only; CUDA runtime + cuBLAS come from the nvidia-* packages
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/site" "$W"/dist/*.whl
-    cd "$W"
-    PYTHONPATH=$W/site python3 -m pyllamacy info 2>&1 | tee "$OUT/info.txt"
-
-    # 1B-shaped random model (SmolLM2 tokenizer), Q4_0
-    say "making the 1B-shaped model"
-    PYTHONPATH=$W/gguf:$W/src python3 "$W/src/packaging/device/make_models.py" random \
-        "$W/smollm2-template.gguf" "$W/r1b-f16.gguf" --shape 1b && \
-    "$W/b/core/bin/llama-quantize" "$W/r1b-f16.gguf" "$W/r1b-q4_0.gguf" q4_0 > "$OUT/quantize.log" 2>&1
-    rm -f "$W/r1b-f16.gguf"; ls -la "$W"/*.gguf
-    say "lcp build: $(tail -c 300 $W/lcp-build.log | tr '\n' ' ')"
-    say "build stage done"
+      > "$W/build-cuda.log" 2>&1; echo $? > "$W/cuda.rc" ) &
+    wait $p1; wait
     exit 0
 fi
 
@@ -136,7 +159,8 @@ if [ "$STAGE" = test ]; then
     if [ "$(cat $W/lcp-build.rc 2>/dev/null)" != 0 ] && ! pgrep -f lcp-build.sh > /dev/null; then
         tail -n 5 "$W/lcp-build.log"; make_lcp_venv; start_lcp
     fi
-    ls "$W"/dist/pyllamacy-0*.whl > /dev/null 2>&1 || { build_core; install_wheels; }
+    wait_builds ${BUILD_WAIT_S:-400} || exit 1
+    after_builds
     cat "$W/smol.part-aa" "$R"/.device/m2/smol.part-a[b-z] > "$W/smol.gguf"
     (cd "$W" && sed "s#\.models/SmolLM2-135M-Instruct.Q4_1.gguf#smol.gguf#" "$R/.device/m2/smol.sha256" | sha256sum -c -) || exit 1
     export PYTHONPATH=$W/site
