@@ -46,6 +46,7 @@ cdef class Engine:
     cdef vector[size_t] max_stop
     cdef vector[L.llama_sampler *] chains
     cdef vector[L.llama_sampler *] bs_chains      # owned copies attached to the slot's sequence
+    cdef vector[_BiasVec *] fast_bias   # greedy fast path (Sampler's vector)
     cdef bint backend_sampling
     cdef vector[vector[L.llama_token_data]] cur
     cdef list samplers
@@ -86,6 +87,7 @@ cdef class Engine:
         self.max_stop.resize(n, 0)
         self.chains.resize(n, NULL)
         self.bs_chains.resize(n, NULL)
+        self.fast_bias.resize(n, NULL)
         self.cur.resize(n)
         self.samplers = [None] * n
         self.next_id = 1
@@ -148,6 +150,7 @@ cdef class Engine:
             s._owner = 0
         self.samplers[i] = None
         self.chains[i] = NULL
+        self.fast_bias[i] = NULL
         self.state[i] = SLOT_FREE
         self.req_id[i] = -1
 
@@ -207,6 +210,7 @@ cdef class Engine:
             self.next_id += 1
             self.samplers[i] = sampler
             self.chains[i] = sampler._chain
+            self.fast_bias[i] = &sampler._fast_bias if sampler._greedy_fast else NULL
             self._drop_bs(i)
             if self.backend_sampling and sampler.backend_capable:
                 clone = L.llama_sampler_clone(sampler._chain)
@@ -214,6 +218,7 @@ cdef class Engine:
                     if L.llama_set_sampler(self.ctx._ctx, i, clone):
                         self.bs_chains[i] = clone
                         self.chains[i] = clone
+                        self.fast_bias[i] = NULL
                     else:
                         L.llama_sampler_free(clone)
             sampler._owner = -1
@@ -361,6 +366,9 @@ cdef class Engine:
             if self.bs_chains[i] != NULL:
                 tok = S.sample_backend_checked(self.chains[i], c, self.batch_idx[i],
                                                self.ctx._n_vocab, self.cur[i])
+            elif self.fast_bias[i] != NULL:
+                tok = S.greedy_biased(self.chains[i], c, self.batch_idx[i], NULL,
+                                      self.ctx._n_vocab, self.fast_bias[i][0])
             else:
                 tok = S.sample_checked(self.chains[i], c, self.batch_idx[i], NULL,
                                        self.ctx._n_vocab, self.cur[i])

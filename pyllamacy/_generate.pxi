@@ -181,9 +181,14 @@ cdef class Generation:
         if S.abort_requested(self.ctx._abort):
             return STEP_ABORTED
         if not self.use_bs:
-            tok = S.sample_checked(self.sampler._chain, c, -1,
-                                   self.ctx._restored_logits.data() if self.ctx._has_restored
-                                   else NULL, self.ctx._n_vocab, self.cur)
+            if self.sampler._greedy_fast:
+                tok = S.greedy_biased(self.sampler._chain, c, -1,
+                                      self.ctx._restored_logits.data() if self.ctx._has_restored
+                                      else NULL, self.ctx._n_vocab, self.sampler._fast_bias)
+            else:
+                tok = S.sample_checked(self.sampler._chain, c, -1,
+                                       self.ctx._restored_logits.data() if self.ctx._has_restored
+                                       else NULL, self.ctx._n_vocab, self.cur)
         elif self.ctx._bs_attached and self.ctx._no_raw_logits:
             tok = S.sample_backend_checked(self.ctx._bs_chain, c, -1, self.ctx._n_vocab, self.cur)
         else:

@@ -72,6 +72,9 @@ _BACKEND_STAGES = frozenset(("greedy", "dist", "top_k", "top_p", "min_p", "temp"
                              "logit_bias"))
 
 
+ctypedef vector[L.llama_logit_bias] _BiasVec
+
+
 cdef class Sampler:
     """A chain of llama.cpp samplers, applied in the order added.
 
@@ -87,6 +90,11 @@ cdef class Sampler:
     cdef list _grammar_stages      # chain indices of grammar samplers
     cdef bint _has_selector
     cdef long _owner
+    # chain is [logit_bias..., greedy]: generation takes the argmax of the biased logits
+    # directly (S.greedy_biased) instead of building an n_vocab candidate array
+    cdef bint _greedy_fast
+    cdef vector[L.llama_logit_bias] _fast_bias      # summed per token, sorted by token
+    cdef dict _bias_sum
 
     def __cinit__(self, Model model=None, *, bint no_perf=True):
         cdef L.llama_sampler_chain_params p = L.llama_sampler_chain_default_params()
@@ -98,6 +106,8 @@ cdef class Sampler:
         self._grammar_stages = []
         self._has_selector = False
         self._owner = 0
+        self._greedy_fast = False
+        self._bias_sum = {}
         if model is not None:
             model._acquire()
             self.model = model
@@ -162,6 +172,8 @@ cdef class Sampler:
         self._names.append(name)
         if selector:
             self._has_selector = True
+        self._greedy_fast = (name == "greedy" and self._bias_sum is not None and
+                             all(n == "logit_bias" for n in self._names[:len(self._names) - 1]))
         return self
 
     def __len__(self):
@@ -285,6 +297,7 @@ cdef class Sampler:
         cdef int32_t nv = self._n_vocab("logit_bias")
         cdef vector[L.llama_logit_bias] arr
         cdef L.llama_logit_bias lb
+        cdef size_t k
         items = bias.items() if hasattr(bias, "items") else bias
         for tok, val in items:
             t = int(tok)
@@ -297,8 +310,25 @@ cdef class Sampler:
             lb.token = t
             lb.bias = v
             arr.push_back(lb)
-        return self._add(L.llama_sampler_init_logit_bias(nv, <int32_t> arr.size(), arr.data()),
-                         "logit_bias")
+        self._add(L.llama_sampler_init_logit_bias(nv, <int32_t> arr.size(), arr.data()),
+                  "logit_bias")
+        # the greedy fast path adds each token's bias once, as this stage does; a token biased
+        # twice (here or by another stage) would be added in two float steps: no fast path
+        for k in range(arr.size()):
+            if self._bias_sum is None:
+                break
+            t = arr[k].token
+            if t in self._bias_sum:
+                self._bias_sum = None
+                break
+            self._bias_sum[t] = arr[k].bias
+        self._fast_bias.clear()
+        if self._bias_sum is not None:
+            for t in sorted(self._bias_sum):
+                lb.token = t
+                lb.bias = self._bias_sum[t]
+                self._fast_bias.push_back(lb)
+        return self
 
     def grammar(self, grammar, str root="root"):
         """Constrain output with a GBNF grammar."""

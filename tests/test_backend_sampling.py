@@ -138,3 +138,39 @@ def test_llama_backend_sampling_same_text(smollm2_path):
         # the same prompt again: prefix reuse after a backend-sampled generation
         rb2 = b.create_completion(PROMPT, max_tokens=20, temperature=0)
         assert rb2["choices"][0]["text"] == ra["choices"][0]["text"]
+
+
+# -- the CPU greedy fast path: [logit_bias..., greedy] takes the argmax of the biased logits --
+
+def test_greedy_fast_path_equals_the_chain(ctx, model):
+    """temp(1.0) changes no logit but turns the fast path off: both must pick the same tokens,
+    with biases that push, ban and tie."""
+    eog = {t: float("-inf") for t in model.eog_tokens()}
+    push = {7042: 3.5, 30: -1.25, 198: 0.0, model.n_vocab - 1: 50.0}
+    for biases in ([], [eog], [eog, {11: 2.0, 12: -2.0}], [push]):
+        outs = []
+        for slow in (False, True):
+            s = Sampler(model)
+            for b in biases:
+                s.logit_bias(b)
+            if slow:
+                s.temp(1.0)
+            s.greedy()
+            _prompt(ctx, model)
+            outs.append(ctx.generate(s, max_tokens=20).run())
+            s.close()
+        assert outs[0] == outs[1], biases
+    # the same token biased by two stages: added in two steps by llama.cpp; still equal
+    s = Sampler(model).logit_bias({7042: 1.0}).logit_bias({7042: 2.5}).greedy()
+    _prompt(ctx, model)
+    a = ctx.generate(s, max_tokens=8).run()
+    s2 = Sampler(model).logit_bias({7042: 1.0}).logit_bias({7042: 2.5}).temp(1.0).greedy()
+    _prompt(ctx, model)
+    assert ctx.generate(s2, max_tokens=8).run() == a
+
+
+def test_greedy_fast_path_everything_banned(ctx, model):
+    s = Sampler(model).logit_bias({t: float("-inf") for t in range(model.n_vocab)}).greedy()
+    _prompt(ctx, model)
+    with pytest.raises(pyllamacy.GrammarError):
+        ctx.generate(s, max_tokens=4).run()

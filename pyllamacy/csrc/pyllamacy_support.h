@@ -237,6 +237,60 @@ inline llama_token sample_checked(llama_sampler * chain, llama_context * ctx, in
     }
 }
 
+// Greedy over raw logits plus sparse biases (`bias` sorted by token, one entry per token,
+// tokens in range): the token llama.cpp's chain [logit_bias..., greedy] selects (first maximum,
+// NaN semantics of its `>` scan), without filling and scanning an n_vocab candidate array.
+// Then accepts it into `chain` (a no-op for these stages, kept for symmetry).
+inline llama_token greedy_biased(llama_sampler * chain, llama_context * ctx, int32_t idx,
+                                 const float * logits, int32_t n_vocab,
+                                 const std::vector<llama_logit_bias> & bias) noexcept {
+    try {
+        if (logits == nullptr) {
+            logits = llama_get_logits_ith(ctx, idx);
+            if (logits == nullptr) {
+                return SAMPLE_NO_LOGITS;
+            }
+        }
+        if (n_vocab <= 0) {
+            return SAMPLE_NONE_ALLOWED;
+        }
+        size_t b = 0;
+        const size_t nb = bias.size();
+        float best = logits[0];
+        if (nb > 0 && bias[0].token == 0) {
+            best += bias[0].bias;
+            b = 1;
+        }
+        int32_t sel = 0;
+        int32_t i = 1;
+        while (i < n_vocab) {
+            const int32_t end = b < nb ? bias[b].token : n_vocab;
+            for (; i < end; ++i) {
+                if (logits[i] > best) {
+                    best = logits[i];
+                    sel = i;
+                }
+            }
+            if (i < n_vocab && b < nb) {
+                const float v = logits[i] + bias[b].bias;
+                if (v > best) {
+                    best = v;
+                    sel = i;
+                }
+                ++b;
+                ++i;
+            }
+        }
+        if (std::isnan(best) || best == -INFINITY) {
+            return SAMPLE_NONE_ALLOWED;
+        }
+        llama_sampler_accept(chain, sel);
+        return sel;
+    } catch (...) {
+        return SAMPLE_THREW;
+    }
+}
+
 // Sample output `idx` of a decode that ran `chain` in the compute graph (llama_set_sampler):
 // the backend either chose the token itself, or left candidates (probabilities / logits) for
 // the chain's remaining CPU stages; with neither, fall back to the raw logits.

@@ -5,8 +5,8 @@ from libc.stdbool cimport bool as cbool
 from libc.stdint cimport int32_t
 from libcpp.vector cimport vector
 from pyllamacy.includes.ggml cimport ggml_log_level
-from pyllamacy.includes.llama cimport (llama_context, llama_sampler, llama_token,
-                                       llama_token_data)
+from pyllamacy.includes.llama cimport (llama_context, llama_logit_bias, llama_sampler,
+                                       llama_token, llama_token_data)
 
 cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
     # log capture
@@ -42,6 +42,9 @@ cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
                                vector[llama_token_data] & cur)
     llama_token sample_backend_checked(llama_sampler * chain, llama_context * ctx, int32_t idx,
                                        int32_t n_vocab, vector[llama_token_data] & cur)
+    llama_token greedy_biased(llama_sampler * chain, llama_context * ctx, int32_t idx,
+                              const float * logits, int32_t n_vocab,
+                              const vector[llama_logit_bias] & bias)
     bint grammar_allows(llama_sampler * g, llama_token token)
     int sampler_accept_checked(llama_sampler * s, llama_token token)
 
