@@ -134,7 +134,8 @@ export CMAKE_BUILD_PARALLEL_LEVEL=16
 nice -n 15 $W/lcpvenv/bin/pip install -v --no-deps --no-build-isolation $W/llama_cpp_python-0.3.36 > $W/lcp-build.log 2>&1
 echo \$? > $W/lcp-build.rc
 EOF
-    start_lcp
+    # SKIP_LCP=1: no llama-cpp-python this time (its numbers come from an earlier call)
+    [ "${SKIP_LCP:-0}" = 1 ] || start_lcp
 
     start_builds
     wait_builds ${BUILD_WAIT_S:-500} && after_builds
@@ -156,7 +157,8 @@ fi
 
 if [ "$STAGE" = test ]; then
     cd "$W"
-    if [ "$(cat $W/lcp-build.rc 2>/dev/null)" != 0 ] && ! pgrep -f lcp-build.sh > /dev/null; then
+    if [ "${SKIP_LCP:-0}" != 1 ] && [ "$(cat $W/lcp-build.rc 2>/dev/null)" != 0 ] && \
+            ! pgrep -f lcp-build.sh > /dev/null; then
         tail -n 5 "$W/lcp-build.log"; make_lcp_venv; start_lcp
     fi
     wait_builds ${BUILD_WAIT_S:-400} || exit 1
@@ -183,7 +185,7 @@ if [ "$STAGE" = test ]; then
 fi
 if [ "$STAGE" = bench ]; then
     # call 3 (optional): once llama-cpp-python has finished building in the background
-    for i in $(seq 1 240); do [ -f "$W/lcp-build.rc" ] && break; sleep 1; done
+    [ "${SKIP_LCP:-0}" = 1 ] || for i in $(seq 1 240); do [ -f "$W/lcp-build.rc" ] && break; sleep 1; done
     say "lcp rc=$(cat $W/lcp-build.rc 2>/dev/null || echo 'still building')"; tail -n 3 "$W/lcp-build.log"
     cp "$W/lcp-build.log" "$OUT/" 2>/dev/null
     bench
