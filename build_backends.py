@@ -77,6 +77,10 @@ BACKENDS = {
         "targets": ["ggml-vulkan"], "modules": ["libggml-vulkan.so"],
         "requires": [], "runtime_libraries": [],
         "driver": "libvulkan.so.1",       # the Vulkan loader; the GPU driver provides the ICD
+        # generated from the shaders with the glslc features found at configure time (coopmat,
+        # integer dot, ...); ninja does not regenerate them when a re-configure changes those
+        "stale_on_reconfigure": ["ggml/src/ggml-vulkan/ggml-vulkan-shaders.hpp",
+                                 "ggml/src/ggml-vulkan/*.comp.cpp"],
         "platforms": {"linux-x86_64": "manylinux_2_28_x86_64",
                       "linux-aarch64": "manylinux_2_28_aarch64", "windows-amd64": "win_amd64"},
     },
@@ -153,6 +157,65 @@ def resolve(name: str) -> str:
 
 # ------------------------------------------------------------------------------------ build
 
+def vulkan_cmake_args(extra: list[str]) -> list[str]:
+    """Vulkan: the SDK named by $VULKAN_SDK (include/, bin/glslc, SPIRV-Headers) as explicit
+    CMake arguments, so that setting or changing it re-configures the persistent build folder
+    (CMake would otherwise keep the headers and glslc it cached first). The loader to link is
+    left to CMake: any libvulkan.so.1 will do, and a system one adds no build path to the
+    module's RUNPATH. Then, before minutes of shader compilation, check that the headers know
+    VK_EXT_layer_settings, which ggml-vulkan.cpp at the pinned commit uses unconditionally
+    (Vulkan-Headers >= 1.3.272; Debian 12 ships 1.3.239)."""
+    args = []
+    sdk = os.environ.get("VULKAN_SDK")
+    if sdk:
+        sdk_p = Path(sdk)
+        glslc = next((p for p in (sdk_p / "bin" / "glslc", sdk_p / "bin" / "glslc.exe")
+                      if p.exists()), None)
+        if (sdk_p / "include" / "vulkan" / "vulkan_core.h").exists():
+            args.append(f"-DVulkan_INCLUDE_DIR={sdk_p / 'include'}")
+        if glslc:
+            args.append(f"-DVulkan_GLSLC_EXECUTABLE={glslc}")
+        spirv = next((d for d in (sdk_p / "share" / "cmake" / "SPIRV-Headers",
+                                  sdk_p / "lib" / "cmake" / "SPIRV-Headers")
+                      if (d / "SPIRV-HeadersConfig.cmake").exists()), None)
+        if spirv:
+            args.append(f"-DSPIRV-Headers_DIR={spirv}")
+    inc = next((a.split("=", 1)[1] for a in reversed(args + extra)
+                if a.startswith("-DVulkan_INCLUDE_DIR=")), None)
+    header = Path(inc or "/usr/include") / "vulkan" / "vulkan_core.h"
+    if header.exists() and "VK_EXT_layer_settings" not in header.read_text(errors="replace"):
+        m = re.search(r"#define VK_HEADER_VERSION (\d+)", header.read_text(errors="replace"))
+        raise BuildError(
+            f"vulkan: {header} (Vulkan-Headers 1.x.{m.group(1) if m else '?'}) lacks "
+            "VK_EXT_layer_settings, which ggml-vulkan.cpp uses: it needs Vulkan-Headers >= "
+            "1.3.272. Point VULKAN_SDK at a newer SDK (include/, bin/glslc): the LunarG "
+            "SDK, or Debian 13's libvulkan-dev + spirv-headers + glslc unpacked into one folder "
+            "(benchmarks/VULKAN.md)")
+    return args
+
+
+def glibc_needed(paths: list[Path]) -> int:
+    """Highest GLIBC_2.N symbol version the ELF files reference (their .gnu.version_r names
+    the versions as plain strings), 0 when none."""
+    best = 0
+    for p in paths:
+        for m in re.finditer(rb"GLIBC_2\.(\d+)(?![\d.])", Path(p).read_bytes()):
+            best = max(best, int(m.group(1)))
+    return best
+
+
+def manylinux_floor(plat_tag: str, modules: list[Path]) -> str:
+    """The table's manylinux_2_X tag, raised to what the built modules really need: a wheel
+    built on a newer system than the tag promises must not claim it (repair would refuse it
+    anyway; without auditwheel nothing else would notice). Only glibc is looked at: libstdc++
+    (GLIBCXX_3.4.N) can raise the floor further, which auditwheel, when installed, checks."""
+    m = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", plat_tag)
+    if not m:
+        return plat_tag
+    need = glibc_needed(modules)
+    return f"manylinux_2_{need}_{m.group(2)}" if need > int(m.group(1)) else plat_tag
+
+
 def build_module(name: str, spec: dict, *, extra_cmake: list[str], build_root: Path,
                  jobs: str | None) -> list[Path]:
     """Configure (once) and build the backend's module targets; return the built modules."""
@@ -166,6 +229,9 @@ def build_module(name: str, spec: dict, *, extra_cmake: list[str], build_root: P
     stamp = bdir / ".pyllamacy-cmake-args"
     wanted = "\n".join([str(src), cmake] + args)
     if not (bdir / "build.ninja").exists() or not stamp.exists() or stamp.read_text() != wanted:
+        for pattern in spec.get("stale_on_reconfigure", []):
+            for f in bdir.glob(pattern):
+                f.unlink()
         llama_build._run([cmake, "-S", src, "-B", bdir, "-G", "Ninja",
                           f"-DCMAKE_MAKE_PROGRAM={ninja}", *args])
         stamp.write_text(wanted)
@@ -332,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     spec = dict(BACKENDS[name])
     extra = list(a.cmake_arg)
+    if spec["backend"] == "vulkan":
+        extra = vulkan_cmake_args(extra) + extra
     if a.cuda_arch:
         spec["cmake"] = [c for c in spec["cmake"] if not c.startswith("-DCMAKE_CUDA_ARCH")]
         extra.append(f"-DCMAKE_CUDA_ARCHITECTURES={a.cuda_arch}")
@@ -344,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     plat_tag = spec["platforms"][plat]
     modules = build_module(name, spec, extra_cmake=extra, build_root=Path(a.build_root).resolve(),
                            jobs=a.jobs)
+    honest = manylinux_floor(plat_tag, modules)
+    if honest != plat_tag:
+        print(f"[build_backends] the modules need a newer glibc than {plat_tag} allows: tagged "
+              f"{honest} (build in a manylinux_2_28 image for the release tag)", file=sys.stderr)
+        plat_tag = honest
     wheel = make_wheel(name, spec, modules, plat_tag=plat_tag, out_dir=out_dir)
     check_wheel(wheel, spec)
     if not a.no_repair:

@@ -7,6 +7,7 @@ interpreter with the fake package on PYTHONPATH.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -164,6 +165,11 @@ def test_real_module_through_backend_path(tmp_path):
 def test_built_wheel_is_discovered(tmp_path):
     """A wheel from build_backends.make_wheel, installed with pip --target, is found through
     its entry point; the dummy module then fails to load and says so."""
+    try:
+        importlib.metadata.distribution("pyllamacy-vulkan")
+        pytest.skip("a real pyllamacy-vulkan is installed: it would shadow the dummy wheel")
+    except importlib.metadata.PackageNotFoundError:
+        pass
     sys.path.insert(0, str(ROOT))
     try:
         import build_backends as bb
@@ -239,23 +245,52 @@ def test_gpu_backend_loaded_and_reported():
     assert pyllamacy.supports_gpu_offload()
 
 
+def _forced_logits(model, prompt_toks, toks, **ctx_kw):
+    """Logits at every generated position when `toks` are fed after the prompt (teacher
+    forcing): row j is what the model predicts for toks[j]."""
+    with pyllamacy.Context(model, n_ctx=256, **ctx_kw) as ctx:
+        ctx.eval(list(prompt_toks) + list(toks), logits="all")
+        start = len(prompt_toks) - 1
+        return np.stack([np.asarray(ctx.logits(start + j), dtype=np.float64)
+                         for j in range(len(toks))])
+
+
+# Q4_1 weights: the CPU and GPU kernels quantize activations and accumulate in other orders,
+# so the same greedy step can pick another token where the top two are this close (logits);
+# seen: 0.36 apart on the CPU, -0.12 on Vulkan, 16/16 vs 5/16 free-running agreement
+NEAR_TIE = 1.0
+
+
 @gpu
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_gpu_greedy_matches_cpu(cpu_model, smollm2_path, prompt):
+    """Free-running greedy output can part for good at one near-tie, so the check is per
+    position with the CPU's tokens fed to both: the GPU's argmax is the CPU's, or the CPU
+    ranked it within NEAR_TIE of its own choice."""
     n = 16
+    ptoks = cpu_model.tokenize(prompt)
     cpu_toks, cpu_logits = _greedy(cpu_model, prompt, n, offload_kqv=False, op_offload=False)
+    lc = _forced_logits(cpu_model, ptoks, cpu_toks, offload_kqv=False, op_offload=False)
     with pyllamacy.Model(smollm2_path, n_gpu_layers=-1) as gm:
         gpu_toks, gpu_logits = _greedy(gm, prompt, n)
+        lg = _forced_logits(gm, ptoks, cpu_toks)
     same = 0
     for a, b in zip(cpu_toks, gpu_toks):
         if a != b:
             break
         same += 1
-    print(f"{prompt!r}: {same}/{n} greedy tokens agree")
-    assert same >= 8, (cpu_toks, gpu_toks)
+    print(f"{prompt!r}: {same}/{n} free-running greedy tokens agree")
+    ties = []
+    for j in range(n):
+        c, g = int(np.argmax(lc[j])), int(np.argmax(lg[j]))
+        if c != g:
+            margin = lc[j][c] - lc[j][g]
+            ties.append((j, c, g, round(float(margin), 3)))
+            assert margin < NEAR_TIE, (j, c, g, margin)
+    print(f"  teacher-forced: {n - len(ties)}/{n} positions agree; near-ties {ties}")
+    assert len(ties) <= 2, ties
     if cpu_logits is not None:
-        # Q4_1 weights: the CPU and CUDA kernels quantize activations and accumulate
-        # differently (seen on an H200: 5e-2 to 1.7e-1 with all greedy tokens agreeing)
+        # seen on an H200 and an H100 (CUDA): 5e-2 to 1.7e-1 with all greedy tokens agreeing
         rel = np.linalg.norm(gpu_logits - cpu_logits) / np.linalg.norm(cpu_logits)
         print(f"  last-position logits: ||gpu-cpu||/||cpu|| = {rel:.2e}")
         assert int(np.argmax(gpu_logits)) == int(np.argmax(cpu_logits))
