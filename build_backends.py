@@ -194,25 +194,36 @@ def vulkan_cmake_args(extra: list[str]) -> list[str]:
     return args
 
 
-def glibc_needed(paths: list[Path]) -> int:
-    """Highest GLIBC_2.N symbol version the ELF files reference (their .gnu.version_r names
-    the versions as plain strings), 0 when none."""
-    best = 0
+# newest GLIBCXX_3.4.N each manylinux_2_X allows (auditwheel's manylinux policy, 2026-11)
+_GLIBCXX_OF_MANYLINUX = {17: 19, 24: 22, 26: 22, 27: 24, 28: 24, 31: 28, 34: 29, 35: 30,
+                         36: 30, 37: 30, 38: 30, 39: 33, 40: 33, 41: 33}
+
+
+def symbol_floor(paths: list[Path]) -> int:
+    """Lowest manylinux_2_X whose glibc and libstdc++ provide every GLIBC_2.N / GLIBCXX_3.4.N
+    version the ELF files reference (their .gnu.version_r names them as plain strings)."""
+    glibc = glibcxx = 0
     for p in paths:
-        for m in re.finditer(rb"GLIBC_2\.(\d+)(?![\d.])", Path(p).read_bytes()):
-            best = max(best, int(m.group(1)))
-    return best
+        data = Path(p).read_bytes()
+        for m in re.finditer(rb"GLIBC_2\.(\d+)(?![\d.])", data):
+            glibc = max(glibc, int(m.group(1)))
+        for m in re.finditer(rb"GLIBCXX_3\.4\.(\d+)(?![\d.])", data):
+            glibcxx = max(glibcxx, int(m.group(1)))
+    need = glibc
+    if glibcxx:
+        need = max(need, min((x for x, cxx in _GLIBCXX_OF_MANYLINUX.items() if cxx >= glibcxx),
+                             default=max(_GLIBCXX_OF_MANYLINUX)))
+    return need
 
 
 def manylinux_floor(plat_tag: str, modules: list[Path]) -> str:
     """The table's manylinux_2_X tag, raised to what the built modules really need: a wheel
     built on a newer system than the tag promises must not claim it (repair would refuse it
-    anyway; without auditwheel nothing else would notice). Only glibc is looked at: libstdc++
-    (GLIBCXX_3.4.N) can raise the floor further, which auditwheel, when installed, checks."""
+    anyway; without auditwheel nothing else would notice)."""
     m = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", plat_tag)
     if not m:
         return plat_tag
-    need = glibc_needed(modules)
+    need = symbol_floor(modules)
     return f"manylinux_2_{need}_{m.group(2)}" if need > int(m.group(1)) else plat_tag
 
 
