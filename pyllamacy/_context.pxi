@@ -64,6 +64,9 @@ cdef class Context:
     cdef readonly Model model
     cdef S.AbortFlag * _abort
     cdef L.llama_batch _batch          # reusable batch for eval()/generation
+    # one-token decodes of the generation loop: llama_process() over a reused extended batch
+    # (llama_decode() converts a llama_batch into a new one on every call)
+    cdef L.llama_batch_ext * _bx
     cdef bint _batch_alive
     cdef long _owner                   # thread ident while a call is running, else 0
     cdef readonly uint64_t epoch       # bumped by every change to the KV cache
@@ -94,6 +97,7 @@ cdef class Context:
         self._bs_chain = NULL
         self._bs_attached = False
         self._bs_id = 0
+        self._bx = NULL
         self._no_raw_logits = False
 
     def __init__(self, Model model not None, *, uint32_t n_ctx=0, uint32_t n_batch=2048,
@@ -174,6 +178,9 @@ cdef class Context:
         self._n_vocab = model._n_vocab
         self._batch = L.llama_batch_init(L.llama_n_batch(ctx), 0, 1)
         self._batch_alive = True
+        self._bx = L.llama_batch_ext_init(ctx)
+        if self._bx == NULL:
+            raise MemoryError("llama_batch_ext_init failed")
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -228,6 +235,9 @@ cdef class Context:
             L.llama_batch_free(self._batch)
             self._batch_alive = False
         self._bs_drop()
+        if self._bx != NULL:
+            L.llama_batch_ext_free(self._bx)
+            self._bx = NULL
         with nogil:
             L.llama_free(self._ctx)
         self._ctx = NULL
@@ -250,6 +260,9 @@ cdef class Context:
             L.llama_batch_free(self._batch)
             self._batch_alive = False
         self._bs_drop()
+        if self._bx != NULL:
+            L.llama_batch_ext_free(self._bx)
+            self._bx = NULL
         if self._ctx != NULL:
             L.llama_free(self._ctx)
             self._ctx = NULL

@@ -157,16 +157,17 @@ cdef class Generation:
     cdef _Step _step(self) noexcept nogil:
         cdef L.llama_context * c = self.ctx._ctx
         cdef L.llama_token tok
+        cdef int32_t k
         if self.has_pending:
             if self.pos >= self.n_ctx:
                 return STEP_CTX_FULL
-            self.ctx._batch.token[0] = self.pending
-            self.ctx._batch.pos[0] = self.pos
-            self.ctx._batch.n_seq_id[0] = 1
-            self.ctx._batch.seq_id[0][0] = self.seq_id
-            self.ctx._batch.logits[0] = True
-            self.ctx._batch.n_tokens = 1
-            self._rc = L.llama_decode(c, self.ctx._batch)
+            L.llama_batch_ext_clear(self.ctx._bx)
+            k = L.llama_batch_ext_add_token(self.ctx._bx, self.seq_id, self.pending)
+            if k < 0 or not L.llama_batch_ext_set_pos(self.ctx._bx, k, &self.pos) or \
+                    not L.llama_batch_ext_set_output_logits(self.ctx._bx, k, True):
+                self._rc = -1
+                return STEP_ERROR
+            self._rc = L.llama_process(c, L.LLAMA_PROCESS_TYPE_DECODE, self.ctx._bx)
             if self._rc != 0:
                 if self._rc == 2:
                     L.llama_memory_seq_rm(L.llama_get_memory(c), self.seq_id, self.pos, -1)

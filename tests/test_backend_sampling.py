@@ -174,3 +174,39 @@ def test_greedy_fast_path_everything_banned(ctx, model):
     _prompt(ctx, model)
     with pytest.raises(pyllamacy.GrammarError):
         ctx.generate(s, max_tokens=4).run()
+
+
+def test_greedy_fast_path_on_crafted_logits(ctx, model):
+    """Ties, a biased token holding the raw maximum, NaN and -inf: the fast path picks what the
+    llama.cpp chain picks (first maximum of the biased values)."""
+    import numpy as np
+    n = model.n_vocab
+    rng = np.random.default_rng(7)
+    cases = []
+    base = rng.normal(size=n).astype(np.float32)
+    tie = base.copy(); tie[[100, 200, 300]] = 9.0                       # first of a tie
+    cases += [(base, {}), (tie, {}), (tie, {100: float("-inf")}), (tie, {100: -0.5, 300: 0.5})]
+    held = base.copy(); held[5] = 50.0                                  # biased raw maximum
+    cases += [(held, {5: -100.0}), (held, {5: 0.0}), (held, {0: 60.0, 5: -1.0})]
+    nan = base.copy(); nan[[3, 4000]] = np.nan                          # NaN never wins ...
+    cases += [(nan, {}), (nan, {3: 1.0})]
+    nan0 = base.copy(); nan0[0] = np.nan                                # ... except at index 0
+    cases += [(nan0, {}), (nan0, {0: float("-inf")})]
+    allneg = np.full(n, -np.inf, dtype=np.float32); allneg[n - 1] = -3.0
+    cases += [(allneg, {}), (allneg, {n - 1: float("-inf")}), (allneg, {7: 2.0})]
+    for logits, bias in cases:
+        picks = []
+        for slow in (False, True):
+            s = Sampler(model)
+            if bias:
+                s.logit_bias(bias)
+            if slow:
+                s.temp(1.0)
+            s.greedy()
+            ctx.set_logits(logits)
+            try:
+                picks.append(ctx.generate(s, max_tokens=1).run())
+            except pyllamacy.GrammarError:
+                picks.append("none")
+            s.close()
+        assert picks[0] == picks[1], (bias, picks)

@@ -241,6 +241,40 @@ inline llama_token sample_checked(llama_sampler * chain, llama_context * ctx, in
 // tokens in range): the token llama.cpp's chain [logit_bias..., greedy] selects (first maximum,
 // NaN semantics of its `>` scan), without filling and scanning an n_vocab candidate array.
 // Then accepts it into `chain` (a no-op for these stages, kept for symmetry).
+inline int32_t greedy_biased_scan(const float * logits, int32_t n_vocab,
+                                  const std::vector<llama_logit_bias> & bias, float * best_out) {
+    // the exact scan: llama.cpp's greedy over the biased values, in index order
+    size_t b = 0;
+    const size_t nb = bias.size();
+    float best = logits[0];
+    if (nb > 0 && bias[0].token == 0) {
+        best += bias[0].bias;
+        b = 1;
+    }
+    int32_t sel = 0;
+    int32_t i = 1;
+    while (i < n_vocab) {
+        const int32_t end = b < nb ? bias[b].token : n_vocab;
+        for (; i < end; ++i) {
+            if (logits[i] > best) {
+                best = logits[i];
+                sel = i;
+            }
+        }
+        if (i < n_vocab && b < nb) {
+            const float v = logits[i] + bias[b].bias;
+            if (v > best) {
+                best = v;
+                sel = i;
+            }
+            ++b;
+            ++i;
+        }
+    }
+    *best_out = best;
+    return sel;
+}
+
 inline llama_token greedy_biased(llama_sampler * chain, llama_context * ctx, int32_t idx,
                                  const float * logits, int32_t n_vocab,
                                  const std::vector<llama_logit_bias> & bias) noexcept {
@@ -254,31 +288,57 @@ inline llama_token greedy_biased(llama_sampler * chain, llama_context * ctx, int
         if (n_vocab <= 0) {
             return SAMPLE_NONE_ALLOWED;
         }
-        size_t b = 0;
-        const size_t nb = bias.size();
-        float best = logits[0];
-        if (nb > 0 && bias[0].token == 0) {
-            best += bias[0].bias;
-            b = 1;
+        // 1. the raw maximum in 8 independent lanes (the compiler vectorizes this; a NaN never
+        //    wins a `>`, as in the scan)
+        float lane[8];
+        for (int k = 0; k < 8; ++k) lane[k] = -INFINITY;
+        int32_t i = 0;
+        for (; i + 8 <= n_vocab; i += 8) {
+            for (int k = 0; k < 8; ++k) {
+                const float v = logits[i + k];
+                lane[k] = v > lane[k] ? v : lane[k];
+            }
         }
-        int32_t sel = 0;
-        int32_t i = 1;
-        while (i < n_vocab) {
-            const int32_t end = b < nb ? bias[b].token : n_vocab;
-            for (; i < end; ++i) {
-                if (logits[i] > best) {
-                    best = logits[i];
-                    sel = i;
+        float raw = -INFINITY;
+        for (int k = 0; k < 8; ++k) raw = lane[k] > raw ? lane[k] : raw;
+        for (; i < n_vocab; ++i) raw = logits[i] > raw ? logits[i] : raw;
+        // 2. the maximum of the biased values; where a biased token holds the raw maximum, the
+        //    unbiased maximum is unknown: take the exact scan
+        float best = raw;
+        bool exact = std::isnan(logits[0]) ||
+                     (!bias.empty() && bias[0].token == 0 && std::isnan(logits[0] + bias[0].bias));
+        for (const auto & lb : bias) {
+            if (logits[lb.token] == raw) {
+                exact = true;
+                break;
+            }
+            const float v = logits[lb.token] + lb.bias;
+            if (v > best) best = v;
+        }
+        int32_t sel = -1;
+        if (exact) {
+            sel = greedy_biased_scan(logits, n_vocab, bias, &best);
+        } else {
+            // 3. its first position, in the biased view
+            size_t b = 0;
+            const size_t nb = bias.size();
+            int32_t j = 0;
+            while (j < n_vocab && sel < 0) {
+                const int32_t end = b < nb ? bias[b].token : n_vocab;
+                for (; j < end; ++j) {
+                    if (logits[j] == best) {
+                        sel = j;
+                        break;
+                    }
+                }
+                if (sel < 0 && j < n_vocab && b < nb) {
+                    if (logits[j] + bias[b].bias == best) sel = j;
+                    ++b;
+                    ++j;
                 }
             }
-            if (i < n_vocab && b < nb) {
-                const float v = logits[i] + bias[b].bias;
-                if (v > best) {
-                    best = v;
-                    sel = i;
-                }
-                ++b;
-                ++i;
+            if (sel < 0) {                      // cannot happen; stay exact anyway
+                sel = greedy_biased_scan(logits, n_vocab, bias, &best);
             }
         }
         if (std::isnan(best) || best == -INFINITY) {
