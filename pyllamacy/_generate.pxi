@@ -158,6 +158,7 @@ cdef class Generation:
         cdef L.llama_context * c = self.ctx._ctx
         cdef L.llama_token tok
         cdef int32_t k
+        cdef const float * src
         if self.has_pending:
             if self.pos >= self.n_ctx:
                 return STEP_CTX_FULL
@@ -181,23 +182,21 @@ cdef class Generation:
             self.ctx._no_raw_logits = self.ctx._bs_attached
         if S.abort_requested(self.ctx._abort):
             return STEP_ABORTED
+        # logits restored by state_set()/set_logits(), else those of the last decode (NULL)
+        src = self.ctx._restored_logits.data() if self.ctx._has_restored else NULL
         if not self.use_bs:
             if self.sampler._greedy_fast:
-                tok = S.greedy_biased(self.sampler._chain, c, -1,
-                                      self.ctx._restored_logits.data() if self.ctx._has_restored
-                                      else NULL, self.ctx._n_vocab, self.sampler._fast_bias)
+                tok = S.greedy_biased(self.sampler._chain, c, -1, src, self.ctx._n_vocab,
+                                      self.sampler._fast_bias)
             else:
-                tok = S.sample_checked(self.sampler._chain, c, -1,
-                                       self.ctx._restored_logits.data() if self.ctx._has_restored
-                                       else NULL, self.ctx._n_vocab, self.cur)
+                tok = S.sample_checked(self.sampler._chain, c, -1, src, self.ctx._n_vocab,
+                                       self.cur)
         elif self.ctx._bs_attached and self.ctx._no_raw_logits:
             tok = S.sample_backend_checked(self.ctx._bs_chain, c, -1, self.ctx._n_vocab, self.cur)
         else:
             # the first token comes from the prompt's logits, on the CPU, with the copy; from
             # the next decode on the chain runs in the graph
-            tok = S.sample_checked(self.ctx._bs_chain, c, -1,
-                                   self.ctx._restored_logits.data() if self.ctx._has_restored
-                                   else NULL, self.ctx._n_vocab, self.cur)
+            tok = S.sample_checked(self.ctx._bs_chain, c, -1, src, self.ctx._n_vocab, self.cur)
             if tok >= 0 and not self.bs_tried:
                 self.bs_tried = True
                 self.ctx._bs_attached = L.llama_set_sampler(c, self.seq_id, self.ctx._bs_chain)

@@ -93,8 +93,8 @@ cdef class Sampler:
     # chain is [logit_bias..., greedy]: generation takes the argmax of the biased logits
     # directly (S.greedy_biased) instead of building an n_vocab candidate array
     cdef bint _greedy_fast
-    cdef vector[L.llama_logit_bias] _fast_bias      # summed per token, sorted by token
-    cdef dict _bias_sum
+    cdef vector[L.llama_logit_bias] _fast_bias      # one entry per token, sorted by token
+    cdef dict _bias_sum                # token -> bias so far; None once a token repeats
 
     def __cinit__(self, Model model=None, *, bint no_perf=True):
         cdef L.llama_sampler_chain_params p = L.llama_sampler_chain_default_params()

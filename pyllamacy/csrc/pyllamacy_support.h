@@ -206,6 +206,22 @@ inline void sigint_watch_end(AbortFlag * f) {
 
 enum { SAMPLE_NONE_ALLOWED = -1, SAMPLE_THREW = -2, SAMPLE_NO_LOGITS = -3 };
 
+// Run `chain` over the candidates in `cur` and accept its choice; SAMPLE_NONE_ALLOWED when it
+// selects nothing or a token every stage ruled out (-inf / NaN). May throw (callers catch).
+inline llama_token apply_and_accept(llama_sampler * chain, std::vector<llama_token_data> & cur) {
+    llama_token_data_array arr = {cur.data(), cur.size(), -1, false};
+    llama_sampler_apply(chain, &arr);
+    if (arr.selected < 0 || arr.selected >= (int64_t) arr.size) {
+        return SAMPLE_NONE_ALLOWED;
+    }
+    const llama_token_data & d = arr.data[arr.selected];
+    if (std::isnan(d.logit) || d.logit == -INFINITY) {
+        return SAMPLE_NONE_ALLOWED;
+    }
+    llama_sampler_accept(chain, d.id);
+    return d.id;
+}
+
 // Sample from `logits` (or, when NULL, output `idx` of ctx's last decode) and accept the token.
 inline llama_token sample_checked(llama_sampler * chain, llama_context * ctx, int32_t idx,
                                   const float * logits, int32_t n_vocab,
@@ -221,17 +237,7 @@ inline llama_token sample_checked(llama_sampler * chain, llama_context * ctx, in
         for (llama_token i = 0; i < n_vocab; i++) {
             cur[i] = llama_token_data{i, logits[i], 0.0f};
         }
-        llama_token_data_array arr = {cur.data(), cur.size(), -1, false};
-        llama_sampler_apply(chain, &arr);
-        if (arr.selected < 0 || arr.selected >= (int64_t) arr.size) {
-            return SAMPLE_NONE_ALLOWED;
-        }
-        const llama_token_data & d = arr.data[arr.selected];
-        if (std::isnan(d.logit) || d.logit == -INFINITY) {
-            return SAMPLE_NONE_ALLOWED;
-        }
-        llama_sampler_accept(chain, d.id);
-        return d.id;
+        return apply_and_accept(chain, cur);
     } catch (...) {
         return SAMPLE_THREW;
     }
@@ -386,17 +392,7 @@ inline llama_token sample_backend_checked(llama_sampler * chain, llama_context *
             const float l = logits ? logits[i] : (p > 0.0f ? std::log(p) : -INFINITY);
             cur[i] = llama_token_data{ids[i], l, p};
         }
-        llama_token_data_array arr = {cur.data(), cur.size(), -1, false};
-        llama_sampler_apply(chain, &arr);
-        if (arr.selected < 0 || arr.selected >= (int64_t) arr.size) {
-            return SAMPLE_NONE_ALLOWED;
-        }
-        const llama_token_data & d = arr.data[arr.selected];
-        if (std::isnan(d.logit) || d.logit == -INFINITY) {
-            return SAMPLE_NONE_ALLOWED;
-        }
-        llama_sampler_accept(chain, d.id);
-        return d.id;
+        return apply_and_accept(chain, cur);
     } catch (...) {
         return SAMPLE_THREW;
     }
