@@ -193,6 +193,14 @@ def test_greedy_fast_path_on_crafted_logits(ctx, model):
     nan0 = base.copy(); nan0[0] = np.nan                                # ... except at index 0
     cases += [(nan0, {}), (nan0, {0: float("-inf")})]
     allneg = np.full(n, -np.inf, dtype=np.float32); allneg[n - 1] = -3.0
+    # the vectorized argmax works in blocks of 64: ties inside a block, across a block edge,
+    # in the last position; and coarse values, where thousands of tokens tie
+    edge = base.copy(); edge[[64 * 40 - 1, 64 * 40]] = 8.0
+    inner = base.copy(); inner[[64 * 9 + 50, 64 * 9 + 3]] = 8.0; inner[64 * 9 + 20] = np.nan
+    last = base.copy(); last[n - 1] = 8.0
+    coarse = rng.integers(0, 5, size=n).astype(np.float32)
+    cases += [(edge, {}), (edge, {64 * 40 - 1: -1.0}), (inner, {}), (last, {}),
+              (last, {n - 1: -20.0}), (coarse, {}), (coarse, {int(np.argmax(coarse)): -1.0})]
     cases += [(allneg, {}), (allneg, {n - 1: float("-inf")}), (allneg, {7: 2.0})]
     for logits, bias in cases:
         picks = []

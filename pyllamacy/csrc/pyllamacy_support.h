@@ -26,6 +26,8 @@
 #include "ggml.h"
 #include "llama.h"
 
+#include "argmax.h"
+
 namespace pyllamacy {
 
 // ---------------------------------------------------------------- log capture
@@ -294,23 +296,15 @@ inline llama_token greedy_biased(llama_sampler * chain, llama_context * ctx, int
         if (n_vocab <= 0) {
             return SAMPLE_NONE_ALLOWED;
         }
-        // 1. the raw maximum in 8 independent lanes (the compiler vectorizes this; a NaN never
-        //    wins a `>`, as in the scan)
-        float lane[8];
-        for (int k = 0; k < 8; ++k) lane[k] = -INFINITY;
-        int32_t i = 0;
-        for (; i + 8 <= n_vocab; i += 8) {
-            for (int k = 0; k < 8; ++k) {
-                const float v = logits[i + k];
-                lane[k] = v > lane[k] ? v : lane[k];
-            }
-        }
-        float raw = -INFINITY;
-        for (int k = 0; k < 8; ++k) raw = lane[k] > raw ? lane[k] : raw;
-        for (; i < n_vocab; ++i) raw = logits[i] > raw ? logits[i] : raw;
-        // 2. the maximum of the biased values; where a biased token holds the raw maximum, the
-        //    unbiased maximum is unknown: take the exact scan
+        // 1. the first raw maximum (vectorized; a NaN never wins a `>`, as in the scan)
+        float raw;
+        const int32_t raw_sel = first_argmax(logits, n_vocab, &raw);
+        // 2. the biased tokens against it; where a biased token holds the raw maximum, the
+        //    unbiased maximum is unknown: take the exact scan. Otherwise raw_sel is unbiased and
+        //    the first unbiased maximum, and the biased view's first maximum is the best of it
+        //    and the biased values, the lower index winning ties.
         float best = raw;
+        int32_t sel = raw_sel;
         bool exact = std::isnan(logits[0]) ||
                      (!bias.empty() && bias[0].token == 0 && std::isnan(logits[0] + bias[0].bias));
         for (const auto & lb : bias) {
@@ -319,33 +313,13 @@ inline llama_token greedy_biased(llama_sampler * chain, llama_context * ctx, int
                 break;
             }
             const float v = logits[lb.token] + lb.bias;
-            if (v > best) best = v;
+            if (v > best || (v == best && lb.token < sel)) {
+                best = v;
+                sel = lb.token;
+            }
         }
-        int32_t sel = -1;
         if (exact) {
             sel = greedy_biased_scan(logits, n_vocab, bias, &best);
-        } else {
-            // 3. its first position, in the biased view
-            size_t b = 0;
-            const size_t nb = bias.size();
-            int32_t j = 0;
-            while (j < n_vocab && sel < 0) {
-                const int32_t end = b < nb ? bias[b].token : n_vocab;
-                for (; j < end; ++j) {
-                    if (logits[j] == best) {
-                        sel = j;
-                        break;
-                    }
-                }
-                if (sel < 0 && j < n_vocab && b < nb) {
-                    if (logits[j] + bias[b].bias == best) sel = j;
-                    ++b;
-                    ++j;
-                }
-            }
-            if (sel < 0) {                      // cannot happen; stay exact anyway
-                sel = greedy_biased_scan(logits, n_vocab, bias, &best);
-            }
         }
         if (std::isnan(best) || best == -INFINITY) {
             return SAMPLE_NONE_ALLOWED;
