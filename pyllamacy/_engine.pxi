@@ -59,6 +59,15 @@ cdef class Engine:
     cdef vector[L.llama_token] ev_tok
     cdef vector[int] ev_fin
     cdef vector[int] ev_code
+    # log-probabilities of the last step's tokens, for slots that asked (submit(logprobs=N)):
+    # event k's are ev_lp_tok/ev_lp_val[ev_lp_at[k] : ev_lp_at[k] + ev_lp_n[k]], its token's
+    # own in ev_tok_lp[k]; ev_lp_at[k] = -1 when none were asked
+    cdef vector[int] n_probs
+    cdef vector[int] ev_lp_at, ev_lp_n
+    cdef vector[float] ev_tok_lp, ev_lp_val
+    cdef vector[L.llama_token] ev_lp_tok
+    cdef vector[L.llama_token] lp_tok_tmp
+    cdef vector[float] lp_val_tmp
     cdef readonly long n_steps, n_decoded_tokens, n_reused_tokens
 
     def __cinit__(self):
@@ -88,6 +97,7 @@ cdef class Engine:
         self.chains.resize(n, NULL)
         self.bs_chains.resize(n, NULL)
         self.fast_bias.resize(n, NULL)
+        self.n_probs.resize(n, -1)
         self.cur.resize(n)
         self.samplers = [None] * n
         self.next_id = 1
@@ -154,8 +164,13 @@ cdef class Engine:
         self.state[i] = SLOT_FREE
         self.req_id[i] = -1
 
-    def submit(self, tokens, Sampler sampler not None, int max_tokens=-1, stop_strings=None):
-        """Queue a prompt; returns its request id. EngineFullError when no slot is free."""
+    def submit(self, tokens, Sampler sampler not None, int max_tokens=-1, stop_strings=None,
+               int logprobs=-1):
+        """Queue a prompt; returns its request id. EngineFullError when no slot is free.
+
+        logprobs=N (>= 0): each generated token comes with its log-probability under the
+        model (log-softmax of the raw logits) and the N most likely tokens', in step(...,
+        with_logprobs=True). Such a request samples on the CPU (it needs the logits)."""
         cdef vector[L.llama_token] toks
         cdef int i, best = -1
         cdef size_t common, best_common = 0, j
@@ -166,6 +181,9 @@ cdef class Engine:
         if <int32_t> toks.size() >= self.n_ctx_seq:
             raise ContextOverflowError(f"prompt of {toks.size()} tokens does not fit a slot's "
                                        f"context of {self.n_ctx_seq} tokens")
+        if logprobs < -1 or logprobs > self.ctx._n_vocab:
+            raise ValueError(f"logprobs must be in 0..{self.ctx._n_vocab} (or -1: none), "
+                             f"got {logprobs}")
         sampler._check()
         if not sampler._has_selector:
             raise SamplerError("the sampler chain must end with greedy(), dist() or mirostat()")
@@ -211,8 +229,9 @@ cdef class Engine:
             self.samplers[i] = sampler
             self.chains[i] = sampler._chain
             self.fast_bias[i] = &sampler._fast_bias if sampler._greedy_fast else NULL
+            self.n_probs[i] = logprobs
             self._drop_bs(i)
-            if self.backend_sampling and sampler.backend_capable:
+            if self.backend_sampling and sampler.backend_capable and logprobs < 0:
                 clone = L.llama_sampler_clone(sampler._chain)
                 if clone != NULL:
                     if L.llama_set_sampler(self.ctx._ctx, i, clone):
@@ -240,8 +259,36 @@ cdef class Engine:
         self.ev_tok.push_back(-1)
         self.ev_fin.push_back(fin)
         self.ev_code.push_back(code)
+        self.ev_lp_at.push_back(-1)
+        self.ev_lp_n.push_back(0)
+        self.ev_tok_lp.push_back(0)
         self.state[i] = SLOT_FREE
         return 0
+
+    cdef void _push_logprobs(self, int i, L.llama_token tok) noexcept nogil:
+        """The log-probabilities of slot i's new token (its event is the next one pushed)."""
+        cdef const float * row
+        cdef float tok_lp = 0
+        cdef int32_t n, k
+        if self.n_probs[i] < 0:
+            self.ev_lp_at.push_back(-1)
+            self.ev_lp_n.push_back(0)
+            self.ev_tok_lp.push_back(0)
+            return
+        row = L.llama_get_logits_ith(self.ctx._ctx, self.batch_idx[i])
+        if row == NULL:
+            self.ev_lp_at.push_back(-1)
+            self.ev_lp_n.push_back(0)
+            self.ev_tok_lp.push_back(0)
+            return
+        n = S.token_logprobs(row, self.ctx._n_vocab, tok, self.n_probs[i], self.lp_tok_tmp,
+                             self.lp_val_tmp, &tok_lp)
+        self.ev_lp_at.push_back(<int> self.ev_lp_tok.size())
+        self.ev_lp_n.push_back(n)
+        self.ev_tok_lp.push_back(tok_lp)
+        for k in range(n):
+            self.ev_lp_tok.push_back(self.lp_tok_tmp[k])
+            self.ev_lp_val.push_back(self.lp_val_tmp[k])
 
     cdef int _check_stops(self, int i, L.llama_token tok) noexcept nogil:
         """STEP_TOKEN, STEP_STOP or STEP_LENGTH after slot i produced `tok`."""
@@ -278,6 +325,8 @@ cdef class Engine:
         cdef size_t left
         cdef L.llama_token tok
         self.ev_req.clear(); self.ev_tok.clear(); self.ev_fin.clear(); self.ev_code.clear()
+        self.ev_lp_at.clear(); self.ev_lp_n.clear(); self.ev_tok_lp.clear()
+        self.ev_lp_tok.clear(); self.ev_lp_val.clear()
         # cancelled slots leave first
         for i in range(self.n_slots):
             self.batch_idx[i] = -1
@@ -382,6 +431,7 @@ cdef class Engine:
             self.produced[i] += 1
             self.pending[i] = tok
             st = self._check_stops(i, tok)
+            self._push_logprobs(i, tok)
             self.ev_req.push_back(self.req_id[i])
             self.ev_tok.push_back(tok)
             self.ev_fin.push_back(st)
@@ -390,13 +440,17 @@ cdef class Engine:
                 self.state[i] = SLOT_FREE
         return 0
 
-    def step(self):
+    def step(self, bint with_logprobs=False):
         """One llama_decode for every active slot. Returns events (request_id, token,
         finish_reason): token is -1 for an event that only ends a request; finish_reason is
-        None while the request goes on, else "stop", "length", "cancelled" or "error: ..."."""
+        None while the request goes on, else "stop", "length", "cancelled" or "error: ...".
+
+        with_logprobs=True: events are (request_id, token, finish_reason, logprobs), logprobs
+        None or (token's log-probability, [(token, log-probability), ...] most likely first)
+        for requests submitted with logprobs >= 0."""
         cdef int32_t rc
         cdef size_t k
-        cdef int i
+        cdef int i, a, j
         with self.lock:
             if not self.batch_alive:
                 raise ClosedError("this Engine is closed")
@@ -426,7 +480,17 @@ cdef class Engine:
                     reason = "error: a sampler failed"
                 else:
                     reason = f"error: llama_decode returned {self.ev_code[k]}"
-                events.append((self.ev_req[k], self.ev_tok[k], reason))
+                if not with_logprobs:
+                    events.append((self.ev_req[k], self.ev_tok[k], reason))
+                    continue
+                a = self.ev_lp_at[k]
+                if a < 0:
+                    lp = None
+                else:
+                    lp = (self.ev_tok_lp[k],
+                          [(self.ev_lp_tok[j], self.ev_lp_val[j])
+                           for j in range(a, a + self.ev_lp_n[k])])
+                events.append((self.ev_req[k], self.ev_tok[k], reason, lp))
             for i in range(self.n_slots):
                 if self.state[i] == SLOT_FREE and self.samplers[i] is not None:
                     self._free_slot(i)

@@ -192,6 +192,24 @@ def build_sampler(model: Model, sp: _Sampling, seed: int, last_n_tokens_size: in
     return s
 
 
+
+def infill_tokens(model: Model, prefix_tokens: List[int], suffix_tokens: List[int],
+                  spm_infill: bool = False, name: str = "this model") -> List[int]:
+    """The fill-in-the-middle prompt: [BOS] FIM_PRE prefix FIM_SUF suffix FIM_MID (the suffix
+    part first with spm_infill). ValueError when the model has no FIM tokens."""
+    pre, suf, mid = model.token_fim_pre(), model.token_fim_suf(), model.token_fim_mid()
+    if min(pre, suf, mid) < 0:
+        raise ValueError(f"suffix= (fill-in-the-middle) needs a model with FIM prefix/suffix/"
+                         f"middle tokens; {name} has none")
+    prefix_part = [pre] + list(prefix_tokens)
+    suffix_part = [suf] + list(suffix_tokens)
+    toks = (suffix_part + prefix_part) if spm_infill else (prefix_part + suffix_part)
+    bos = model.token_bos()
+    if model.add_bos and bos >= 0:
+        toks = [bos] + toks
+    return toks + [mid]
+
+
 class LlamaTokenizer:
     """llama-cpp-python's tokenizer object over a Llama (Llama.tokenizer())."""
 
@@ -951,21 +969,12 @@ class Llama:
             return toks, text
         if not isinstance(suffix, str):
             raise TypeError(f"suffix must be a str, not {type(suffix).__name__}")
-        pre, suf, mid = model.token_fim_pre(), model.token_fim_suf(), model.token_fim_mid()
-        if min(pre, suf, mid) < 0:
-            raise ValueError(f"suffix= (fill-in-the-middle) needs a model with FIM prefix/suffix/"
-                             f"middle tokens; {os.path.basename(self.model_path)} has none")
         body = given if given is not None else (
             self.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else [])
         suffix_toks = (self.tokenize(suffix.encode("utf-8"), add_bos=False, special=False)
                        if suffix else [])
-        prefix_part = [pre] + body
-        suffix_part = [suf] + suffix_toks
-        toks = (suffix_part + prefix_part) if self.spm_infill else (prefix_part + suffix_part)
-        bos = model.token_bos()
-        if model.add_bos and bos >= 0:
-            toks = [bos] + toks
-        return toks + [mid], text
+        return infill_tokens(model, body, suffix_toks, self.spm_infill,
+                             os.path.basename(self.model_path)), text
 
     def _piece_str(self, tok: int) -> str:
         return self._model.token_to_piece(tok).decode("utf-8", errors="ignore")

@@ -129,3 +129,66 @@ def test_backend_sampling_equals_cpu_sampling(model):
                 assert out[rid] == toks
                 assert reasons[rid] == reason
             assert model.detokenize(out[gid]).strip() in (b"Paris.", b"Lyon.")
+
+
+def _log_softmax(row):
+    import numpy as np
+    row = np.asarray(row, dtype=np.float64)
+    m = row.max()
+    return row - (m + np.log(np.exp(row - m).sum()))
+
+
+def test_logprobs_match_the_logits(model):
+    """submit(logprobs=N): each token's log-probability and the N most likely tokens equal
+    the log-softmax of the logits of the same tokens decoded one by one; a request beside it
+    without logprobs gets None; a non-greedy chain reports the token it sampled."""
+    import numpy as np
+    n, k = 10, 3
+    with Context(model, n_ctx=1024, n_seq_max=3) as ctx, Engine(ctx) as eng:
+        a = eng.submit(model.tokenize(PROMPTS[0]), Sampler(model).greedy(), max_tokens=n,
+                       logprobs=k)
+        b = eng.submit(model.tokenize(PROMPTS[1]), Sampler(model).greedy(), max_tokens=n)
+        c = eng.submit(model.tokenize(PROMPTS[2]), Sampler(model).top_k(20).dist(5),
+                       max_tokens=n, logprobs=0)
+        toks = {a: [], b: [], c: []}
+        lps = {a: [], b: [], c: []}
+        done = set()
+        while len(done) < 3:
+            for rid, tok, fin, lp in eng.step(with_logprobs=True):
+                if tok >= 0:
+                    toks[rid].append(tok)
+                    lps[rid].append(lp)
+                else:
+                    assert lp is None
+                if fin is not None:
+                    done.add(rid)
+    assert all(lp is None for lp in lps[b]) and len(lps[b]) == n
+    for rid, prompt, want_top in ((a, PROMPTS[0], k), (c, PROMPTS[2], 0)):
+        assert len(lps[rid]) == len(toks[rid]) == n
+        with Context(model, n_ctx=1024) as ref:
+            ref.eval(model.tokenize(prompt))
+            for tok, (tok_lp, top) in zip(toks[rid], lps[rid]):
+                ls = _log_softmax(ref.logits())
+                assert tok_lp == pytest.approx(ls[tok], abs=1e-4)
+                assert len(top) == want_top
+                if want_top:
+                    order = np.argsort(-ls, kind="stable")[:want_top]
+                    assert [t for t, _ in top] == order.tolist()
+                    assert [v for _, v in top] == pytest.approx(ls[order].tolist(), abs=1e-4)
+                    assert top[0][0] == tok                    # greedy: the most likely one
+                ref.eval([tok])
+    assert any(lp[0] < max(-1e-3, -0.01) for lp in lps[c])      # sampled, not always the top
+
+
+def test_logprobs_validation(model):
+    with Context(model, n_ctx=256, n_seq_max=1) as ctx, Engine(ctx) as eng:
+        for bad in (-2, model.n_vocab + 1):
+            with pytest.raises(ValueError, match="logprobs"):
+                eng.submit([1, 2], Sampler(model).greedy(), logprobs=bad)
+        rid = eng.submit([1, 2], Sampler(model).greedy(), max_tokens=1,
+                         logprobs=model.n_vocab)                  # the whole vocabulary
+        ev = [e for e in eng.step(True) if e[1] >= 0]
+        assert ev[0][0] == rid and len(ev[0][3][1]) == model.n_vocab
+        import math
+        total = math.fsum(math.exp(v) for _, v in ev[0][3][1])
+        assert total == pytest.approx(1.0, abs=1e-3)

@@ -524,3 +524,23 @@ def test_logits_all_scores(smollm2_path):
         last = llm.scores[len(toks) - 1]
         assert np.isfinite(last).all() and np.abs(last).sum() > 0
         assert llm.sample(temp=0) == int(np.argmax(last))
+
+
+def test_infill_tokens_layout(vocab_dir):
+    """The fill-in-the-middle prompt, shared by Llama(suffix=) and the server, on vocabularies
+    that have FIM tokens: BOS where the model adds one, then PRE prefix SUF suffix MID (the
+    suffix part first with spm_infill)."""
+    from pyllamacy import Model
+    from pyllamacy.llama import infill_tokens
+    for name in ("ggml-vocab-deepseek-coder.gguf", "ggml-vocab-starcoder.gguf"):
+        with Model(str(vocab_dir / name), vocab_only=True) as m:
+            pre, suf, mid = m.token_fim_pre(), m.token_fim_suf(), m.token_fim_mid()
+            p = m.tokenize("def add(a, b):\n", add_special=False)
+            s = m.tokenize("\n    return c\n", add_special=False)
+            lead = [m.token_bos()] if m.add_bos else []
+            assert infill_tokens(m, p, s) == lead + [pre] + p + [suf] + s + [mid]
+            assert infill_tokens(m, p, s, spm_infill=True) == lead + [suf] + s + [pre] + p + [mid]
+            assert infill_tokens(m, [], []) == lead + [pre, suf, mid]
+    with Model(str(vocab_dir / "ggml-vocab-gpt-2.gguf"), vocab_only=True) as m:
+        with pytest.raises(ValueError, match="fill-in-the-middle"):
+            infill_tokens(m, [1], [2])

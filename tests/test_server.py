@@ -292,3 +292,76 @@ def test_cli_settings(tmp_path, smollm2_path):
     cfg.write_text(json.dumps({"models": [{"model": "x"}, {"model": "x"}]}))
     with pytest.raises(Exception):
         settings_from_args(["--config_file", str(cfg)])
+
+
+def test_completion_logprobs(server, smollm2_path):
+    """logprobs=N on the batched server: llama-cpp-python's shape, streamed equal to
+    non-streamed, and the numbers of Llama.create_completion on the same model."""
+    from pyllamacy import Llama
+    c = server.client()
+    prompt = "The capital of France is"
+    full = c.completions.create(model="smol", prompt=prompt, max_tokens=8, temperature=0,
+                                logprobs=2)
+    ch = full.choices[0]
+    lp = ch.logprobs
+    assert len(lp.tokens) == full.usage.completion_tokens == len(lp.token_logprobs)
+    assert "".join(lp.tokens) == ch.text
+    assert lp.text_offset[0] == len(prompt)
+    assert all(b - a == len(t) for a, b, t in zip(lp.text_offset, lp.text_offset[1:], lp.tokens))
+    for tok, v, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert v <= 0 and top[tok] == v and len(top) <= 3
+        assert v == pytest.approx(max(top.values()))           # greedy: the most likely
+    streamed = {"tokens": [], "token_logprobs": [], "text_offset": []}
+    for chunk in c.completions.create(model="smol", prompt=prompt, max_tokens=8, temperature=0,
+                                      logprobs=2, stream=True):
+        got = chunk.choices[0].logprobs
+        if got is not None:
+            for k in streamed:
+                streamed[k] += getattr(got, k) or []
+    assert streamed == {"tokens": lp.tokens, "token_logprobs": lp.token_logprobs,
+                        "text_offset": lp.text_offset}
+    with Llama(smollm2_path, n_ctx=256, n_threads=1, verbose=False) as llm:
+        ref = llm.create_completion(prompt, max_tokens=8, temperature=0, logprobs=2)
+    rl = ref["choices"][0]["logprobs"]
+    assert rl["tokens"] == lp.tokens and rl["text_offset"] == lp.text_offset
+    assert lp.token_logprobs == pytest.approx(rl["token_logprobs"], abs=1e-2)
+    for a, b in zip(lp.top_logprobs, rl["top_logprobs"]):
+        assert set(a) == set(b) and [a[k] for k in b] == pytest.approx(list(b.values()), abs=1e-2)
+
+
+def test_chat_logprobs(server):
+    c = server.client()
+    msgs = [{"role": "user", "content": "Name a color."}]
+    full = c.chat.completions.create(model="smol", messages=msgs, max_tokens=10, temperature=0,
+                                     logprobs=True, top_logprobs=3)
+    content = full.choices[0].logprobs.content
+    assert "".join(e.token for e in content) == full.choices[0].message.content
+    assert all(len(e.top_logprobs) in (3, 4) and e.logprob <= 0 for e in content)
+    assert all(e.bytes == list(e.token.encode("utf-8")) for e in content)
+    streamed = []
+    for ch in c.chat.completions.create(model="smol", messages=msgs, max_tokens=10,
+                                        temperature=0, logprobs=True, top_logprobs=3,
+                                        stream=True):
+        if ch.choices and ch.choices[0].logprobs is not None:
+            streamed += ch.choices[0].logprobs.content
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in content]
+    plain = c.chat.completions.create(model="smol", messages=msgs, max_tokens=4, temperature=0)
+    assert plain.choices[0].logprobs is None
+
+
+def test_logprobs_bad_requests(server):
+    h = {"Authorization": f"Bearer {KEY}"}
+    u = server.url
+    msgs = [{"role": "user", "content": "x"}]
+    for path, body in (("/v1/completions", {"prompt": "x", "logprobs": 21}),
+                       ("/v1/completions", {"prompt": "x", "logprobs": 1, "echo": True}),
+                       ("/v1/chat/completions", {"messages": msgs, "top_logprobs": 2}),
+                       ("/v1/chat/completions", {"messages": msgs, "logprobs": True,
+                                                 "top_logprobs": 99})):
+        r = httpx.post(u + path, json=body, headers=h)
+        assert r.status_code == 400, (path, body, r.text)
+        assert "logprobs" in r.json()["error"]["message"]
+    # SmolLM2 has no fill-in-the-middle tokens: suffix= says so
+    r = httpx.post(u + "/v1/completions", json={"prompt": "def f(", "suffix": "  return 1\n"},
+                   headers=h)
+    assert r.status_code == 400 and "fill-in-the-middle" in r.json()["error"]["message"]

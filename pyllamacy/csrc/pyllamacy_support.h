@@ -27,6 +27,7 @@
 #include "llama.h"
 
 #include "argmax.h"
+#include "logprobs.h"
 
 namespace pyllamacy {
 

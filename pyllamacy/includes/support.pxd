@@ -45,6 +45,9 @@ cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
     llama_token greedy_biased(llama_sampler * chain, llama_context * ctx, int32_t idx,
                               const float * logits, int32_t n_vocab,
                               const vector[llama_logit_bias] & bias)
+    int32_t token_logprobs(const float * logits, int32_t n_vocab, llama_token tok,
+                           int32_t n_top, vector[llama_token] & top_tok, vector[float] & top_lp,
+                           float * tok_lp)
     bint grammar_allows(llama_sampler * g, llama_token token)
     int sampler_accept_checked(llama_sampler * s, llama_token token)
 

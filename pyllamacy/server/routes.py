@@ -7,7 +7,8 @@ import json
 import random
 import time
 import uuid
-from typing import AsyncIterator, List, Optional, Tuple
+from collections import deque
+from typing import AsyncIterator, Deque, List, Optional, Tuple
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -78,8 +79,18 @@ def _stops(stop) -> List[str]:
     return out
 
 
+_MAX_LOGPROBS = 20
+
+
+def _check_logprobs(n: Optional[int], what: str) -> Optional[int]:
+    if n is not None and n > _MAX_LOGPROBS:
+        raise ApiError(400, f"{what} must be <= {_MAX_LOGPROBS}")
+    return n
+
+
 def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: _Sampling,
-            seed: Optional[int], max_tokens: int, stop: List[str], special=None) -> GenRequest:
+            seed: Optional[int], max_tokens: int, stop: List[str], special=None,
+            logprobs: Optional[int] = None) -> GenRequest:
     ms = runner.settings
     if seed is None:
         seed = ms.seed if ms.seed != 0xFFFFFFFF else random.getrandbits(32)
@@ -92,7 +103,7 @@ def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: _Sa
         n = ms.last_n_tokens_size
         for t in (tokens if n < 0 else tokens[-n:]):
             sampler.accept(t)
-    req = GenRequest(tokens, sampler, max_tokens, stop, special)
+    req = GenRequest(tokens, sampler, max_tokens, stop, special, logprobs)
     try:
         runner.submit(req)
     except QueueFullError as e:
@@ -107,9 +118,9 @@ def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: _Sa
     return req
 
 
-async def _events(request: Request, req: GenRequest) -> AsyncIterator[Tuple[Optional[bytes],
-                                                                               Optional[str]]]:
-    """(piece, finish_reason) until the request ends; _Disconnected when the client leaves."""
+async def _events(request: Request, req: GenRequest) -> AsyncIterator[tuple]:
+    """(piece, finish_reason, logprob entry) until the request ends; _Disconnected when the
+    client leaves."""
     q = req.queue
     while True:
         if q.empty():
@@ -126,27 +137,46 @@ async def _events(request: Request, req: GenRequest) -> AsyncIterator[Tuple[Opti
             return
 
 
-async def _texts(request: Request, runner: EngineRunner, req: GenRequest, stop: List[str]):
-    """(text, None) as it becomes final, then ("", finish_reason). Cancels the request if the
-    client disconnects or this consumer is closed early."""
+async def _texts(request: Request, runner: EngineRunner, req: GenRequest, stop: List[str],
+                 base: int = 0):
+    """(text, None, entries) as it becomes final, then ("", finish_reason, entries). Cancels
+    the request if the client disconnects or this consumer is closed early.
+
+    entries: the logprob entries (token text, text offset, log-probability, top) of the tokens
+    whose text has been released (offsets count from `base`); always [] without logprobs.
+    Tokens cut by a stop string are not reported, as in Llama.create_completion."""
     asm = TextAssembler(stop)
     finish = None
+    pending: Deque[tuple] = deque()
+
+    def released():
+        out = []
+        while pending and pending[0][1] - base < asm.released:
+            out.append(pending.popleft())
+        return out
+
     try:
-        async for piece, fin in _events(request, req):
+        async for piece, fin, lp in _events(request, req):
             if piece is not None and not asm.stopped:
+                offset = asm.decoded
                 out = asm.push(piece)
-                if out:
-                    yield out, None
+                if lp is not None:
+                    pending.append((lp[0], base + offset, lp[1], lp[2]))
+                entries = released()
+                if out or entries:
+                    yield out, None, entries
                 if asm.stopped:
                     runner.cancel(req)
             if fin is not None:
                 finish = fin
         tail = asm.flush()
-        if tail:
-            yield tail, None
+        entries = released() if asm.stopped else list(pending)
+        pending.clear()
+        if tail or entries:
+            yield tail, None, entries
         if asm.stopped or finish == "cancelled":
             finish = "stop"
-        yield "", finish
+        yield "", finish, []
     finally:
         if not req.done:
             runner.cancel(req)
@@ -170,23 +200,26 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def _collect(request: Request, state, runner: EngineRunner, route: str, req: GenRequest,
-                   n_prompt: int, stop: List[str], t0: float):
-    """Run a non-streamed request to its end and record it: (text, finish_reason), or
-    (None, None) when the client left; ApiError(500) when generation failed."""
+                   n_prompt: int, stop: List[str], t0: float, base: int = 0):
+    """Run a non-streamed request to its end and record it: (text, finish_reason, logprob
+    entries), or (None, None, None) when the client left; ApiError(500) when generation
+    failed."""
     texts: List[str] = []
+    entries: list = []
     finish = None
     try:
-        async for text, fin in _texts(request, runner, req, stop):
+        async for text, fin, ents in _texts(request, runner, req, stop, base):
             texts.append(text)
+            entries.extend(ents)
             finish = fin or finish
     except _Disconnected:
         _record(state, runner, route, req, n_prompt, 499, t0)
-        return None, None
+        return None, None, None
     err = _finish_error(finish)
     _record(state, runner, route, req, n_prompt, 500 if err else 200, t0)
     if err:
         raise ApiError(500, err, "server_error")
-    return "".join(texts), finish
+    return "".join(texts), finish, entries
 
 
 def _finish_error(finish: str) -> Optional[str]:
@@ -195,8 +228,12 @@ def _finish_error(finish: str) -> Optional[str]:
 
 # -- /v1/completions ---------------------------------------------------------------------------
 
-def _prompt_tokens(runner: EngineRunner, prompt) -> Tuple[List[int], str]:
+def _prompt_tokens(runner: EngineRunner, prompt, suffix: Optional[str] = None
+                   ) -> Tuple[List[int], str]:
+    """The request's prompt -> (tokens, prompt text); with `suffix`, the fill-in-the-middle
+    prompt around it (the model's FIM tokens; 400 for a model without them)."""
     model = runner.model
+    given: Optional[List[int]] = None
     if isinstance(prompt, list):
         if prompt and all(isinstance(p, str) for p in prompt):
             if len(prompt) != 1:
@@ -207,13 +244,26 @@ def _prompt_tokens(runner: EngineRunner, prompt) -> Tuple[List[int], str]:
             n_vocab = model.n_vocab
             if any(t < 0 or t >= n_vocab for t in prompt):
                 raise ApiError(400, f"token ids must be in 0..{n_vocab - 1}")
-            toks = list(prompt)
-            text = model.detokenize(toks).decode("utf-8", "replace") if toks else ""
-            if not toks:
+            given = list(prompt)
+            prompt = model.detokenize(given).decode("utf-8", "replace") if given else ""
+            if not given and suffix is None:
                 raise ApiError(400, "empty prompt")
-            return toks, text
     if not isinstance(prompt, str):
         raise ApiError(400, "prompt must be a string or a list of token ids")
+    if suffix is not None:
+        from ..llama import infill_tokens
+        body = given if given is not None else (
+            model.tokenize(prompt.encode("utf-8"), add_special=False, parse_special=False)
+            if prompt else [])
+        suffix_toks = (model.tokenize(suffix.encode("utf-8"), add_special=False,
+                                      parse_special=False) if suffix else [])
+        try:
+            return infill_tokens(model, body, suffix_toks, runner.settings.spm_infill,
+                                 f"model {runner.name!r}"), prompt
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+    if given is not None:
+        return given, prompt
     toks = model.tokenize(prompt.encode("utf-8"), add_special=True, parse_special=True)
     if not toks:
         bos = model.token_bos()
@@ -228,22 +278,24 @@ async def completions(body: CompletionRequest, request: Request):
     t0 = time.perf_counter()
     state = _state(request)
     runner = state.runner(body.model)
-    if body.logprobs is not None:
-        raise ApiError(400, "logprobs are not supported by the batched server yet")
-    if body.suffix:
-        raise ApiError(400, "suffix (fill-in-the-middle) is not supported by the server yet")
-    toks, prompt_text = _prompt_tokens(runner, body.prompt)
+    n_logprobs = _check_logprobs(body.logprobs, "logprobs")
+    if n_logprobs is not None and body.echo:
+        raise ApiError(400, "logprobs with echo (log-probabilities of the prompt) are not "
+                            "supported by the batched server")
+    toks, prompt_text = _prompt_tokens(runner, body.prompt, body.suffix)
     max_tokens = _max_tokens(state, runner, body.max_tokens, len(toks))
     stop = _stops(body.stop)
     sp = _sampling(state, body)
-    req = _submit(state, runner, toks, sp, body.seed, max_tokens, stop)
+    req = _submit(state, runner, toks, sp, body.seed, max_tokens, stop, logprobs=n_logprobs)
     cid = f"cmpl-{uuid.uuid4()}"
     created = int(time.time())
     name = runner.name
+    base = len(prompt_text)           # text offsets count the prompt, as in Llama
 
-    def chunk(text, finish):
+    def chunk(text, finish, entries=None):
         return {"id": cid, "object": "text_completion", "created": created, "model": name,
-                "choices": [{"text": text, "index": 0, "logprobs": None,
+                "choices": [{"text": text, "index": 0,
+                             "logprobs": None if n_logprobs is None else _logprobs_dict(entries),
                              "finish_reason": finish}]}
 
     if body.stream:
@@ -252,13 +304,13 @@ async def completions(body: CompletionRequest, request: Request):
             try:
                 if body.echo:
                     yield _sse(chunk(prompt_text, None))
-                async for text, finish in _texts(request, runner, req, stop):
+                async for text, finish, entries in _texts(request, runner, req, stop, base):
                     err = _finish_error(finish)
                     if err:
                         status = 500
                         yield _sse(error_body(500, err, "server_error"))
-                    elif text or finish:
-                        yield _sse(chunk(text, finish))
+                    elif text or finish or entries:
+                        yield _sse(chunk(text, finish, entries))
                 yield b"data: [DONE]\n\n"
             except _Disconnected:
                 status = 499
@@ -266,17 +318,24 @@ async def completions(body: CompletionRequest, request: Request):
                 _record(state, runner, "completions", req, len(toks), status, t0)
         return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
-    text, finish = await _collect(request, state, runner, "completions", req, len(toks), stop,
-                                  t0)
+    text, finish, entries = await _collect(request, state, runner, "completions", req,
+                                           len(toks), stop, t0, base)
     if text is None:
         return JSONResponse(error_body(499, "client closed the request", "cancelled"), 499)
     if body.echo:
         text = prompt_text + text
     return {"id": cid, "object": "text_completion", "created": created, "model": name,
-            "choices": [{"text": text, "index": 0, "logprobs": None,
+            "choices": [{"text": text, "index": 0,
+                         "logprobs": None if n_logprobs is None else _logprobs_dict(entries),
                          "finish_reason": finish}],
             "usage": {"prompt_tokens": len(toks), "completion_tokens": req.n_tokens,
                       "total_tokens": len(toks) + req.n_tokens}}
+
+
+def _logprobs_dict(entries) -> dict:
+    entries = entries or []
+    return {"tokens": [e[0] for e in entries], "text_offset": [e[1] for e in entries],
+            "token_logprobs": [e[2] for e in entries], "top_logprobs": [e[3] for e in entries]}
 
 
 # -- /v1/chat/completions ----------------------------------------------------------------------
@@ -284,12 +343,14 @@ async def completions(body: CompletionRequest, request: Request):
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     from ..chat import (ChatDeltas, ChatParseError, ChatTemplateError, SchemaError,
-                        chat_message, prepare_chat)
+                        _chat_logprobs, chat_message, prepare_chat)
     t0 = time.perf_counter()
     state = _state(request)
     runner = state.runner(body.model)
-    if body.logprobs:
-        raise ApiError(400, "logprobs are not supported by the batched server yet")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise ApiError(400, "top_logprobs requires logprobs=true")
+    n_logprobs = _check_logprobs(body.top_logprobs or 0, "top_logprobs") if body.logprobs \
+        else None
     stop = _stops(body.stop)
     try:
         creq = await run_in_threadpool(
@@ -307,31 +368,36 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     max_tokens = _max_tokens(state, runner, requested, len(toks))
     sp = _sampling(state, body, grammar=creq.grammar)
     stops = creq.stop
-    req = _submit(state, runner, toks, sp, body.seed, max_tokens, stops, creq.special_tokens)
+    req = _submit(state, runner, toks, sp, body.seed, max_tokens, stops, creq.special_tokens,
+                  n_logprobs)
     cid = f"chatcmpl-{uuid.uuid4()}"
     created = int(time.time())
     name = runner.name
 
     if body.stream:
-        def chunk(delta, finish=None):
+        def chunk(delta, finish=None, logprobs=None):
             return {"id": cid, "object": "chat.completion.chunk", "created": created,
-                    "model": name, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                                "finish_reason": finish}]}
+                    "model": name, "choices": [{"index": 0, "delta": delta,
+                                                "logprobs": logprobs, "finish_reason": finish}]}
 
         async def gen():
             status = 200
             deltas = ChatDeltas(creq)
             try:
                 yield _sse(chunk({"role": "assistant", "content": ""}))
-                async for text, finish in _texts(request, runner, req, stops):
+                async for text, finish, entries in _texts(request, runner, req, stops):
                     err = _finish_error(finish)
                     if err:
                         status = 500
                         yield _sse(error_body(500, err, "server_error"))
                         break
-                    if text:
-                        for d in deltas.feed(text):
-                            yield _sse(chunk(d))
+                    lp = _chat_logprobs(entries) if n_logprobs is not None and entries \
+                        else None
+                    ds = deltas.feed(text) if text else []
+                    if not ds and lp is not None:
+                        ds = [{"content": ""}]
+                    for j, d in enumerate(ds):
+                        yield _sse(chunk(d, None, lp if j == 0 else None))
                     if finish:
                         last, fin = deltas.finish(finish)
                         for d in last:
@@ -344,12 +410,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                 _record(state, runner, "chat", req, len(toks), status, t0)
         return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
-    text, finish = await _collect(request, state, runner, "chat", req, len(toks), stops, t0)
+    text, finish, entries = await _collect(request, state, runner, "chat", req, len(toks),
+                                           stops, t0)
     if text is None:
         return JSONResponse(error_body(499, "client closed the request", "cancelled"), 499)
     message, finish = await run_in_threadpool(chat_message, creq, text, finish)
     return {"id": cid, "object": "chat.completion", "created": created, "model": name,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
+            "choices": [{"index": 0, "message": message,
+                         "logprobs": _chat_logprobs(entries) if n_logprobs is not None
+                         else None,
                          "finish_reason": finish}],
             "usage": {"prompt_tokens": len(toks), "completion_tokens": req.n_tokens,
                       "total_tokens": len(toks) + req.n_tokens}}

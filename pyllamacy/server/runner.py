@@ -33,17 +33,23 @@ class RunnerClosedError(RuntimeError):
 
 class GenRequest:
     """One generation: prompt tokens + its own sampler; events arrive on `queue` as
-    (piece: bytes | None, finish_reason: str | None)."""
-    __slots__ = ("tokens", "sampler", "max_tokens", "stop", "special", "queue", "loop", "rid",
-                 "done", "t_submit", "t_first", "n_tokens", "finish_reason")
+    (piece: bytes | None, finish_reason: str | None, logprob: LogprobEntry | None).
+
+    logprobs=N asks for each token's log-probability and the N most likely alternatives:
+    LogprobEntry = (token text, log-probability, {text: log-probability} of the top N and the
+    token itself), the shape of llama-cpp-python's completion logprobs."""
+    __slots__ = ("tokens", "sampler", "max_tokens", "stop", "special", "logprobs", "queue",
+                 "loop", "rid", "done", "t_submit", "t_first", "n_tokens", "finish_reason")
 
     def __init__(self, tokens: List[int], sampler: Sampler, max_tokens: int,
-                 stop: List[str], special: Optional[Set[int]] = None):
+                 stop: List[str], special: Optional[Set[int]] = None,
+                 logprobs: Optional[int] = None):
         self.tokens = tokens
         self.sampler = sampler
         self.max_tokens = max_tokens
         self.stop = stop
         self.special = special or set()
+        self.logprobs = logprobs
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.rid: Optional[int] = None
@@ -65,10 +71,10 @@ def _deliver(batch):
     """On the event loop: hand one step's events to their requests."""
     for req, pieces, finish in batch:
         q = req.queue
-        for p in pieces:
-            q.put_nowait((p, None))
+        for p, lp in pieces:
+            q.put_nowait((p, None, lp))
         if finish is not None:
-            q.put_nowait((None, finish))
+            q.put_nowait((None, finish, None))
 
 
 class EngineRunner:
@@ -178,7 +184,8 @@ class EngineRunner:
                 while self._waiting and len(self._running) < self.n_slots:
                     req = self._waiting.popleft()
                     try:
-                        req.rid = eng.submit(req.tokens, req.sampler, req.max_tokens, req.stop)
+                        req.rid = eng.submit(req.tokens, req.sampler, req.max_tokens, req.stop,
+                                             -1 if req.logprobs is None else req.logprobs)
                     except Exception as e:    # bad prompt: only this request fails
                         _close_sampler(req)
                         self._fail(req, f"error: {e}", batch)
@@ -188,7 +195,7 @@ class EngineRunner:
                 self.n_running = len(self._running)
             if self._running:
                 try:
-                    events = eng.step()
+                    events = eng.step(True)
                 except Exception as e:          # the engine itself failed: end everything
                     log.exception("Engine.step failed")
                     with self._cv:
@@ -203,7 +210,7 @@ class EngineRunner:
         by_req: Dict[int, list] = {}
         to_piece = self.model.token_to_piece
         now = time.perf_counter()
-        for rid, tok, fin in events:
+        for rid, tok, fin, lp in events:
             req = self._running.get(rid)
             if req is None:
                 continue
@@ -211,7 +218,8 @@ class EngineRunner:
             if ent is None:
                 ent = by_req[rid] = [req, [], None]
             if tok >= 0:
-                ent[1].append(to_piece(tok, tok in req.special))
+                ent[1].append((to_piece(tok, tok in req.special),
+                               None if lp is None else self._logprob_entry(tok, lp)))
                 req.n_tokens += 1
                 if req.t_first is None:
                     req.t_first = now
@@ -227,6 +235,18 @@ class EngineRunner:
                         self._running.pop(rid, None)
                 self.n_running = len(self._running)
         batch.extend(tuple(e) for e in by_req.values())
+
+    def _piece_str(self, tok: int) -> str:
+        return self.model.token_to_piece(tok).decode("utf-8", errors="ignore")
+
+    def _logprob_entry(self, tok: int, lp):
+        tok_lp, top_pairs = lp
+        s = self._piece_str(tok)
+        top = {}
+        for t, v in top_pairs:
+            top.setdefault(self._piece_str(t), v)
+        top[s] = tok_lp
+        return s, tok_lp, top
 
     def _flush(self, batch) -> None:
         if not batch:

@@ -39,6 +39,8 @@ class ModelSettings(BaseModel):
     embedding: bool = Field(True, description="Serve /v1/embeddings with this model (an extra "
                                               "context, created on first use).")
     chat_format: Optional[str] = Field(None, description="None: the model's own template.")
+    spm_infill: bool = Field(False, description="Fill-in-the-middle prompts (suffix=) put the "
+                             "suffix before the prefix (models trained that way).")
     verbose: bool = False
     # batching (ours; llama-server's --parallel)
     n_parallel: int = Field(4, ge=1, le=256, description="Slots: requests decoded together.")
