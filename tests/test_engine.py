@@ -192,3 +192,26 @@ def test_logprobs_validation(model):
         import math
         total = math.fsum(math.exp(v) for _, v in ev[0][3][1])
         assert total == pytest.approx(1.0, abs=1e-3)
+
+
+def test_logprobs_beside_backend_sampling(model):
+    """With backend_sampling, a request that asks for logprobs is sampled on the CPU (it needs
+    the logits) beside requests sampled in the graph; same tokens as alone."""
+    n = 8
+    alone = _alone(model, PROMPTS[0], n)[0]
+    with Context(model, n_ctx=1024, n_seq_max=2) as ctx, \
+            Engine(ctx, backend_sampling=True) as eng:
+        a = eng.submit(model.tokenize(PROMPTS[0]), Sampler(model).greedy(), max_tokens=n,
+                       logprobs=2)
+        b = eng.submit(model.tokenize(PROMPTS[1]), Sampler(model).greedy(), max_tokens=n)
+        got = {a: [], b: []}
+        done = set()
+        while len(done) < 2:
+            for rid, tok, fin, lp in eng.step(True):
+                if tok >= 0:
+                    got[rid].append((tok, lp))
+                if fin is not None:
+                    done.add(rid)
+    assert [t for t, _ in got[a]] == alone
+    assert all(lp is not None and lp[1][0][0] == t for t, lp in got[a])
+    assert all(lp is None for _, lp in got[b])
