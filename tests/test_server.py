@@ -365,3 +365,48 @@ def test_logprobs_bad_requests(server):
     r = httpx.post(u + "/v1/completions", json={"prompt": "def f(", "suffix": "  return 1\n"},
                    headers=h)
     assert r.status_code == 400 and "fill-in-the-middle" in r.json()["error"]["message"]
+
+
+def test_n_choices(server):
+    """n=3: three requests of their own (choice i seeded seed + i), run side by side: each
+    choice equals the single request with that seed; streamed choices equal the non-streamed."""
+    c = server.client()
+    kw = dict(model="smol", prompt="Once upon a time", max_tokens=10, temperature=0.9)
+    multi = c.completions.create(n=3, seed=40, **kw)
+    assert [ch.index for ch in multi.choices] == [0, 1, 2]
+    singles = [c.completions.create(seed=40 + i, **kw).choices[0].text for i in range(3)]
+    assert [ch.text for ch in multi.choices] == singles
+    assert len(set(singles)) > 1                                  # the seeds differ
+    assert 3 <= multi.usage.completion_tokens <= 30 and multi.usage.prompt_tokens > 0
+    parts = {0: [], 1: [], 2: []}
+    for chunk in c.completions.create(n=3, seed=40, stream=True, **kw):
+        for ch in chunk.choices:
+            parts[ch.index].append(ch.text)
+    assert ["".join(parts[i]) for i in range(3)] == singles
+    msgs = [{"role": "user", "content": "Name a color."}]
+    chat = c.chat.completions.create(model="smol", messages=msgs, max_tokens=8, n=2, seed=7,
+                                     temperature=0.9)
+    one = [c.chat.completions.create(model="smol", messages=msgs, max_tokens=8, seed=7 + i,
+                                     temperature=0.9).choices[0].message.content
+           for i in range(2)]
+    assert [ch.message.content for ch in chat.choices] == one
+    streamed = {0: [], 1: []}
+    for chunk in c.chat.completions.create(model="smol", messages=msgs, max_tokens=8, n=2,
+                                           seed=7, temperature=0.9, stream=True):
+        for ch in chunk.choices:
+            if ch.delta.content:
+                streamed[ch.index].append(ch.delta.content)
+    assert ["".join(streamed[i]) for i in range(2)] == one
+
+
+def test_n_all_or_none(small_server):
+    """One slot and no queue: n=2 cannot be placed whole, so nothing is (429) and the slot is
+    free for the next request."""
+    s = small_server
+    r = httpx.post(s.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 4, "n": 2},
+                   timeout=60)
+    assert r.status_code == 429, r.text
+    assert _wait_idle(s)
+    r = httpx.post(s.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2},
+                   timeout=60)
+    assert r.status_code == 200 and len(r.json()["choices"]) == 1

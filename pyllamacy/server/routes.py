@@ -273,6 +273,81 @@ def _prompt_tokens(runner: EngineRunner, prompt, suffix: Optional[str] = None
     return toks, prompt
 
 
+def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int],
+              sp: _Sampling, seed: Optional[int], max_tokens: int, stop: List[str],
+              special=None, logprobs: Optional[int] = None) -> List[GenRequest]:
+    """n requests for n choices (choice i seeded seed + i); all or none: when one cannot be
+    queued, those already queued are cancelled and the error is raised."""
+    if n > 1 and seed is None:
+        ms = runner.settings
+        seed = ms.seed if ms.seed != 0xFFFFFFFF else random.getrandbits(32)
+    reqs: List[GenRequest] = []
+    try:
+        for i in range(n):
+            reqs.append(_submit(state, runner, tokens, sp,
+                                None if seed is None else (int(seed) + i) & 0xFFFFFFFF,
+                                max_tokens, stop, special, logprobs))
+    except BaseException:
+        for r in reqs:
+            runner.cancel(r)
+        raise
+    return reqs
+
+
+async def _merged(streams) -> AsyncIterator[tuple]:
+    """(choice index, item) from several async iterators as their items come; an exception in
+    any of them is raised here; leaving early closes them all (cancelling their requests)."""
+    q: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i, it):
+        try:
+            async for item in it:
+                await q.put((i, item, None))
+            await q.put((i, None, None))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:        # _Disconnected, errors: to the consumer
+            await q.put((i, None, e))
+
+    tasks = [asyncio.ensure_future(pump(i, it)) for i, it in enumerate(streams)]
+    try:
+        left = len(tasks)
+        while left:
+            i, item, exc = await q.get()
+            if exc is not None:
+                raise exc
+            if item is None:
+                left -= 1
+                continue
+            yield i, item
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _collect_n(request: Request, state, runner: EngineRunner, route: str,
+                     reqs: List[GenRequest], n_prompt: int, stop: List[str], t0: float,
+                     base: int = 0):
+    """_collect for each choice, concurrently: a list of (text, finish, entries), or None when
+    the client left; ApiError(500) when a choice failed."""
+    results = await asyncio.gather(
+        *(_collect(request, state, runner, route, r, n_prompt, stop, t0, base) for r in reqs),
+        return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    if any(r[0] is None for r in results):
+        return None
+    return results
+
+
+def _usage(n_prompt: int, reqs: List[GenRequest]) -> dict:
+    done = sum(r.n_tokens for r in reqs)
+    return {"prompt_tokens": n_prompt, "completion_tokens": done,
+            "total_tokens": n_prompt + done}
+
+
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
     t0 = time.perf_counter()
@@ -286,50 +361,54 @@ async def completions(body: CompletionRequest, request: Request):
     max_tokens = _max_tokens(state, runner, body.max_tokens, len(toks))
     stop = _stops(body.stop)
     sp = _sampling(state, body)
-    req = _submit(state, runner, toks, sp, body.seed, max_tokens, stop, logprobs=n_logprobs)
+    reqs = _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, stop,
+                     logprobs=n_logprobs)
     cid = f"cmpl-{uuid.uuid4()}"
     created = int(time.time())
     name = runner.name
     base = len(prompt_text)           # text offsets count the prompt, as in Llama
 
-    def chunk(text, finish, entries=None):
+    def choice(i, text, finish, entries=None):
+        return {"text": text, "index": i,
+                "logprobs": None if n_logprobs is None else _logprobs_dict(entries),
+                "finish_reason": finish}
+
+    def chunk(i, text, finish, entries=None):
         return {"id": cid, "object": "text_completion", "created": created, "model": name,
-                "choices": [{"text": text, "index": 0,
-                             "logprobs": None if n_logprobs is None else _logprobs_dict(entries),
-                             "finish_reason": finish}]}
+                "choices": [choice(i, text, finish, entries)]}
 
     if body.stream:
         async def gen():
             status = 200
             try:
                 if body.echo:
-                    yield _sse(chunk(prompt_text, None))
-                async for text, finish, entries in _texts(request, runner, req, stop, base):
+                    for i in range(len(reqs)):
+                        yield _sse(chunk(i, prompt_text, None))
+                async for i, (text, finish, entries) in _merged(
+                        [_texts(request, runner, r, stop, base) for r in reqs]):
                     err = _finish_error(finish)
                     if err:
                         status = 500
                         yield _sse(error_body(500, err, "server_error"))
                     elif text or finish or entries:
-                        yield _sse(chunk(text, finish, entries))
+                        yield _sse(chunk(i, text, finish, entries))
                 yield b"data: [DONE]\n\n"
             except _Disconnected:
                 status = 499
             finally:
-                _record(state, runner, "completions", req, len(toks), status, t0)
+                for r in reqs:
+                    _record(state, runner, "completions", r, len(toks), status, t0)
         return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
-    text, finish, entries = await _collect(request, state, runner, "completions", req,
-                                           len(toks), stop, t0, base)
-    if text is None:
+    results = await _collect_n(request, state, runner, "completions", reqs, len(toks), stop,
+                               t0, base)
+    if results is None:
         return JSONResponse(error_body(499, "client closed the request", "cancelled"), 499)
-    if body.echo:
-        text = prompt_text + text
+    choices = []
+    for i, (text, finish, entries) in enumerate(results):
+        choices.append(choice(i, prompt_text + text if body.echo else text, finish, entries))
     return {"id": cid, "object": "text_completion", "created": created, "model": name,
-            "choices": [{"text": text, "index": 0,
-                         "logprobs": None if n_logprobs is None else _logprobs_dict(entries),
-                         "finish_reason": finish}],
-            "usage": {"prompt_tokens": len(toks), "completion_tokens": req.n_tokens,
-                      "total_tokens": len(toks) + req.n_tokens}}
+            "choices": choices, "usage": _usage(len(toks), reqs)}
 
 
 def _logprobs_dict(entries) -> dict:
@@ -368,24 +447,26 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     max_tokens = _max_tokens(state, runner, requested, len(toks))
     sp = _sampling(state, body, grammar=creq.grammar)
     stops = creq.stop
-    req = _submit(state, runner, toks, sp, body.seed, max_tokens, stops, creq.special_tokens,
-                  n_logprobs)
+    reqs = _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, stops,
+                     creq.special_tokens, n_logprobs)
     cid = f"chatcmpl-{uuid.uuid4()}"
     created = int(time.time())
     name = runner.name
 
     if body.stream:
-        def chunk(delta, finish=None, logprobs=None):
+        def chunk(i, delta, finish=None, logprobs=None):
             return {"id": cid, "object": "chat.completion.chunk", "created": created,
-                    "model": name, "choices": [{"index": 0, "delta": delta,
+                    "model": name, "choices": [{"index": i, "delta": delta,
                                                 "logprobs": logprobs, "finish_reason": finish}]}
 
         async def gen():
             status = 200
-            deltas = ChatDeltas(creq)
+            deltas = [ChatDeltas(creq) for _ in reqs]
             try:
-                yield _sse(chunk({"role": "assistant", "content": ""}))
-                async for text, finish, entries in _texts(request, runner, req, stops):
+                for i in range(len(reqs)):
+                    yield _sse(chunk(i, {"role": "assistant", "content": ""}))
+                async for i, (text, finish, entries) in _merged(
+                        [_texts(request, runner, r, stops) for r in reqs]):
                     err = _finish_error(finish)
                     if err:
                         status = 500
@@ -393,35 +474,36 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                         break
                     lp = _chat_logprobs(entries) if n_logprobs is not None and entries \
                         else None
-                    ds = deltas.feed(text) if text else []
+                    ds = deltas[i].feed(text) if text else []
                     if not ds and lp is not None:
                         ds = [{"content": ""}]
                     for j, d in enumerate(ds):
-                        yield _sse(chunk(d, None, lp if j == 0 else None))
+                        yield _sse(chunk(i, d, None, lp if j == 0 else None))
                     if finish:
-                        last, fin = deltas.finish(finish)
+                        last, fin = deltas[i].finish(finish)
                         for d in last:
-                            yield _sse(chunk(d))
-                        yield _sse(chunk({}, fin))
+                            yield _sse(chunk(i, d))
+                        yield _sse(chunk(i, {}, fin))
                 yield b"data: [DONE]\n\n"
             except _Disconnected:
                 status = 499
             finally:
-                _record(state, runner, "chat", req, len(toks), status, t0)
+                for r in reqs:
+                    _record(state, runner, "chat", r, len(toks), status, t0)
         return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
-    text, finish, entries = await _collect(request, state, runner, "chat", req, len(toks),
-                                           stops, t0)
-    if text is None:
+    results = await _collect_n(request, state, runner, "chat", reqs, len(toks), stops, t0)
+    if results is None:
         return JSONResponse(error_body(499, "client closed the request", "cancelled"), 499)
-    message, finish = await run_in_threadpool(chat_message, creq, text, finish)
+    choices = []
+    for i, (text, finish, entries) in enumerate(results):
+        message, finish = await run_in_threadpool(chat_message, creq, text, finish)
+        choices.append({"index": i, "message": message,
+                        "logprobs": _chat_logprobs(entries) if n_logprobs is not None
+                        else None,
+                        "finish_reason": finish})
     return {"id": cid, "object": "chat.completion", "created": created, "model": name,
-            "choices": [{"index": 0, "message": message,
-                         "logprobs": _chat_logprobs(entries) if n_logprobs is not None
-                         else None,
-                         "finish_reason": finish}],
-            "usage": {"prompt_tokens": len(toks), "completion_tokens": req.n_tokens,
-                      "total_tokens": len(toks) + req.n_tokens}}
+            "choices": choices, "usage": _usage(len(toks), reqs)}
 
 
 # -- /v1/embeddings ----------------------------------------------------------------------------
