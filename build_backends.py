@@ -257,6 +257,20 @@ def build_module(name: str, spec: dict, *, extra_cmake: list[str], build_root: P
     return out
 
 
+def check_runtime_abi(name: str, spec: dict, modules: list[Path]) -> None:
+    """A CUDA module must need the runtime its package depends on: a `cuda12` wheel built with
+    CUDA 13's nvcc would need libcudart.so.13 and never load beside nvidia-cuda-runtime-cu12."""
+    allowed = set(spec.get("runtime_libraries") or [])
+    if not allowed:
+        return
+    for mod in modules:
+        for lib in _needed(mod):
+            if re.fullmatch(r"libcu(dart|blas|blasLt)\.so\.\d+", lib) and lib not in allowed:
+                raise BuildError(f"{mod.name} needs {lib}, but {name} provides "
+                                 f"{', '.join(sorted(allowed))}: the CUDA toolkit that built "
+                                 f"it is not {name}'s (set CUDA_HOME / CMAKE_CUDA_COMPILER)")
+
+
 def _needed(lib: Path) -> list[str]:
     try:
         out = subprocess.run(["readelf", "-d", str(lib)], stdout=subprocess.PIPE, text=True,
@@ -423,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     plat_tag = spec["platforms"][plat]
     modules = build_module(name, spec, extra_cmake=extra, build_root=Path(a.build_root).resolve(),
                            jobs=a.jobs)
+    check_runtime_abi(name, spec, modules)
     honest = manylinux_floor(plat_tag, modules)
     if honest != plat_tag:
         print(f"[build_backends] the modules need a newer glibc than {plat_tag} allows: tagged "

@@ -197,8 +197,8 @@ def _load_one(desc: dict, note: Callable[[str, str, str, str], None]) -> str:
                                f"PYLLAMACY_CPU_VARIANT={variant} to use {pkg}'s")
     driver_err = _driver_missing(desc.get("driver"))
     if driver_err:
-        return fail("skipped", f"{label} backend installed but no driver found "
-                               f"({desc['driver']}: {driver_err})")
+        why = driver_err if desc["driver"] in driver_err else f"{desc['driver']}: {driver_err}"
+        return fail("skipped", f"{label} backend installed but no driver found ({why})")
     err = _preload(list(desc.get("preload") or []))
     if err:
         return fail("failed", err)

@@ -204,6 +204,29 @@ def test_backend_table_is_consistent():
         assert f'"{spec["package"]}==' in extras, f"no extra pins {spec['package']}"
 
 
+def test_cuda_module_must_need_its_own_runtime(monkeypatch, tmp_path):
+    """build_backends refuses a cuda12 wheel whose module needs CUDA 13's runtime (built by the
+    wrong nvcc), and accepts the matching one."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import build_backends as bb
+    finally:
+        sys.path.pop(0)
+    mod = tmp_path / "libggml-cuda.so"
+    mod.write_bytes(b"")
+    needs = {"x": []}
+    monkeypatch.setattr(bb, "_needed", lambda p: needs["x"])
+    needs["x"] = ["libggml-base.so.0", "libcudart.so.13", "libcublas.so.13", "libcuda.so.1"]
+    with pytest.raises(bb.BuildError, match="libcudart.so.13"):
+        bb.check_runtime_abi("cuda12", bb.BACKENDS["cuda12"], [mod])
+    bb.check_runtime_abi("cuda13", bb.BACKENDS["cuda13"], [mod])
+    needs["x"] = ["libcudart.so.12", "libcublas.so.12", "libcuda.so.1"]
+    bb.check_runtime_abi("cuda12", bb.BACKENDS["cuda12"], [mod])
+    with pytest.raises(bb.BuildError):
+        bb.check_runtime_abi("cuda13", bb.BACKENDS["cuda13"], [mod])
+    bb.check_runtime_abi("vulkan", bb.BACKENDS["vulkan"], [mod])          # no CUDA runtime
+
+
 # ------------------------------------------------------------------ GPU subset
 
 def _gpu_devices():
