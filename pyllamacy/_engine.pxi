@@ -63,6 +63,15 @@ cdef class Engine:
     # event k's are ev_lp_tok/ev_lp_val[ev_lp_at[k] : ev_lp_at[k] + ev_lp_n[k]], its token's
     # own in ev_tok_lp[k]; ev_lp_at[k] = -1 when none were asked
     cdef vector[int] n_probs
+    cdef vector[bint] prompt_lp                 # also the prompt tokens' log-probabilities
+    cdef vector[int32_t] chunk_at, chunk_n      # this step's prompt chunk of each slot
+    # prompt log-probabilities of the last step: token pv_tok[k] of request pv_req[k] (the
+    # prompt token at position pv_pos[k]), values as for events, from pv_lp_at[k]
+    cdef vector[int64_t] pv_req
+    cdef vector[L.llama_token] pv_tok
+    cdef vector[int32_t] pv_pos
+    cdef vector[int] pv_lp_at, pv_lp_n
+    cdef vector[float] pv_tok_lp
     cdef vector[int] ev_lp_at, ev_lp_n
     cdef vector[float] ev_tok_lp, ev_lp_val
     cdef vector[L.llama_token] ev_lp_tok
@@ -98,6 +107,9 @@ cdef class Engine:
         self.bs_chains.resize(n, NULL)
         self.fast_bias.resize(n, NULL)
         self.n_probs.resize(n, -1)
+        self.prompt_lp.resize(n, False)
+        self.chunk_at.resize(n, 0)
+        self.chunk_n.resize(n, 0)
         self.cur.resize(n)
         self.samplers = [None] * n
         self.next_id = 1
@@ -165,12 +177,15 @@ cdef class Engine:
         self.req_id[i] = -1
 
     def submit(self, tokens, Sampler sampler not None, int max_tokens=-1, stop_strings=None,
-               int logprobs=-1):
+               int logprobs=-1, bint prompt_logprobs=False):
         """Queue a prompt; returns its request id. EngineFullError when no slot is free.
 
         logprobs=N (>= 0): each generated token comes with its log-probability under the
         model (log-softmax of the raw logits) and the N most likely tokens', in step(...,
-        with_logprobs=True). Such a request samples on the CPU (it needs the logits)."""
+        with_logprobs=True). Such a request samples on the CPU (it needs the logits).
+        prompt_logprobs=True (with logprobs >= 0): the same for every prompt token after the
+        first, from last_prompt_logprobs() after each step; the whole prompt is decoded (no
+        cached prefix is reused)."""
         cdef vector[L.llama_token] toks
         cdef int i, best = -1
         cdef size_t common, best_common = 0, j
@@ -181,6 +196,8 @@ cdef class Engine:
         if <int32_t> toks.size() >= self.n_ctx_seq:
             raise ContextOverflowError(f"prompt of {toks.size()} tokens does not fit a slot's "
                                        f"context of {self.n_ctx_seq} tokens")
+        if prompt_logprobs and logprobs < 0:
+            raise ValueError("prompt_logprobs needs logprobs >= 0")
         if logprobs < -1 or logprobs > self.ctx._n_vocab:
             raise ValueError(f"logprobs must be in 0..{self.ctx._n_vocab} (or -1: none), "
                              f"got {logprobs}")
@@ -201,7 +218,8 @@ cdef class Engine:
                 if self.state[i] != SLOT_FREE:
                     continue
                 common = 0
-                while (common < self.cached[i].size() and common < toks.size() - 1 and
+                while (not prompt_logprobs and common < self.cached[i].size() and
+                       common < toks.size() - 1 and
                        self.cached[i][common] == toks[common]):
                     common += 1
                 if best < 0 or common > best_common:
@@ -230,6 +248,7 @@ cdef class Engine:
             self.chains[i] = sampler._chain
             self.fast_bias[i] = &sampler._fast_bias if sampler._greedy_fast else NULL
             self.n_probs[i] = logprobs
+            self.prompt_lp[i] = prompt_logprobs
             self._drop_bs(i)
             if self.backend_sampling and sampler.backend_capable and logprobs < 0:
                 clone = L.llama_sampler_clone(sampler._chain)
@@ -264,6 +283,37 @@ cdef class Engine:
         self.ev_tok_lp.push_back(0)
         self.state[i] = SLOT_FREE
         return 0
+
+    cdef void _push_prompt_logprobs(self, int i, int32_t take) noexcept nogil:
+        """Log-probabilities of the prompt tokens that slot i's chunk predicts: the output of
+        prompt position p gives token p + 1's (the chunk's last output, when it ends the
+        prompt, is the first generated token's: sampled as usual)."""
+        cdef int32_t j, p
+        cdef const float * row
+        cdef float tok_lp = 0
+        cdef int32_t nt, k
+        cdef L.llama_token nxt
+        if take != self.chunk_n[i]:
+            return
+        for j in range(take):
+            p = <int32_t> self.n_prompt_done[i] + j
+            if <size_t> (p + 1) >= self.prompt[i].size():
+                break
+            nxt = self.prompt[i][p + 1]
+            row = L.llama_get_logits_ith(self.ctx._ctx, self.chunk_at[i] + j)
+            if row == NULL:
+                continue
+            nt = S.token_logprobs(row, self.ctx._n_vocab, nxt, self.n_probs[i],
+                                  self.lp_tok_tmp, self.lp_val_tmp, &tok_lp)
+            self.pv_req.push_back(self.req_id[i])
+            self.pv_tok.push_back(nxt)
+            self.pv_pos.push_back(p + 1)
+            self.pv_lp_at.push_back(<int> self.ev_lp_tok.size())
+            self.pv_lp_n.push_back(nt)
+            self.pv_tok_lp.push_back(tok_lp)
+            for k in range(nt):
+                self.ev_lp_tok.push_back(self.lp_tok_tmp[k])
+                self.ev_lp_val.push_back(self.lp_val_tmp[k])
 
     cdef void _push_logprobs(self, int i, L.llama_token tok) noexcept nogil:
         """The log-probabilities of slot i's new token (its event is the next one pushed)."""
@@ -327,6 +377,8 @@ cdef class Engine:
         self.ev_req.clear(); self.ev_tok.clear(); self.ev_fin.clear(); self.ev_code.clear()
         self.ev_lp_at.clear(); self.ev_lp_n.clear(); self.ev_tok_lp.clear()
         self.ev_lp_tok.clear(); self.ev_lp_val.clear()
+        self.pv_req.clear(); self.pv_tok.clear(); self.pv_pos.clear(); self.pv_lp_at.clear()
+        self.pv_lp_n.clear(); self.pv_tok_lp.clear()
         # cancelled slots leave first
         for i in range(self.n_slots):
             self.batch_idx[i] = -1
@@ -348,12 +400,14 @@ cdef class Engine:
                 continue
             left = self.prompt[i].size() - self.n_prompt_done[i]
             take = <int32_t> left if left < <size_t> (n_batch - n) else n_batch - n
+            self.chunk_at[i] = n
+            self.chunk_n[i] = take
             for j in range(take):
                 self.batch.token[n] = self.prompt[i][self.n_prompt_done[i] + j]
                 self.batch.pos[n] = self.pos[i] + j
                 self.batch.n_seq_id[n] = 1
                 self.batch.seq_id[n][0] = i
-                self.batch.logits[n] = False
+                self.batch.logits[n] = self.prompt_lp[i]
                 n += 1
             if <size_t> take == left:
                 self.batch.logits[n - 1] = True
@@ -404,6 +458,8 @@ cdef class Engine:
                 for j in range(n):
                     if self.batch.seq_id[j][0] == i:
                         take += 1
+                if self.prompt_lp[i]:
+                    self._push_prompt_logprobs(i, take)
                 for j in range(take):
                     self.cached[i].push_back(self.prompt[i][self.n_prompt_done[i] + j])
                 self.n_prompt_done[i] += take
@@ -495,6 +551,21 @@ cdef class Engine:
                 if self.state[i] == SLOT_FREE and self.samplers[i] is not None:
                     self._free_slot(i)
         return events
+
+    def last_prompt_logprobs(self):
+        """Prompt log-probabilities computed by the last step(), for requests submitted with
+        prompt_logprobs=True: [(request_id, position in the prompt, token, (log-probability,
+        [(token, log-probability), ...]))], in prompt order."""
+        cdef size_t k
+        cdef int a, j
+        with self.lock:
+            out = []
+            for k in range(self.pv_req.size()):
+                a = self.pv_lp_at[k]
+                out.append((self.pv_req[k], self.pv_pos[k], self.pv_tok[k],
+                            (self.pv_tok_lp[k], [(self.ev_lp_tok[j], self.ev_lp_val[j])
+                                                 for j in range(a, a + self.pv_lp_n[k])])))
+            return out
 
     def slot_info(self):
         """Per slot: state, request id, cached tokens, position (for /metrics and tests)."""

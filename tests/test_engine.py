@@ -215,3 +215,41 @@ def test_logprobs_beside_backend_sampling(model):
     assert [t for t, _ in got[a]] == alone
     assert all(lp is not None and lp[1][0][0] == t for t, lp in got[a])
     assert all(lp is None for _, lp in got[b])
+
+
+def test_prompt_logprobs(model):
+    """prompt_logprobs=True: every prompt token after the first gets the log-softmax of the
+    previous position's logits, across prompt chunks (n_batch 8 < prompt), beside another
+    request; the first generated token's still comes with the events."""
+    import numpy as np
+    prompt = model.tokenize("The three primary colors are red, yellow and blue, said the teacher")
+    assert len(prompt) > 12
+    with Context(model, n_ctx=512, n_seq_max=2, n_batch=8) as ctx, Engine(ctx) as eng:
+        other = eng.submit(model.tokenize(PROMPTS[1]), Sampler(model).greedy(), max_tokens=4)
+        rid = eng.submit(prompt, Sampler(model).greedy(), max_tokens=2, logprobs=2,
+                         prompt_logprobs=True)
+        got, first = [], None
+        done = set()
+        while len(done) < 2:
+            events = eng.step(True)
+            got += eng.last_prompt_logprobs()
+            for r, tok, fin, lp in events:
+                if r == rid and tok >= 0 and first is None:
+                    first = (tok, lp)
+                if fin is not None:
+                    done.add(r)
+    assert all(r == rid for r, *_ in got)
+    assert [p for _, p, _, _ in got] == list(range(1, len(prompt)))
+    assert [t for _, _, t, _ in got] == prompt[1:]
+    with Context(model, n_ctx=512) as ref:
+        for _, pos, tok, (tok_lp, top) in got:
+            ref.memory_clear()
+            ref.eval(prompt[:pos])
+            ls = _log_softmax(ref.logits())
+            assert tok_lp == pytest.approx(ls[tok], abs=1e-3)
+            order = np.argsort(-ls, kind="stable")[:2]
+            assert [t for t, _ in top] == order.tolist()
+    assert first is not None and first[1][1][0][0] == first[0]
+    with Context(model, n_ctx=64, n_seq_max=1) as ctx, Engine(ctx) as eng:
+        with pytest.raises(ValueError, match="prompt_logprobs"):
+            eng.submit([1, 2], Sampler(model).greedy(), prompt_logprobs=True)

@@ -354,7 +354,6 @@ def test_logprobs_bad_requests(server):
     u = server.url
     msgs = [{"role": "user", "content": "x"}]
     for path, body in (("/v1/completions", {"prompt": "x", "logprobs": 21}),
-                       ("/v1/completions", {"prompt": "x", "logprobs": 1, "echo": True}),
                        ("/v1/chat/completions", {"messages": msgs, "top_logprobs": 2}),
                        ("/v1/chat/completions", {"messages": msgs, "logprobs": True,
                                                  "top_logprobs": 99})):
@@ -410,3 +409,40 @@ def test_n_all_or_none(small_server):
     r = httpx.post(s.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2},
                    timeout=60)
     assert r.status_code == 200 and len(r.json()["choices"]) == 1
+
+
+def test_echo_logprobs_like_llama(server, smollm2_path):
+    """echo + logprobs: the prompt's log-probabilities (first token None), then the generated
+    tokens', as Llama.create_completion gives them; max_tokens=0 scores the prompt alone (what
+    evaluation harnesses ask a completions server for), streamed or not."""
+    from pyllamacy import Llama
+    c = server.client()
+    prompt = "The three primary colors are red, yellow and"
+    with Llama(smollm2_path, n_ctx=256, n_threads=1, verbose=False) as llm:
+        ref = llm.create_completion(prompt, max_tokens=4, temperature=0, logprobs=1,
+                                    echo=True)["choices"][0]
+    got = c.completions.create(model="smol", prompt=prompt, max_tokens=4, temperature=0,
+                               logprobs=1, echo=True).choices[0]
+    assert got.text == ref["text"]
+    rl, gl = ref["logprobs"], got.logprobs
+    assert gl.tokens == rl["tokens"] and gl.text_offset == rl["text_offset"]
+    assert gl.token_logprobs[0] is None and rl["token_logprobs"][0] is None
+    assert gl.token_logprobs[1:] == pytest.approx(rl["token_logprobs"][1:], abs=1e-2)
+    n_prompt = len(rl["tokens"]) - 4
+    only = c.completions.create(model="smol", prompt=prompt, max_tokens=0, logprobs=1,
+                                echo=True)
+    oc = only.choices[0]
+    assert oc.text == prompt and oc.finish_reason == "length"
+    assert oc.logprobs.tokens == rl["tokens"][:n_prompt]
+    assert oc.logprobs.token_logprobs[1:] == pytest.approx(
+        rl["token_logprobs"][1:n_prompt], abs=1e-2)
+    assert only.usage.completion_tokens == 0
+    streamed = {"tokens": [], "token_logprobs": [], "text": ""}
+    for ch in c.completions.create(model="smol", prompt=prompt, max_tokens=4, temperature=0,
+                                   logprobs=1, echo=True, stream=True):
+        streamed["text"] += ch.choices[0].text
+        if ch.choices[0].logprobs is not None:
+            streamed["tokens"] += ch.choices[0].logprobs.tokens
+            streamed["token_logprobs"] += ch.choices[0].logprobs.token_logprobs
+    assert streamed["text"] == got.text and streamed["tokens"] == gl.tokens
+    assert streamed["token_logprobs"] == gl.token_logprobs

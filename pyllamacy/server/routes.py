@@ -90,7 +90,7 @@ def _check_logprobs(n: Optional[int], what: str) -> Optional[int]:
 
 def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: _Sampling,
             seed: Optional[int], max_tokens: int, stop: List[str], special=None,
-            logprobs: Optional[int] = None) -> GenRequest:
+            logprobs: Optional[int] = None, prompt_logprobs: bool = False) -> GenRequest:
     ms = runner.settings
     if seed is None:
         seed = ms.seed if ms.seed != 0xFFFFFFFF else random.getrandbits(32)
@@ -103,7 +103,7 @@ def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: _Sa
         n = ms.last_n_tokens_size
         for t in (tokens if n < 0 else tokens[-n:]):
             sampler.accept(t)
-    req = GenRequest(tokens, sampler, max_tokens, stop, special, logprobs)
+    req = GenRequest(tokens, sampler, max_tokens, stop, special, logprobs, prompt_logprobs)
     try:
         runner.submit(req)
     except QueueFullError as e:
@@ -275,7 +275,8 @@ def _prompt_tokens(runner: EngineRunner, prompt, suffix: Optional[str] = None
 
 def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int],
               sp: _Sampling, seed: Optional[int], max_tokens: int, stop: List[str],
-              special=None, logprobs: Optional[int] = None) -> List[GenRequest]:
+              special=None, logprobs: Optional[int] = None,
+              prompt_logprobs: bool = False) -> List[GenRequest]:
     """n requests for n choices (choice i seeded seed + i); all or none: when one cannot be
     queued, those already queued are cancelled and the error is raised."""
     if n > 1 and seed is None:
@@ -286,7 +287,7 @@ def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int
         for i in range(n):
             reqs.append(_submit(state, runner, tokens, sp,
                                 None if seed is None else (int(seed) + i) & 0xFFFFFFFF,
-                                max_tokens, stop, special, logprobs))
+                                max_tokens, stop, special, logprobs, prompt_logprobs))
     except BaseException:
         for r in reqs:
             runner.cancel(r)
@@ -354,15 +355,17 @@ async def completions(body: CompletionRequest, request: Request):
     state = _state(request)
     runner = state.runner(body.model)
     n_logprobs = _check_logprobs(body.logprobs, "logprobs")
-    if n_logprobs is not None and body.echo:
-        raise ApiError(400, "logprobs with echo (log-probabilities of the prompt) are not "
-                            "supported by the batched server")
+    echo_lp = body.echo and n_logprobs is not None      # the prompt's log-probabilities too
+    # echo with max_tokens=0: the prompt alone (how evaluation harnesses score a text)
+    prompt_only = body.echo and body.max_tokens == 0
     toks, prompt_text = _prompt_tokens(runner, body.prompt, body.suffix)
-    max_tokens = _max_tokens(state, runner, body.max_tokens, len(toks))
+    max_tokens = 1 if prompt_only else _max_tokens(state, runner, body.max_tokens, len(toks))
+    if prompt_only and len(toks) >= runner.n_ctx_slot:
+        _max_tokens(state, runner, None, len(toks))               # the same 400
     stop = _stops(body.stop)
     sp = _sampling(state, body)
     reqs = _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, stop,
-                     logprobs=n_logprobs)
+                     logprobs=n_logprobs, prompt_logprobs=echo_lp)
     cid = f"cmpl-{uuid.uuid4()}"
     created = int(time.time())
     name = runner.name
@@ -380,12 +383,21 @@ async def completions(body: CompletionRequest, request: Request):
     if body.stream:
         async def gen():
             status = 200
+            echoed = set()
             try:
-                if body.echo:
+                if body.echo and not echo_lp:
                     for i in range(len(reqs)):
                         yield _sse(chunk(i, prompt_text, None))
                 async for i, (text, finish, entries) in _merged(
                         [_texts(request, runner, r, stop, base) for r in reqs]):
+                    if echo_lp and i not in echoed:
+                        # the prompt's entries are complete once its first event is here
+                        echoed.add(i)
+                        yield _sse(chunk(i, prompt_text, None, _echo_entries(runner, reqs[i])))
+                    if prompt_only:
+                        text, entries = "", []
+                        if finish and not _finish_error(finish):
+                            finish = "length"
                     err = _finish_error(finish)
                     if err:
                         status = 500
@@ -406,9 +418,30 @@ async def completions(body: CompletionRequest, request: Request):
         return JSONResponse(error_body(499, "client closed the request", "cancelled"), 499)
     choices = []
     for i, (text, finish, entries) in enumerate(results):
+        if prompt_only:
+            text, finish, entries = "", "length", []
+        if echo_lp:
+            entries = _echo_entries(runner, reqs[i]) + entries
         choices.append(choice(i, prompt_text + text if body.echo else text, finish, entries))
+    usage = _usage(len(toks), reqs)
+    if prompt_only:
+        usage = _usage(len(toks), [])
     return {"id": cid, "object": "text_completion", "created": created, "model": name,
-            "choices": choices, "usage": _usage(len(toks), reqs)}
+            "choices": choices, "usage": usage}
+
+
+def _echo_entries(runner: EngineRunner, req: GenRequest) -> list:
+    """The prompt's logprob entries, as Llama.create_completion(echo=True, logprobs=N) gives
+    them: from the first token after BOS, the first one without a log-probability."""
+    toks = req.tokens
+    first = 1 if toks and toks[0] == runner.model.token_bos() else 0
+    out, off = [], 0
+    for i in range(first, len(toks)):
+        ent = req.prompt_entries.get(i) if i > first else None
+        s = ent[0] if ent is not None else runner._piece_str(toks[i])
+        out.append((s, off, None, None) if ent is None else (s, off, ent[1], ent[2]))
+        off += len(s)
+    return out
 
 
 def _logprobs_dict(entries) -> dict:

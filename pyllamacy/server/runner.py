@@ -38,18 +38,23 @@ class GenRequest:
     logprobs=N asks for each token's log-probability and the N most likely alternatives:
     LogprobEntry = (token text, log-probability, {text: log-probability} of the top N and the
     token itself), the shape of llama-cpp-python's completion logprobs."""
-    __slots__ = ("tokens", "sampler", "max_tokens", "stop", "special", "logprobs", "queue",
-                 "loop", "rid", "done", "t_submit", "t_first", "n_tokens", "finish_reason")
+    __slots__ = ("tokens", "sampler", "max_tokens", "stop", "special", "logprobs",
+                 "prompt_logprobs", "prompt_entries", "queue", "loop", "rid", "done", "t_submit",
+                 "t_first", "n_tokens", "finish_reason")
 
     def __init__(self, tokens: List[int], sampler: Sampler, max_tokens: int,
                  stop: List[str], special: Optional[Set[int]] = None,
-                 logprobs: Optional[int] = None):
+                 logprobs: Optional[int] = None, prompt_logprobs: bool = False):
         self.tokens = tokens
         self.sampler = sampler
         self.max_tokens = max_tokens
         self.stop = stop
         self.special = special or set()
         self.logprobs = logprobs
+        # with prompt_logprobs: {prompt position: LogprobEntry} for positions 1.., complete
+        # before the request's first event arrives (the prompt is decoded before any token)
+        self.prompt_logprobs = prompt_logprobs
+        self.prompt_entries: Dict[int, tuple] = {}
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.rid: Optional[int] = None
@@ -185,7 +190,8 @@ class EngineRunner:
                     req = self._waiting.popleft()
                     try:
                         req.rid = eng.submit(req.tokens, req.sampler, req.max_tokens, req.stop,
-                                             -1 if req.logprobs is None else req.logprobs)
+                                             -1 if req.logprobs is None else req.logprobs,
+                                             req.prompt_logprobs)
                     except Exception as e:    # bad prompt: only this request fails
                         _close_sampler(req)
                         self._fail(req, f"error: {e}", batch)
@@ -210,6 +216,10 @@ class EngineRunner:
         by_req: Dict[int, list] = {}
         to_piece = self.model.token_to_piece
         now = time.perf_counter()
+        for rid, pos, tok, lp in self.engine.last_prompt_logprobs():
+            req = self._running.get(rid)
+            if req is not None:
+                req.prompt_entries[pos] = self._logprob_entry(tok, lp)
         for rid, tok, fin, lp in events:
             req = self._running.get(rid)
             if req is None:
