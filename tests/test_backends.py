@@ -370,3 +370,44 @@ def test_info_shows_gpu(smollm2_path):
                        stdout=subprocess.PIPE, text=True, timeout=120, cwd=_PKG_PARENT)
     d = json.loads(r.stdout)
     assert any(dev["type"] == "gpu" for dev in d["devices"])
+
+
+def _log_softmax(row):
+    row = np.asarray(row, dtype=np.float64)
+    m = row.max()
+    return row - (m + np.log(np.exp(row - m).sum()))
+
+
+@gpu
+def test_gpu_engine_logprobs(smollm2_path):
+    """The Engine's log-probabilities with every layer on the GPU (logits read from the
+    device's output buffer, at every prompt position with prompt_logprobs): equal to the
+    log-softmax of a GPU Context's logits for the same tokens, decoded the same way."""
+    n = 8
+    with pyllamacy.Model(smollm2_path, n_gpu_layers=-1) as gm:
+        prompt = gm.tokenize(PROMPTS[2])
+        with pyllamacy.Context(gm, n_ctx=512, n_seq_max=2) as ctx, \
+                pyllamacy.Engine(ctx) as eng:
+            rid = eng.submit(prompt, pyllamacy.Sampler(gm).greedy(), max_tokens=n,
+                             logprobs=3, prompt_logprobs=True)
+            toks, lps, plps, fin = [], [], [], None
+            while fin is None:
+                for r, tok, f, lp in eng.step(True):
+                    if tok >= 0:
+                        toks.append(tok)
+                        lps.append(lp)
+                    fin = f if f is not None else fin
+                plps += eng.last_prompt_logprobs()
+        assert [p for _, p, _, _ in plps] == list(range(1, len(prompt)))
+        with pyllamacy.Context(gm, n_ctx=512) as ref:
+            ref.eval(prompt, logits="all")
+            for _, pos, tok, (tok_lp, top) in plps:
+                ls = _log_softmax(ref.logits(pos - 1))
+                assert tok_lp == pytest.approx(ls[tok], abs=2e-2)
+                assert abs(top[0][1] - ls.max()) < 2e-2
+            for tok, (tok_lp, top) in zip(toks, lps):
+                ls = _log_softmax(ref.logits(-1))
+                assert top[0][0] == tok                   # greedy
+                assert tok_lp == pytest.approx(ls[tok], abs=2e-2)
+                assert sum(np.exp(v) for _, v in top) <= 1 + 1e-3
+                ref.eval([tok])
