@@ -46,7 +46,9 @@ cdef class Engine:
     cdef vector[size_t] max_stop
     cdef vector[L.llama_sampler *] chains
     cdef vector[L.llama_sampler *] bs_chains      # owned copies attached to the slot's sequence
-    cdef vector[_BiasVec *] fast_bias   # greedy fast path (Sampler's vector)
+    cdef vector[_BiasVec *] fast_bias   # greedy / top-k fast paths (Sampler's vector)
+    cdef vector[int32_t] topk_k         # > 0: the top-k fast path with this k
+    cdef S.TopkScratch topk_scratch
     cdef bint backend_sampling
     cdef vector[vector[L.llama_token_data]] cur
     cdef list samplers
@@ -106,6 +108,7 @@ cdef class Engine:
         self.chains.resize(n, NULL)
         self.bs_chains.resize(n, NULL)
         self.fast_bias.resize(n, NULL)
+        self.topk_k.resize(n, 0)
         self.n_probs.resize(n, -1)
         self.prompt_lp.resize(n, False)
         self.chunk_at.resize(n, 0)
@@ -173,6 +176,7 @@ cdef class Engine:
         self.samplers[i] = None
         self.chains[i] = NULL
         self.fast_bias[i] = NULL
+        self.topk_k[i] = 0
         self.state[i] = SLOT_FREE
         self.req_id[i] = -1
 
@@ -246,7 +250,9 @@ cdef class Engine:
             self.next_id += 1
             self.samplers[i] = sampler
             self.chains[i] = sampler._chain
-            self.fast_bias[i] = &sampler._fast_bias if sampler._greedy_fast else NULL
+            self.fast_bias[i] = &sampler._fast_bias if (sampler._greedy_fast or
+                                                        sampler._topk_fast > 0) else NULL
+            self.topk_k[i] = sampler._topk_fast
             self.n_probs[i] = logprobs
             self.prompt_lp[i] = prompt_logprobs
             self._drop_bs(i)
@@ -257,6 +263,7 @@ cdef class Engine:
                         self.bs_chains[i] = clone
                         self.chains[i] = clone
                         self.fast_bias[i] = NULL
+                        self.topk_k[i] = 0
                     else:
                         L.llama_sampler_free(clone)
             sampler._owner = -1
@@ -471,6 +478,10 @@ cdef class Engine:
             if self.bs_chains[i] != NULL:
                 tok = S.sample_backend_checked(self.chains[i], c, self.batch_idx[i],
                                                self.ctx._n_vocab, self.cur[i])
+            elif self.topk_k[i] > 0:
+                tok = S.sample_topk(self.chains[i], c, self.batch_idx[i], NULL,
+                                    self.ctx._n_vocab, self.topk_k[i], self.fast_bias[i][0],
+                                    self.topk_scratch, self.cur[i])
             elif self.fast_bias[i] != NULL:
                 tok = S.greedy_biased(self.chains[i], c, self.batch_idx[i], NULL,
                                       self.ctx._n_vocab, self.fast_bias[i][0])

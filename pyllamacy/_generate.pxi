@@ -54,6 +54,7 @@ cdef class Generation:
     cdef readonly object finish_reason
     cdef readonly bint stopped_by_eog
     cdef vector[L.llama_token_data] cur    # candidates buffer, reused every step
+    cdef S.TopkScratch topk_scratch        # the top-k fast path's buffer
     cdef vector[L.llama_token] hist        # the whole sequence: history given + generated
     cdef size_t n_returned                 # tokens handed out by the iterator
     cdef int draft_kind                    # 0 none, 1 prompt lookup (n-gram), 2 draft model
@@ -188,6 +189,10 @@ cdef class Generation:
             if self.sampler._greedy_fast:
                 tok = S.greedy_biased(self.sampler._chain, c, -1, src, self.ctx._n_vocab,
                                       self.sampler._fast_bias)
+            elif self.sampler._topk_fast > 0:
+                tok = S.sample_topk(self.sampler._chain, c, -1, src, self.ctx._n_vocab,
+                                    self.sampler._topk_fast, self.sampler._fast_bias,
+                                    self.topk_scratch, self.cur)
             else:
                 tok = S.sample_checked(self.sampler._chain, c, -1, src, self.ctx._n_vocab,
                                        self.cur)

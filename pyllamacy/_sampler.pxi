@@ -75,6 +75,10 @@ _BACKEND_STAGES = frozenset(("greedy", "dist", "top_k", "top_p", "min_p", "temp"
 ctypedef vector[L.llama_logit_bias] _BiasVec
 
 
+# stages that may follow top_k on the fast path: they read only the candidate array
+_TOPK_TAIL = frozenset(("top_p", "min_p", "typical", "temp", "temp_ext"))
+
+
 cdef class Sampler:
     """A chain of llama.cpp samplers, applied in the order added.
 
@@ -95,6 +99,10 @@ cdef class Sampler:
     cdef bint _greedy_fast
     cdef vector[L.llama_logit_bias] _fast_bias      # one entry per token, sorted by token
     cdef dict _bias_sum                # token -> bias so far; None once a token repeats
+    # chain is [logit_bias..., top_k(k), top_p/min_p/typical/temp/temp_ext..., dist]: the
+    # chain runs on the k best candidates (S.sample_topk), k <= 128; 0: not that shape
+    cdef int32_t _topk_fast
+    cdef int32_t _topk_k
 
     def __cinit__(self, Model model=None, *, bint no_perf=True):
         cdef L.llama_sampler_chain_params p = L.llama_sampler_chain_default_params()
@@ -108,6 +116,8 @@ cdef class Sampler:
         self._owner = 0
         self._greedy_fast = False
         self._bias_sum = {}
+        self._topk_fast = 0
+        self._topk_k = 0
         if model is not None:
             model._acquire()
             self.model = model
@@ -174,7 +184,22 @@ cdef class Sampler:
             self._has_selector = True
         self._greedy_fast = (name == "greedy" and self._bias_sum is not None and
                              all(n == "logit_bias" for n in self._names[:len(self._names) - 1]))
+        self._topk_fast = self._topk_k if (name == "dist" and self._topk_shape()) else 0
         return self
+
+    cdef bint _topk_shape(self):
+        cdef list names = self._names
+        cdef int i = 0, n = len(names)
+        if self._bias_sum is None or not (0 < self._topk_k <= 128):
+            return False
+        while i < n and names[i] == "logit_bias":
+            i += 1
+        if i >= n or names[i] != "top_k":
+            return False
+        i += 1
+        while i < n - 1 and names[i] in _TOPK_TAIL:
+            i += 1
+        return i == n - 1 and names[i] == "dist"
 
     def __len__(self):
         return 0 if self._chain == NULL else L.llama_sampler_chain_n(self._chain)
@@ -182,6 +207,16 @@ cdef class Sampler:
     @property
     def names(self):
         return list(self._names)
+
+    @property
+    def fast_path(self):
+        """How generation samples with this chain: "greedy" (argmax of the biased logits),
+        "top_k" (the chain runs on the k best candidates), or None (the whole vocabulary)."""
+        if self._greedy_fast:
+            return "greedy"
+        if self._topk_fast > 0:
+            return "top_k"
+        return None
 
     @property
     def backend_capable(self):
@@ -204,7 +239,9 @@ cdef class Sampler:
 
     def top_k(self, k):
         self._check()
-        return self._add(L.llama_sampler_init_top_k(_nonneg_int("top_k", k)), "top_k")
+        cdef int32_t kk = _nonneg_int("top_k", k)
+        self._topk_k = kk if "top_k" not in self._names else 0     # one top_k only
+        return self._add(L.llama_sampler_init_top_k(kk), "top_k")
 
     def top_p(self, p, size_t min_keep=1):
         self._check()
@@ -471,4 +508,9 @@ cdef class Sampler:
         s._names = list(self._names)
         s._grammar_stages = list(self._grammar_stages)
         s._has_selector = self._has_selector
+        s._greedy_fast = self._greedy_fast
+        s._fast_bias = self._fast_bias
+        s._bias_sum = None if self._bias_sum is None else dict(self._bias_sum)
+        s._topk_fast = self._topk_fast
+        s._topk_k = self._topk_k
         return s

@@ -218,3 +218,105 @@ def test_greedy_fast_path_on_crafted_logits(ctx, model):
                 picks.append("none")
             s.close()
         assert picks[0] == picks[1], (bias, picks)
+
+
+# -- the top-k fast path: [logit_bias..., top_k(k), top_p/min_p/typical/temp..., dist] runs on
+#    the k best candidates (exact: it falls back to the full array where values tie) --
+
+def _chain(model, k, seed, biases=(), slow=False, tail=("top_p", "min_p", "temp")):
+    s = Sampler(model)
+    for b in biases:
+        s.logit_bias(b)
+    if slow:
+        s.temp(1.0)                 # changes no logit, breaks the fast shape
+    s.top_k(k)
+    for name in tail:
+        {"top_p": lambda: s.top_p(0.9), "min_p": lambda: s.min_p(0.05),
+         "temp": lambda: s.temp(0.7), "typical": lambda: s.typical(0.95)}[name]()
+    s.dist(seed)
+    assert s.fast_path == (None if slow or k > 128 else "top_k"), s.names
+    return s
+
+
+def test_fast_path_shapes(model):
+    assert Sampler(model).greedy().fast_path == "greedy"
+    assert Sampler(model).logit_bias({1: 2.0}).top_k(40).top_p(0.9).min_p(0.1).temp(0.8) \
+        .dist(1).fast_path == "top_k"
+    for s in (Sampler(model).top_k(200).dist(1),                  # k > 128
+              Sampler(model).top_k(40).top_k(20).dist(1),          # two top_k
+              Sampler(model).penalties(64, 1.1).top_k(40).dist(1),
+              Sampler(model).top_k(40).xtc(0.1, 0.1).dist(1),
+              Sampler(model).top_k(0).dist(1),
+              Sampler(model).logit_bias({1: 1.0}).logit_bias({1: 1.0}).top_k(4).dist(1),
+              Sampler(model).top_k(40).top_p(0.9).greedy()):
+        assert s.fast_path is None, s.names
+
+
+def test_topk_fast_path_equals_the_chain(ctx, model):
+    eog = {t: float("-inf") for t in model.eog_tokens()}
+    push = {7042: 3.5, 30: -1.25, model.n_vocab - 1: 40.0}
+    for k, biases, tail in ((40, [], ("top_p", "min_p", "temp")), (5, [eog], ("temp",)),
+                            (128, [push], ("typical", "top_p")), (1, [], ()),
+                            (40, [eog], ("min_p", "temp"))):
+        for seed in (1, 2, 3):
+            outs = []
+            for slow in (False, True):
+                s = _chain(model, k, seed, biases, slow, tail)
+                _prompt(ctx, model)
+                outs.append(ctx.generate(s, max_tokens=24).run())
+                s.close()
+            assert outs[0] == outs[1], (k, biases, tail, seed)
+
+
+def test_topk_fast_path_on_crafted_logits(ctx, model):
+    """Ties at and inside the k best, NaN, -inf and biased tokens among the best: the same
+    token as the full chain (the fast path steps aside where the selection is not unique)."""
+    import numpy as np
+    n = model.n_vocab
+    rng = np.random.default_rng(3)
+    base = rng.normal(scale=3, size=n).astype(np.float32)
+    tie_in = base.copy(); tie_in[[10, 20]] = 30.0
+    tie_edge = base.copy(); order = np.argsort(-base); tie_edge[order[4]] = tie_edge[order[5]]
+    nan = base.copy(); nan[77] = np.nan
+    ninf = np.full(n, -np.inf, dtype=np.float32); ninf[[5, 6, 7]] = [1.0, 2.0, 3.0]
+    coarse = rng.integers(0, 4, size=n).astype(np.float32)
+    cases = [(base, {}), (tie_in, {}), (tie_edge, {}), (nan, {}), (ninf, {}), (coarse, {}),
+             (base, {int(order[0]): -50.0, int(order[-1]): 60.0}), (ninf, {9: 5.0})]
+    for logits, bias in cases:
+        for k in (5, 40):
+            for seed in range(4):
+                picks = []
+                for slow in (False, True):
+                    s = _chain(model, k, seed, [bias] if bias else [], slow)
+                    ctx.set_logits(logits)
+                    try:
+                        picks.append(ctx.generate(s, max_tokens=1).run())
+                    except pyllamacy.GrammarError:
+                        picks.append("none")
+                    s.close()
+                assert picks[0] == picks[1], (k, bias, seed, picks)
+
+
+def test_topk_fast_path_in_the_engine(smollm2_path):
+    """The Engine samples top-k chains on the fast path too: same tokens as Generation (on the
+    CPU, where batched and single decodes give the same logits)."""
+    from pyllamacy import Context, Engine
+    model = pyllamacy.Model(smollm2_path, n_gpu_layers=0)
+    prompts = ["Once upon a time", "The capital of France is"]
+    with Context(model, n_ctx=512, n_seq_max=2) as c2, Engine(c2) as eng:
+        ids = [eng.submit(model.tokenize(p), _chain(model, 40, 9 + i), max_tokens=12)
+               for i, p in enumerate(prompts)]
+        out = {i: [] for i in ids}
+        done = set()
+        while len(done) < 2:
+            for rid, tok, fin in eng.step():
+                if tok >= 0:
+                    out[rid].append(tok)
+                if fin is not None:
+                    done.add(rid)
+    for i, p in enumerate(prompts):
+        with Context(model, n_ctx=512) as c1:
+            c1.eval(model.tokenize(p))
+            ref = c1.generate(_chain(model, 40, 9 + i, slow=True), max_tokens=12).run()
+        assert out[ids[i]] == ref
+    model.close()

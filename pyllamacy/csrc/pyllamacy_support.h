@@ -28,6 +28,7 @@
 
 #include "argmax.h"
 #include "logprobs.h"
+#include "topk.h"
 
 namespace pyllamacy {
 
@@ -225,6 +226,14 @@ inline llama_token apply_and_accept(llama_sampler * chain, std::vector<llama_tok
     return d.id;
 }
 
+inline void fill_candidates(const float * logits, int32_t n_vocab,
+                            std::vector<llama_token_data> & cur) {
+    cur.resize(n_vocab);
+    for (llama_token i = 0; i < n_vocab; i++) {
+        cur[i] = llama_token_data{i, logits[i], 0.0f};
+    }
+}
+
 // Sample from `logits` (or, when NULL, output `idx` of ctx's last decode) and accept the token.
 inline llama_token sample_checked(llama_sampler * chain, llama_context * ctx, int32_t idx,
                                   const float * logits, int32_t n_vocab,
@@ -236,9 +245,29 @@ inline llama_token sample_checked(llama_sampler * chain, llama_context * ctx, in
                 return SAMPLE_NO_LOGITS;
             }
         }
-        cur.resize(n_vocab);
-        for (llama_token i = 0; i < n_vocab; i++) {
-            cur[i] = llama_token_data{i, logits[i], 0.0f};
+        fill_candidates(logits, n_vocab, cur);
+        return apply_and_accept(chain, cur);
+    } catch (...) {
+        return SAMPLE_THREW;
+    }
+}
+
+// sample_checked for chains [logit_bias..., top_k(k), ..., dist] (Sampler._topk_fast): the
+// chain runs on the k best candidates when they are distinct (topk.h), else on all of them;
+// the same token either way.
+inline llama_token sample_topk(llama_sampler * chain, llama_context * ctx, int32_t idx,
+                               const float * logits, int32_t n_vocab, int32_t k,
+                               const std::vector<llama_logit_bias> & bias, TopkScratch & scratch,
+                               std::vector<llama_token_data> & cur) noexcept {
+    try {
+        if (logits == nullptr) {
+            logits = llama_get_logits_ith(ctx, idx);
+            if (logits == nullptr) {
+                return SAMPLE_NO_LOGITS;
+            }
+        }
+        if (!topk_candidates(logits, n_vocab, k, bias, scratch, cur)) {
+            fill_candidates(logits, n_vocab, cur);
         }
         return apply_and_accept(chain, cur);
     } catch (...) {

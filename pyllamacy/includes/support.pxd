@@ -42,6 +42,12 @@ cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
                                vector[llama_token_data] & cur)
     llama_token sample_backend_checked(llama_sampler * chain, llama_context * ctx, int32_t idx,
                                        int32_t n_vocab, vector[llama_token_data] & cur)
+    cppclass TopkScratch:
+        pass
+    llama_token sample_topk(llama_sampler * chain, llama_context * ctx, int32_t idx,
+                            const float * logits, int32_t n_vocab, int32_t k,
+                            const vector[llama_logit_bias] & bias, TopkScratch & scratch,
+                            vector[llama_token_data] & cur)
     llama_token greedy_biased(llama_sampler * chain, llama_context * ctx, int32_t idx,
                               const float * logits, int32_t n_vocab,
                               const vector[llama_logit_bias] & bias)
