@@ -60,6 +60,35 @@ def main() -> int:
                  "eval": per_token_us(eval_only)}
             print(f"threads {th}: " + ", ".join(f"{k} {v:.1f} us/token ({1e6 / v:.0f} t/s)"
                                                 for k, v in r.items()), flush=True)
+        # the sampling chains generation meets: per-token time of a 128-token generation with
+        # each, the fast paths against the same chain made to take the whole vocabulary (a
+        # temp(1.0) in front changes no logit but breaks the fast shape)
+        with P.Context(model, n_ctx=256, n_threads=th, n_threads_batch=th) as ctx:
+            eog = {t: float("-inf") for t in model.eog_tokens()}
+
+            def chain(kind, slow):
+                s = P.Sampler(model).logit_bias(eog)
+                if slow:
+                    s.temp(1.0)
+                if kind == "greedy":
+                    return s.greedy()
+                return s.top_k(40).top_p(0.95).min_p(0.05).temp(0.8).dist(7)
+
+            out = []
+            for kind in ("greedy", "top_k 40 chain"):
+                for slow in (False, True):
+                    s = chain(kind, slow)
+
+                    def gen():
+                        ctx.memory_clear(False)
+                        ctx.eval([first])
+                        ctx.generate(s, max_tokens=N - 1).run()
+
+                    gen()
+                    out.append(f"{kind} {'full vocabulary' if slow else s.fast_path}: "
+                               f"{per_token_us(gen):.1f} us/token")
+                    s.close()
+            print(f"threads {th}: " + ", ".join(out), flush=True)
     model.close()
     return 0
 
