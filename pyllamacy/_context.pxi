@@ -191,11 +191,7 @@ cdef class Context:
 
     cdef void _bs_drop(self) noexcept nogil:
         """Detach and free the backend sampler chain, if any."""
-        if self._bs_chain == NULL:
-            return
-        if self._bs_attached and self._ctx != NULL:
-            L.llama_set_sampler(self._ctx, self._bs_seq, NULL)
-        L.llama_sampler_free(self._bs_chain)
+        S.detach_free_sampler(self._ctx, self._bs_seq, self._bs_chain, self._bs_attached)
         self._bs_chain = NULL
         self._bs_attached = False
 

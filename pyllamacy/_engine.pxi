@@ -161,11 +161,8 @@ cdef class Engine:
         return self.n_slots - self.n_active
 
     cdef void _drop_bs(self, int i) noexcept:
-        if self.bs_chains[i] == NULL:
-            return
-        if self.ctx is not None and self.ctx._ctx != NULL:
-            L.llama_set_sampler(self.ctx._ctx, i, NULL)
-        L.llama_sampler_free(self.bs_chains[i])
+        S.detach_free_sampler(self.ctx._ctx if self.ctx is not None else NULL, i,
+                              self.bs_chains[i], True)
         self.bs_chains[i] = NULL
 
     cdef void _free_slot(self, int i):

@@ -226,6 +226,19 @@ inline llama_token apply_and_accept(llama_sampler * chain, std::vector<llama_tok
     return d.id;
 }
 
+// A sampler chain attached to sequence `seq` (llama_set_sampler) leaves the graph and is
+// freed: the one way both Context (one chain per generation) and Engine (one per slot) let go.
+inline void detach_free_sampler(llama_context * ctx, int32_t seq, llama_sampler * chain,
+                                bool attached) noexcept {
+    if (chain == nullptr) {
+        return;
+    }
+    if (attached && ctx != nullptr) {
+        llama_set_sampler(ctx, seq, nullptr);
+    }
+    llama_sampler_free(chain);
+}
+
 inline void fill_candidates(const float * logits, int32_t n_vocab,
                             std::vector<llama_token_data> & cur) {
     cur.resize(n_vocab);

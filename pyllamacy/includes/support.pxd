@@ -54,6 +54,8 @@ cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
     int32_t token_logprobs(const float * logits, int32_t n_vocab, llama_token tok,
                            int32_t n_top, vector[llama_token] & top_tok, vector[float] & top_lp,
                            float * tok_lp)
+    void detach_free_sampler(llama_context * ctx, int32_t seq, llama_sampler * chain,
+                             bint attached)
     bint grammar_allows(llama_sampler * g, llama_token token)
     int sampler_accept_checked(llama_sampler * s, llama_token token)
 
