@@ -1,6 +1,7 @@
 """pyllamacy: Cython bindings for llama.cpp.
 
 Low level (pyllamacy._llama, re-exported here): Model, Context, Batch, Sampler, Generation,
+LoraAdapter,
 quantize, backends/devices/system_info and the exception classes.
 High level: Llama — a near drop-in for llama_cpp.Llama.
 """
@@ -15,6 +16,7 @@ from .backends import _safe_discover
 _safe_discover()
 from ._llama import (  # noqa: E402
     AbortedError,
+    AdapterLoadError,
     BackendError,
     Batch,
     BusyError,
@@ -30,6 +32,7 @@ from ._llama import (  # noqa: E402
     InvalidBatchError,
     KVCacheFullError,
     LlamaError,
+    LoraAdapter,
     Model,
     ModelLoadError,
     QuantizeError,

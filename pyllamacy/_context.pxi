@@ -47,6 +47,7 @@ cdef inline bint _in_main_thread():
     return PyThread_get_thread_ident() == _MAIN_THREAD_IDENT
 
 
+@cython.no_gc_clear     # __dealloc__ needs self.model and the attached adapters
 cdef class Context:
     """An inference context (KV cache + compute buffers) for a Model.
 
@@ -84,6 +85,7 @@ cdef class Context:
     cdef bint _bs_attached
     cdef uint64_t _bs_id
     cdef bint _no_raw_logits           # the last decode left no raw logits (backend sampled)
+    cdef tuple _loras                  # ((LoraAdapter, scale), ...) attached, each acquired
     cdef object __weakref__
 
     def __cinit__(self):
@@ -99,6 +101,7 @@ cdef class Context:
         self._bs_id = 0
         self._bx = NULL
         self._no_raw_logits = False
+        self._loras = ()
 
     def __init__(self, Model model not None, *, uint32_t n_ctx=0, uint32_t n_batch=2048,
                  uint32_t n_ubatch=512, uint32_t n_seq_max=1, n_threads=None,
@@ -237,6 +240,7 @@ cdef class Context:
         with nogil:
             L.llama_free(self._ctx)
         self._ctx = NULL
+        self._release_loras()
         if self.model is not None:
             self.model._release()
 
@@ -262,6 +266,7 @@ cdef class Context:
         if self._ctx != NULL:
             L.llama_free(self._ctx)
             self._ctx = NULL
+            self._release_loras()
             if self.model is not None:
                 self.model._release()
         if self._abort != NULL:
@@ -270,6 +275,58 @@ cdef class Context:
 
     def __reduce__(self):
         raise TypeError("pyllamacy.Context cannot be pickled; use state_get()/state_set()")
+
+    cdef void _release_loras(self) noexcept:
+        cdef LoraAdapter a
+        old, self._loras = self._loras, ()
+        for pair in old:
+            a = <LoraAdapter> pair[0]
+            a._release()
+
+    # -- LoRA adapters ----------------------------------------------------------------------------
+
+    def set_loras(self, adapters):
+        """Attach LoRA adapters, replacing those attached before.
+
+        adapters: a LoraAdapter (scale 1.0), a list of LoraAdapter or (LoraAdapter, scale)
+        pairs, a dict {adapter: scale}, or None / [] to detach all. Each adapter must have been
+        loaded for this context's model; a scale of 0 leaves that adapter out. llama.cpp adds
+        scale * alpha / rank * B·A to each adapted weight. What the KV cache already holds was
+        computed under the earlier adapters: memory_clear() (or seq_rm()) for a clean start.
+        """
+        cdef list pairs = _lora_pairs(adapters, self.model)
+        self._enter(True)
+        cdef size_t n = len(pairs), i
+        cdef vector[L.llama_adapter_lora *] c_adapters
+        cdef vector[float] c_scales
+        cdef LoraAdapter a
+        try:
+            c_adapters.resize(n)
+            c_scales.resize(n)
+            for i in range(n):
+                a = <LoraAdapter> pairs[i][0]
+                c_adapters[i] = a._c
+                c_scales[i] = pairs[i][1]
+            with nogil:
+                L.llama_set_adapters_lora(self._ctx, c_adapters.data() if n else NULL, n,
+                                          c_scales.data() if n else NULL)
+            for i in range(n):
+                (<LoraAdapter> pairs[i][0])._acquire()
+            self._release_loras()
+            self._loras = tuple(pairs)
+        finally:
+            self._leave()
+
+    def clear_loras(self):
+        """Detach every LoRA adapter (the same as set_loras(None))."""
+        self.set_loras(None)
+
+    @property
+    def loras(self):
+        """The attached adapters: [(LoraAdapter, scale), ...]."""
+        self._check()
+        return list(self._loras)
+
 
     def cancel(self):
         """Ask the running call (from any thread) to stop as soon as possible."""

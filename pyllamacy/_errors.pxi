@@ -9,6 +9,11 @@ class ModelLoadError(LlamaError, ValueError):
     """The file is not a loadable GGUF model (bad magic, wrong version, truncated, unsupported)."""
 
 
+class AdapterLoadError(ModelLoadError):
+    """The file is not a LoRA adapter for this model (not an adapter, another architecture,
+    tensors the model lacks or of other shapes)."""
+
+
 class ContextCreateError(LlamaError, RuntimeError):
     """llama.cpp could not create a context (out of memory, unsupported settings)."""
 

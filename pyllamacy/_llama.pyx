@@ -8,6 +8,7 @@ This file is a table of contents; each included .pxi holds one domain:
     _logging.pxi   llama.cpp / ggml log capture and verbosity
     _backend.pxi   loading backends (CPU variant choice, GPU modules), devices, system info
     _model.pxi     Model (weights + vocabulary), tokenization
+    _lora.pxi      LoraAdapter (a LoRA adapter of one Model, attached to Contexts)
     _batch.pxi     Batch (llama_batch owner)
     _context.pxi   Context (KV cache, decode, logits/embeddings, state, cancellation)
     _sampler.pxi   Sampler (a llama_sampler chain)
@@ -16,7 +17,8 @@ This file is a table of contents; each included .pxi holds one domain:
     _quantize.pxi  quantize() over llama_model_quantize
 
 Ownership: every C pointer has exactly one owning Python object; children keep their parents
-alive (Context -> Model, Sampler -> Model for vocab-bound samplers); close() is idempotent and
+alive (Context -> Model, Sampler -> Model for vocab-bound samplers, LoraAdapter -> Model,
+Context -> its attached LoraAdapters); close() is idempotent and
 frees in the right order; __dealloc__ frees what was not closed and warns ResourceWarning.
 """
 from libc.stdint cimport int8_t, uint8_t, int32_t, int64_t, uint32_t, uint64_t, INT32_MIN
@@ -47,6 +49,7 @@ include "_errors.pxi"
 include "_logging.pxi"
 include "_backend.pxi"
 include "_model.pxi"
+include "_lora.pxi"
 include "_batch.pxi"
 include "_context.pxi"
 include "_sampler.pxi"

@@ -13,29 +13,30 @@ _GGUF_MIN_VERSION = 2
 _GGUF_MAX_VERSION = 3
 
 
-def check_gguf(path):
+def check_gguf(path, what="model"):
     """Validate a GGUF file's header without loading it.
 
     Raises FileNotFoundError / IsADirectoryError / PermissionError for path problems and
     ModelLoadError (a ValueError) naming the reason for an empty, truncated, non-GGUF or
-    wrong-version file. Returns (version, n_tensors, n_kv).
+    wrong-version file. `what` names the file in messages ("model", "LoRA adapter").
+    Returns (version, n_tensors, n_kv).
     """
     if not isinstance(path, (str, bytes, os.PathLike)):
-        raise TypeError(f"model path must be str or os.PathLike, not {type(path).__name__}")
+        raise TypeError(f"{what} path must be str or os.PathLike, not {type(path).__name__}")
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     if "\0" in path:
-        raise ValueError("model path contains a NUL byte")
+        raise ValueError(f"{what} path contains a NUL byte")
     if not os.path.exists(path):
-        raise FileNotFoundError(2, "model file not found", path)
+        raise FileNotFoundError(2, f"{what} file not found", path)
     if os.path.isdir(path):
-        raise IsADirectoryError(21, "model path is a directory, not a GGUF file", path)
+        raise IsADirectoryError(21, f"{what} path is a directory, not a GGUF file", path)
     size = os.path.getsize(path)
     with open(path, "rb") as f:           # PermissionError surfaces here
         head = f.read(24)
     if size == 0:
-        raise ModelLoadError(f"{path}: the file is empty (0 bytes), not a GGUF model")
+        raise ModelLoadError(f"{path}: the file is empty (0 bytes), not a GGUF {what}")
     if head[:4] != _GGUF_MAGIC:
         raise ModelLoadError(f"{path}: not a GGUF file (magic bytes {head[:4]!r}, expected b'GGUF')")
     if len(head) < 24:
@@ -303,6 +304,10 @@ cdef class Model:
             c_name = bname
         cdef const char * t = L.llama_model_chat_template(self._model, c_name)
         return None if t == NULL else t.decode("utf-8", "replace")
+
+    def load_lora(self, path):
+        """Load a LoRA adapter (GGUF) for this model; attach it with Context.set_loras."""
+        return LoraAdapter(self, path)
 
     def save(self, path):
         """Write the model to a GGUF file."""

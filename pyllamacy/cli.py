@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -205,6 +206,9 @@ def _complete_llama(Llama, model_path: str, prompt: str, args, outcome: _Outcome
         kw["n_threads_batch"] = args.threads
     if args.ngl is not None:
         kw["n_gpu_layers"] = args.ngl
+    if args.lora is not None:
+        kw["lora_path"] = args.lora
+        kw["lora_scale"] = args.lora_scale
     llm = Llama(**kw)
     _quiet_llama_cpp(args.verbose)     # Llama() sets the process-wide log level itself
     try:
@@ -253,6 +257,8 @@ def _complete_core(model_path: str, prompt: str, args, outcome: _Outcome) -> Ite
     stop = normalize_stop(args.stop)
     with pyllamacy.Model(model_path, n_gpu_layers=-1 if args.ngl is None else args.ngl) as model, \
             pyllamacy.Context(model, n_ctx=args.n_ctx, n_threads=args.threads) as ctx:
+        if args.lora is not None:
+            ctx.set_loras([(model.load_lora(args.lora), args.lora_scale)])
         tokens = model.tokenize(prompt, add_special=True, parse_special=True)
         room = ctx.n_ctx - len(tokens)
         if room <= 0:
@@ -286,8 +292,18 @@ def cmd_complete(args) -> int:
         raise UsageError("--n-ctx must be >= 0 (0: the model's training context)")
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be >= 1")
+    if not math.isfinite(args.lora_scale):
+        raise UsageError("--lora-scale must be a finite number")
     prompt = _read_prompt(args)
     model_path = _resolve_model(args.model)
+    if args.lora is not None:
+        try:
+            pyllamacy.check_gguf(args.lora, what="LoRA adapter")
+        except (OSError, pyllamacy.ModelLoadError) as e:
+            ue = _usage_error_from(e)
+            if ue is None:
+                raise
+            raise ue from e
     Llama = _engine(args.engine)
     outcome = _Outcome()
     if Llama is not None:
@@ -458,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generate everything, then print it")
     s.add_argument("--ngl", "--n-gpu-layers", dest="ngl", type=int, default=None,
                    help="layers to offload to a GPU (-1: all)")
+    s.add_argument("--lora", metavar="PATH", default=None,
+                   help="LoRA adapter (GGUF) to apply to the model")
+    s.add_argument("--lora-scale", type=float, default=1.0, help="its scale (default 1.0)")
     s.add_argument("--stats", action="store_true", help="print token count and time to stderr")
     s.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
     s.add_argument("--engine", choices=("auto", "llama", "core"), default="auto",

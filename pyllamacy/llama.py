@@ -25,17 +25,19 @@ Differences from llama-cpp-python worth knowing (each is also noted where it hap
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
 import uuid
+import warnings
 from collections import deque
 from typing import (Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union)
 
 import numpy as np
 
-from ._llama import (ClosedError, Context, ContextOverflowError, Model, Sampler, SamplerError,
-                     set_log_level)
+from ._llama import (ClosedError, Context, ContextOverflowError, LoraAdapter, Model, Sampler,
+                     SamplerError, check_gguf, set_log_level)
 from ._text import TextAssembler, normalize_stop
 from .llama_speculative import LlamaDraftModelBase
 from .llama_speculative import generate_kwargs as _spec_generate_kwargs
@@ -241,7 +243,8 @@ class Llama:
 
     Accepted and ignored keywords (llama-cpp-python's, without effect in llama.cpp now):
     numa, mul_mat_q, f16_kv, low_vram, n_gqa, rms_norm_eps, n_parts. Any other unknown keyword
-    is a TypeError. lora_path/lora_base and draft_model raise NotImplementedError when given.
+    is a TypeError. lora_base is accepted for llama-cpp-python's sake and has no effect (a
+    UserWarning says so): llama.cpp applies an adapter to the loaded weights as they are.
     """
 
     def __init__(
@@ -285,14 +288,14 @@ class Llama:
         # sampling
         no_perf: bool = False,
         last_n_tokens_size: int = 64,
-        # LoRA (not supported yet)
+        # LoRA adapter (GGUF), applied with lora_scale
         lora_base: Optional[str] = None,
         lora_scale: float = 1.0,
         lora_path: Optional[str] = None,
         # chat (used by create_chat_completion)
         chat_format: Optional[str] = None,
         chat_handler: Optional[Any] = None,
-        # speculative decoding (not supported yet)
+        # speculative decoding: LlamaPromptLookupDecoding / LlamaDraftModel
         draft_model: Optional[Any] = None,
         # tokenizer override
         tokenizer: Optional[Any] = None,
@@ -315,11 +318,19 @@ class Llama:
         self._closed = True          # until everything is built
         self._model = None
         self._ctx = None
+        self._lora = None
         unknown = sorted(k for k in kwargs if k not in _IGNORED_KWARGS)
         if unknown:
             raise TypeError(f"Llama() got unexpected keyword argument(s): {', '.join(unknown)}")
-        if lora_path is not None or lora_base is not None:
-            raise NotImplementedError("LoRA adapters (lora_path/lora_base) are not supported yet")
+        if lora_path is not None:
+            check_gguf(lora_path, what="LoRA adapter")     # before the model loads
+        if isinstance(lora_scale, bool) or not isinstance(lora_scale, (int, float, np.number)):
+            raise TypeError(f"lora_scale must be a number, got {lora_scale!r}")
+        if not math.isfinite(float(lora_scale)):
+            raise ValueError(f"lora_scale must be finite, got {lora_scale}")
+        if lora_base is not None:
+            warnings.warn("lora_base has no effect: llama.cpp applies the LoRA adapter to the "
+                          "loaded model's weights as they are", UserWarning, stacklevel=2)
         if draft_model is not None and not isinstance(draft_model, LlamaDraftModelBase):
             raise TypeError("draft_model must be LlamaPromptLookupDecoding or LlamaDraftModel "
                             "(pyllamacy.llama_speculative)")
@@ -352,7 +363,7 @@ class Llama:
             swa_full=swa_full, type_k=type_k, type_v=type_v, no_perf=no_perf,
             last_n_tokens_size=last_n_tokens_size, chat_format=chat_format,
             chat_handler=chat_handler, tokenizer=tokenizer, spm_infill=spm_infill,
-            verbose=verbose)
+            verbose=verbose, lora_path=lora_path, lora_scale=lora_scale, lora_base=lora_base)
 
         self.verbose = verbose
         set_log_level("warn" if verbose else "error")
@@ -361,8 +372,8 @@ class Llama:
         self.tensor_split = tensor_split
         self.kv_overrides = kv_overrides
         self.lora_base = lora_base
-        self.lora_scale = lora_scale
-        self.lora_path = lora_path
+        self.lora_scale = float(lora_scale)
+        self.lora_path = None if lora_path is None else os.fspath(lora_path)
         self.chat_format = chat_format
         self.chat_handler = chat_handler
         self.draft_model = draft_model
@@ -407,6 +418,9 @@ class Llama:
                     type_v=type_v, rope_freq_base=rope_freq_base,
                     rope_freq_scale=rope_freq_scale, yarn_orig_ctx=yarn_orig_ctx,
                     no_perf=no_perf, **ckw)
+                if self.lora_path is not None:
+                    self._lora = LoraAdapter(model, self.lora_path)
+                    self._ctx.set_loras([(self._lora, self.lora_scale)])
                 self._n_ctx = self._ctx.n_ctx
                 self.n_threads = self._ctx.n_threads
                 self.n_threads_batch = self._ctx.n_threads_batch
@@ -421,6 +435,8 @@ class Llama:
         except BaseException:
             if self._ctx is not None:
                 self._ctx.close()
+            if self._lora is not None:
+                self._lora.close()
             model.close()
             raise
 
@@ -447,6 +463,8 @@ class Llama:
         """Free the context and the model weights. Safe to call twice."""
         if self._ctx is not None:
             self._ctx.close()
+        if self._lora is not None:
+            self._lora.close()
         if self._model is not None:
             self._model.close()
         self._closed = True

@@ -91,8 +91,9 @@ def test_unknown_kwarg_is_type_error(smollm2_path):
         Llama(model_path=smollm2_path, bogus_option=1, **FAST)
 
 
-def test_lora_not_implemented(smollm2_path):
-    with pytest.raises(NotImplementedError):
+def test_lora_path_missing(smollm2_path):
+    # checked before the model loads (LoRA itself: tests/test_lora.py)
+    with pytest.raises(FileNotFoundError, match="LoRA adapter file not found"):
         Llama(model_path=smollm2_path, lora_path="/nonexistent.gguf", **FAST)
 
 

@@ -60,7 +60,8 @@ class EmbeddingWorker:
             s = self.settings
             kw = dict(n_gpu_layers=s.n_gpu_layers, n_ctx=s.n_ctx, n_batch=s.n_batch,
                       n_ubatch=s.n_batch, n_threads=s.n_threads,
-                      n_threads_batch=s.n_threads_batch, embedding=True, verbose=s.verbose)
+                      n_threads_batch=s.n_threads_batch, embedding=True, verbose=s.verbose,
+                      lora_path=s.lora_path, lora_scale=s.lora_scale)
             llama = Llama(s.model, **kw)
             if llama.pooling_type() in ("none", 0):
                 # a generative model: one vector per text (mean of its tokens), as OpenAI's API

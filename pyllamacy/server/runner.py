@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Deque, Dict, List, Optional, Set
 
-from .._llama import Context, Engine, Model, Sampler, set_log_level
+from .._llama import Context, Engine, LoraAdapter, Model, Sampler, set_log_level
 from .settings import ModelSettings
 
 __all__ = ["EngineRunner", "GenRequest", "QueueFullError", "RunnerClosedError"]
@@ -103,6 +103,16 @@ class EngineRunner:
                                n_threads=s.n_threads, n_threads_batch=s.n_threads_batch,
                                flash_attn=s.flash_attn, type_k=s.type_k, type_v=s.type_v,
                                kv_unified=False)
+            self.lora = None
+            if s.lora_path is not None:
+                try:
+                    self.lora = LoraAdapter(self.model, s.lora_path)
+                    self.ctx.set_loras([(self.lora, s.lora_scale)])
+                except BaseException:
+                    self.ctx.close()
+                    if self.lora is not None:
+                        self.lora.close()
+                    raise
         except BaseException:
             self.model.close()
             raise
@@ -150,6 +160,8 @@ class EngineRunner:
         if not self._thread.is_alive():
             self.engine.close()
             self.ctx.close()
+            if self.lora is not None:
+                self.lora.close()
             self.model.close()
 
     # -- the runner thread ---------------------------------------------------------------------

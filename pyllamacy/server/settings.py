@@ -24,6 +24,12 @@ class ModelSettings(BaseModel):
     tensor_split: Optional[List[float]] = None
     use_mmap: bool = True
     use_mlock: bool = False
+    lora_path: Optional[str] = Field(None, description="LoRA adapter (GGUF) applied to every "
+                                     "request of this model.")
+    lora_scale: float = Field(1.0, allow_inf_nan=False, description="Scale of the LoRA "
+                              "adapter.")
+    lora_base: Optional[str] = Field(None, description="Accepted for llama-cpp-python's sake; "
+                                     "no effect.")
     # context
     n_ctx: int = Field(2048, ge=0, description="Context of each slot, in tokens (0: the "
                                                "model's own).")
