@@ -16,6 +16,7 @@
 #     - the real SmolLM2-135M Q4_1 rejoined (it travels in two halves: 64 MiB limit per call)
 #     - tests/test_backends.py (GPU subset) against the installed wheels
 #     - benchmark: pyllamacy vs llama-bench (CUDA) vs llama-cpp-python (CUDA), both models
+#   or, right after call 1: bash packaging/device/run_gpu_proof.sh lora  (LoRA on the GPU)
 #   call 3: bash packaging/device/run_gpu_proof.sh serve
 #     - benchmarks/server_bench.py: pyllamacy's server vs llama-server vs llama-cpp-python's,
 #       16 slots, all layers on the GPU; then both batching servers with backend sampling
@@ -87,7 +88,8 @@ after_builds() {
     rm -rf "$W/site"
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/site" "$W"/dist/*.whl
     (cd "$W" && PYTHONPATH=$W/site python3 -m pyllamacy info 2>&1 | tee "$OUT/info.txt")
-    # 1B-shaped random model (SmolLM2 tokenizer), Q4_0
+    # 1B-shaped random model (SmolLM2 tokenizer), Q4_0 (SKIP_1B=1: not needed this time)
+    [ "${SKIP_1B:-0}" = 1 ] && { touch "$W/after.done"; return 0; }
     say "making the 1B-shaped model"
     PYTHONPATH=$W/gguf:$W/src python3 "$W/src/packaging/device/make_models.py" random \
         "$W/smollm2-template.gguf" "$W/r1b-f16.gguf" --shape 1b && \
@@ -181,6 +183,18 @@ if [ "$STAGE" = test ]; then
 
     say "lcp rc=$(cat $W/lcp-build.rc 2>/dev/null || echo 'still building') (bench: next call)"
     say "test stage done"
+    exit 0
+fi
+if [ "$STAGE" = lora ]; then
+    # LoRA on the GPU (tests/test_lora.py's GPU test): needs only the tokenizer of the real
+    # model, so it runs right after the build call, on the metadata-only template
+    wait_builds ${BUILD_WAIT_S:-400} || exit 1
+    after_builds
+    rm -rf "$W/tr"; mkdir -p "$W/tr"
+    cp -a "$W/src/tests" "$W/tr/"
+    PYTHONPATH=$W/site:$W/gguf PYLLAMACY_TEST_MODEL=$W/smollm2-template.gguf \
+        python3 -m pytest -q -s -p no:cacheprovider --rootdir "$W/tr" \
+        "$W/tr/tests/test_lora.py" -k gpu 2>&1 | tee "$OUT/lora-tests.log"
     exit 0
 fi
 if [ "$STAGE" = bench ]; then
