@@ -71,6 +71,9 @@ def __getattr__(name):
     if name in ("LlamaPromptLookupDecoding", "LlamaDraftModel"):
         from . import llama_speculative as _spec
         return getattr(_spec, name)
+    if name in ("LlamaCache", "LlamaRAMCache", "LlamaDiskCache", "BaseLlamaCache"):
+        from . import llama_cache as _cache
+        return getattr(_cache, name)
     raise AttributeError(f"module 'pyllamacy' has no attribute {name!r}")
 
 

