@@ -39,7 +39,8 @@ import numpy as np
 from ._llama import (ClosedError, Context, ContextOverflowError, LoraAdapter, Model, Sampler,
                      SamplerError, check_gguf, set_log_level)
 from ._text import TextAssembler, normalize_stop
-from .llama_cache import BaseLlamaCache, LlamaCache, LlamaDiskCache, LlamaRAMCache  # noqa: F401
+from .llama_cache import (BaseLlamaCache, LlamaCache, LlamaDiskCache,  # noqa: F401
+                          LlamaRAMCache, longest_token_prefix)
 from .llama_speculative import LlamaDraftModelBase
 from .llama_speculative import generate_kwargs as _spec_generate_kwargs
 from .llama_types import (LlamaGrammar, LlamaState, LogitsProcessorList,
@@ -629,13 +630,10 @@ class Llama:
             state = self.cache[prompt_tokens]
         except KeyError:
             return
-        n = min(int(state.n_tokens), len(prompt_tokens))
-        cached = np.asarray(state.input_ids[:n], dtype=np.intc)
-        diff = np.nonzero(cached != np.asarray(prompt_tokens[:n], dtype=np.intc))[0]
-        cached_prefix = int(diff[0]) if len(diff) else n
-        k = min(self.n_tokens, len(prompt_tokens))
-        diff = np.nonzero(self.input_ids[:k] != np.asarray(prompt_tokens[:k], dtype=np.intc))[0]
-        held_prefix = int(diff[0]) if len(diff) else k
+        cached_prefix = longest_token_prefix(
+            np.asarray(state.input_ids[: int(state.n_tokens)]).tolist(), prompt_tokens)
+        held_prefix = longest_token_prefix(self.input_ids[: self.n_tokens].tolist(),
+                                           prompt_tokens)
         if cached_prefix > held_prefix:
             self.load_state(state)
 
@@ -1403,14 +1401,7 @@ class Llama:
         with np.errstate(divide="ignore"):
             return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
-    @staticmethod
-    def longest_token_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-        n = 0
-        for x, y in zip(a, b):
-            if x != y:
-                break
-            n += 1
-        return n
+    longest_token_prefix = staticmethod(longest_token_prefix)
 
 
 def _unspecified(v):

@@ -27,7 +27,8 @@ def _key(tokens: Iterable[int]) -> Key:
     return tuple(int(t) for t in tokens)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def longest_token_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens a and b share."""
     n = 0
     for x, y in zip(a, b):
         if x != y:
@@ -70,7 +71,7 @@ class BaseLlamaCache:
     def _find_prefix_key(self, key: Key) -> Optional[Key]:
         best, best_len = None, 0
         for k in self._keys():
-            n = _common_prefix(k, key)
+            n = longest_token_prefix(k, key)
             if n > best_len:
                 best, best_len = k, n
         return best
