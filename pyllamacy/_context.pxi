@@ -643,9 +643,11 @@ cdef class Context:
         stop_strings: text that ends generation once it appears in the output (the token that
         completes it is returned; trimming the text is the caller's job).
 
-        Speculative decoding: draft="ngram" (prompt lookup over `history` + the output) or a
-        Context of a small model with the same vocabulary; up to n_draft tokens are verified
-        per llama_decode. The tokens are exactly those of plain decoding.
+        Speculative decoding: draft="ngram" (prompt lookup over `history` + the output), a
+        Context of a small model with the same vocabulary, or a Python callable taking the
+        sequence so far (np.intc array: history + output) and returning draft token ids (called
+        with the GIL once per step); up to n_draft tokens are verified per llama_decode. The
+        tokens are exactly those of plain decoding.
         history: the tokens already in the sequence (the prompt), for prompt lookup.
 
         backend_sampling=True runs the sampler chain inside the compute graph (on the GPU when

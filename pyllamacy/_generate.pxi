@@ -13,6 +13,7 @@ cdef enum _Step:
     STEP_ERROR = 6        # llama_decode failed (code in _rc)
     STEP_NO_TOKEN = 7     # the grammar and logit biases leave no token to choose
     STEP_SAMPLER_ERROR = 8
+    STEP_DRAFT_ERROR = 9  # a Python drafter raised or returned something unusable
 
 
 cdef object _sample_error(int code):
@@ -57,7 +58,11 @@ cdef class Generation:
     cdef S.TopkScratch topk_scratch        # the top-k fast path's buffer
     cdef vector[L.llama_token] hist        # the whole sequence: history given + generated
     cdef size_t n_returned                 # tokens handed out by the iterator
-    cdef int draft_kind                    # 0 none, 1 prompt lookup (n-gram), 2 draft model
+    cdef int draft_kind                    # 0 none, 1 prompt lookup (n-gram), 2 draft model,
+                                           # 3 a Python callable (draft_fn)
+    cdef object draft_fn
+    cdef object draft_error
+    cdef bint draft_failed
     cdef int n_draft, ngram_max
     cdef Context draft_ctx
     cdef vector[L.llama_token] draft, draft_kv
@@ -124,8 +129,13 @@ cdef class Generation:
                 g.draft_kind = 2
                 g.draft_ctx = <Context> draft
                 g.draft_ctx.memory_clear()
+            elif callable(draft):
+                g.draft_kind = 3
+                g.draft_fn = draft
+                g.draft_failed = False
             else:
-                raise TypeError("draft must be 'ngram', a Context of a draft model, or None")
+                raise TypeError("draft must be 'ngram', a Context of a draft model, a callable "
+                                "(input_ids -> draft token ids) or None")
         g.max_stop = 0
         for s in (stop_strings or ()):
             b = s.encode("utf-8") if isinstance(s, str) else bytes(s)
@@ -350,6 +360,31 @@ cdef class Generation:
             self.draft_kv.push_back(best)
         return <int> self.draft.size()
 
+    cdef int _draft_python(self, int limit) noexcept nogil:
+        """Drafts from a Python callable, llama-cpp-python's LlamaDraftModel protocol:
+        draft_fn(input_ids: np.ndarray[intc]) -> token ids; at most `limit` are used. An
+        exception, or a token outside the vocabulary, ends the generation with that error."""
+        self.draft.clear()
+        with gil:
+            try:
+                ids = np.array(<L.llama_token[:self.hist.size()]> self.hist.data(), dtype=np.intc) \
+                    if self.hist.size() else np.zeros(0, dtype=np.intc)
+                out = np.asarray(self.draft_fn(ids))
+                if out.ndim != 1 or (out.size and out.dtype.kind not in "iu"):
+                    raise TypeError(f"a draft model must return a 1-D array of token ids, got "
+                                    f"shape {out.shape} of {out.dtype}")
+                out = out[:limit]
+                if out.size and (int(out.min()) < 0 or int(out.max()) >= self.ctx._n_vocab):
+                    raise ValueError(f"the draft model returned a token id outside the "
+                                     f"vocabulary (0..{self.ctx._n_vocab - 1})")
+                for t in out.tolist():
+                    self.draft.push_back(<L.llama_token> t)
+            except BaseException as e:
+                self.draft_error = e
+                self.draft_failed = True
+                self.draft.clear()
+        return <int> self.draft.size()
+
     cdef _Step _step_spec(self) noexcept nogil:
         cdef L.llama_context * c = self.ctx._ctx
         cdef int k, limit, i
@@ -367,7 +402,14 @@ cdef class Generation:
             limit = <int> L.llama_n_batch(c) - 1
         k = 0
         if limit > 0:
-            k = self._draft_model(limit) if self.draft_kind == 2 else self._draft_ngram(limit)
+            if self.draft_kind == 2:
+                k = self._draft_model(limit)
+            elif self.draft_kind == 3:
+                k = self._draft_python(limit)
+                if self.draft_failed:
+                    return STEP_DRAFT_ERROR
+            else:
+                k = self._draft_ngram(limit)
         if k <= 0:
             return self._step()
         if S.abort_requested(self.ctx._abort):
@@ -425,6 +467,10 @@ cdef class Generation:
         if st == STEP_NO_TOKEN or st == STEP_SAMPLER_ERROR:
             self.finish_reason = "error"
             raise _sample_error(self._sample_code)
+        if st == STEP_DRAFT_ERROR:
+            self.finish_reason = "error"
+            err, self.draft_error = self.draft_error, None
+            raise err
         if st == STEP_ABORTED and interrupted:
             self.finish_reason = "aborted"
             PyErr_CheckSignals()

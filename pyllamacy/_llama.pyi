@@ -214,7 +214,8 @@ class Context:
                  stop_tokens: Iterable[int] | None = ...,
                  stop_sequences: Iterable[Sequence[int]] | None = ...,
                  stop_strings: Iterable[str | bytes] | None = ...,
-                 history: Iterable[int] | None = ..., draft: str | Context | None = ...,
+                 history: Iterable[int] | None = ...,
+                 draft: str | Context | Callable[[npt.NDArray[np.intc]], Sequence[int]] | None = ...,
                  n_draft: int = ..., ngram_max: int = ...,
                  backend_sampling: bool = ...) -> Generation: ...
     def set_logits(self, logits: npt.ArrayLike) -> None: ...

@@ -41,7 +41,7 @@ from ._llama import (ClosedError, Context, ContextOverflowError, LoraAdapter, Mo
 from ._text import TextAssembler, normalize_stop
 from .llama_cache import (BaseLlamaCache, LlamaCache, LlamaDiskCache,  # noqa: F401
                           LlamaRAMCache, longest_token_prefix)
-from .llama_speculative import LlamaDraftModelBase
+from .llama_speculative import check_draft_model
 from .llama_speculative import generate_kwargs as _spec_generate_kwargs
 from .llama_types import (LlamaGrammar, LlamaState, LogitsProcessorList,
                           StoppingCriteriaList)
@@ -333,9 +333,7 @@ class Llama:
         if lora_base is not None:
             warnings.warn("lora_base has no effect: llama.cpp applies the LoRA adapter to the "
                           "loaded model's weights as they are", UserWarning, stacklevel=2)
-        if draft_model is not None and not isinstance(draft_model, LlamaDraftModelBase):
-            raise TypeError("draft_model must be LlamaPromptLookupDecoding or LlamaDraftModel "
-                            "(pyllamacy.llama_speculative)")
+        check_draft_model(draft_model)
         if not isinstance(model_path, (str, os.PathLike)):
             raise TypeError(f"model_path must be str or os.PathLike, not "
                             f"{type(model_path).__name__}")

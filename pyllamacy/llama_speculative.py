@@ -8,6 +8,11 @@ sampler, so the output is exactly that of plain decoding — only faster when dr
   what followed the latest earlier occurrence of its last 1..max_ngram_size tokens. Strong when
   the output copies from the prompt (editing code or text, extraction, summaries with quotes).
 - ``LlamaDraftModel``: a small model with the same vocabulary drafts greedily.
+
+A drafter of your own, as in llama-cpp-python: any callable (or a subclass of either class
+that overrides ``__call__``) taking ``input_ids`` (np.intc, the sequence so far) and returning
+draft token ids; the loop calls it with the GIL once per step and verifies up to its
+``num_pred_tokens`` (default 16) drafts. An exception it raises ends the completion with it.
 """
 from __future__ import annotations
 
@@ -20,8 +25,8 @@ from ._llama import Context, Model
 
 
 class LlamaDraftModelBase:
-    """Base of the drafters pyllamacy understands. Arbitrary Python drafters (llama-cpp-python's
-    ``LlamaDraftModel.__call__``) are not called from the C loop; subclass one of ours."""
+    """Base of the drafters that run inside the C loop. A subclass that overrides
+    ``__call__`` is a Python drafter instead (see the module docstring)."""
 
     num_pred_tokens: int = 8
 
@@ -101,11 +106,35 @@ class LlamaDraftModel(LlamaDraftModelBase):
         self.close()
 
 
+def _defines_call(cls: type) -> bool:
+    return any("__call__" in vars(k) for k in cls.__mro__ if k is not object)
+
+
+def _is_builtin(draft_model: Any) -> bool:
+    """One of ours, run in C: not a subclass that brings a __call__ of its own."""
+    cls = type(draft_model)
+    if isinstance(draft_model, LlamaPromptLookupDecoding):
+        return cls.__call__ is LlamaPromptLookupDecoding.__call__
+    if isinstance(draft_model, LlamaDraftModel):
+        return not _defines_call(cls)
+    return False
+
+
+def check_draft_model(draft_model: Any) -> None:
+    if draft_model is not None and not _is_builtin(draft_model) and not callable(draft_model):
+        raise TypeError(f"draft_model must be LlamaPromptLookupDecoding, LlamaDraftModel or a "
+                        f"callable (input_ids -> draft token ids), not "
+                        f"{type(draft_model).__name__}")
+
+
 def generate_kwargs(draft_model: Any, target_model: Model) -> dict:
     """Keyword arguments for Context.generate() that switch on speculative decoding."""
     if draft_model is None:
         return {}
-    if isinstance(draft_model, LlamaDraftModelBase):
+    if _is_builtin(draft_model):
         return draft_model._generate_kwargs(target_model)
-    raise TypeError(f"unsupported draft_model {type(draft_model).__name__}: use "
-                    "LlamaPromptLookupDecoding or LlamaDraftModel from pyllamacy.llama_speculative")
+    check_draft_model(draft_model)
+    n = getattr(draft_model, "num_pred_tokens", 16)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"the draft model's num_pred_tokens must be an integer >= 1, got {n!r}")
+    return {"draft": draft_model, "n_draft": int(n)}
