@@ -35,7 +35,7 @@ class BuildLlama(build_ext):
         from Cython.Build import cythonize
 
         include_dirs = [str(ROOT / "pyllamacy" / "csrc"), str(src / "include"),
-                        str(src / "ggml" / "include")]
+                        str(src / "ggml" / "include"), str(src / "tools" / "mtmd")]
         for ext in self.extensions:
             ext.include_dirs[:0] = include_dirs
             if ext.name == "pyllamacy._chat":
@@ -80,7 +80,7 @@ ext = Extension(
     "pyllamacy._llama",
     sources=["pyllamacy/_llama.pyx"],
     language="c++",
-    libraries=["llama", "ggml", "ggml-base"],
+    libraries=["mtmd", "llama", "ggml", "ggml-base"],
     extra_compile_args=["-O2", "-std=c++17", "-Wno-unused-function", "-Wno-unreachable-code"],
     extra_link_args=["-Wl,-rpath,$ORIGIN/lib"],
 )

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # we never build or load them unless PYLLAMACY_ALLOW_AMX=1 is set at build *and* run time.
 AMX_VARIANTS = {"sapphirerapids"}
 
-DEFAULT_TOOLS = ["llama-simple", "llama-bench", "llama-quantize"]
+DEFAULT_TOOLS = ["llama-simple", "llama-bench", "llama-quantize", "llama-mtmd-cli"]
 
 # Flags that define the build. Changing them re-configures the persistent build folder.
 BASE_CMAKE_ARGS = [
@@ -44,6 +44,9 @@ BASE_CMAKE_ARGS = [
     "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_UI=OFF",
     "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_COMMON=ON", "-DLLAMA_BUILD_IS_DEV=OFF",
     "-DCMAKE_POSITION_INDEPENDENT_CODE=ON",
+    # libmtmd's video input runs ffprobe/ffmpeg as subprocesses, also on any buffer that is no
+    # image or audio file: no programs launched on a user's bad input
+    "-DMTMD_VIDEO=OFF",
     # every library and program lands in bin/ and finds its siblings through $ORIGIN
     "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON",
 ]
@@ -130,7 +133,8 @@ def build(src: Path, extra_cmake_args: list[str] | None = None,
         tools = DEFAULT_TOOLS if env_tools is None else [t for t in env_tools.split(",") if t]
     # note: `ggml` depends on every CPU variant, so all are built; _variant_targets matters
     # when ggml is already up to date and for PYLLAMACY_CPU_VARIANTS
-    targets = ["llama", "llama-common", "ggml", "ggml-base", *_variant_targets(bdir, ninja), *tools]
+    targets = ["llama", "llama-common", "mtmd", "ggml", "ggml-base", *_variant_targets(bdir, ninja),
+               *tools]
     jobs = os.environ.get("PYLLAMACY_JOBS") or str(os.cpu_count() or 2)
     env = dict(os.environ)
     # let ccache share objects between checkouts in different folders (CI clones, worktrees)
@@ -164,7 +168,7 @@ def _recorded_cmake_exists(bdir: Path) -> bool:
 def libraries(bin_dir: Path) -> list[Path]:
     """The shared libraries an installed pyllamacy needs, under their run-time names."""
     libs = []
-    for stem in ("libllama", "libllama-common", "libggml", "libggml-base"):
+    for stem in ("libllama", "libllama-common", "libmtmd", "libggml", "libggml-base"):
         p = bin_dir / f"{stem}.so.0"
         if not p.exists():
             raise BuildError(f"{p} was not built")

@@ -547,6 +547,20 @@ cdef class Context:
         finally:
             self._leave()
 
+    def eval_multimodal(self, prompt, pos=None, int seq_id=0):
+        """Decode a MultimodalInput (Projector.tokenize): its text chunks as tokens, its media
+        chunks encoded by the projector, starting at `pos` (default: after what the sequence
+        holds), with logits for the last position. Returns the position after the prompt; on
+        failure the sequence is rolled back to `pos`."""
+        if not isinstance(prompt, MultimodalInput):
+            raise TypeError(f"eval_multimodal takes a MultimodalInput (Projector.tokenize), "
+                            f"not {type(prompt).__name__}")
+        self._enter()
+        try:
+            return _eval_multimodal(self, <MultimodalInput> prompt, pos, seq_id)
+        finally:
+            self._leave()
+
     cdef int32_t _eval(self, tokens, pos, int seq_id, logits) except -1:
         cdef vector[L.llama_token] toks
         self.model._fill_tokens(tokens, toks)

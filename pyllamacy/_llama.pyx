@@ -11,6 +11,7 @@ This file is a table of contents; each included .pxi holds one domain:
     _lora.pxi      LoraAdapter (a LoRA adapter of one Model, attached to Contexts)
     _batch.pxi     Batch (llama_batch owner)
     _context.pxi   Context (KV cache, decode, logits/embeddings, state, cancellation)
+    _mtmd.pxi      Projector, MultimodalInput: images / audio through libmtmd
     _sampler.pxi   Sampler (a llama_sampler chain)
     _generate.pxi  the nogil decode/sample loops (and speculative decoding)
     _engine.pxi    Engine: continuous batching of many requests over one Context
@@ -37,6 +38,7 @@ from pyllamacy.includes cimport llama as L
 from pyllamacy.includes cimport ggml as G
 from pyllamacy.includes cimport ggml_backend as GB
 from pyllamacy.includes cimport support as S
+from pyllamacy.includes cimport mtmd as M
 
 import os
 import sys
@@ -52,6 +54,7 @@ include "_model.pxi"
 include "_lora.pxi"
 include "_batch.pxi"
 include "_context.pxi"
+include "_mtmd.pxi"
 include "_sampler.pxi"
 include "_generate.pxi"
 include "_engine.pxi"

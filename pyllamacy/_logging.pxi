@@ -27,3 +27,4 @@ def get_log_level():
 cdef void _install_log_callbacks() noexcept:
     L.llama_log_set(S.log_callback, NULL)
     G.ggml_log_set(S.log_callback, NULL)
+    M.mtmd_helper_log_set(S.log_callback, NULL)

@@ -113,3 +113,79 @@ def merged(weights: Dict[str, np.ndarray], pairs: Dict[str, Tuple[np.ndarray, np
         out[name] = (weights[name].astype(np.float64)
                      + f * (b.astype(np.float64) @ a.astype(np.float64))).astype(np.float32)
     return out
+
+
+# -- a tiny random vision projector (LLaVA-1.5 layout: CLIP ViT + 2-layer MLP) ------------------
+
+VISION = dict(image_size=32, patch_size=16, n_embd=64, n_ff=128, n_layer=2, n_head=4,
+              proj_hidden=96)
+
+
+def write_tiny_mmproj(path: str, text_n_embd: int, seed: int = 5) -> None:
+    """An mmproj GGUF of projector type "mlp" for a text model of width `text_n_embd`:
+    (32/16)^2 = 4 patches + a class token, so each image is 4 embeddings in the prompt."""
+    v = VISION
+    rng = np.random.default_rng(seed)
+    E, F, H = v["n_embd"], v["n_ff"], v["proj_hidden"]
+    n_patches = (v["image_size"] // v["patch_size"]) ** 2
+
+    def mat(*shape, std=0.1):
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    w = gguf.GGUFWriter(path, arch="clip")
+    w.add_string("general.name", "tiny random llava projector")
+    w.add_uint32("general.file_type", 1)
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_bool("clip.has_text_encoder", False)
+    w.add_bool("clip.use_gelu", True)
+    w.add_string("clip.projector_type", "mlp")
+    w.add_uint32("clip.vision.image_size", v["image_size"])
+    w.add_uint32("clip.vision.patch_size", v["patch_size"])
+    w.add_uint32("clip.vision.embedding_length", E)
+    w.add_uint32("clip.vision.feed_forward_length", F)
+    w.add_uint32("clip.vision.projection_dim", text_n_embd)
+    w.add_uint32("clip.vision.block_count", v["n_layer"])
+    w.add_uint32("clip.vision.attention.head_count", v["n_head"])
+    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    p = v["patch_size"]
+    w.add_tensor("v.patch_embd.weight", mat(E, 3, p, p, std=0.05).astype(np.float16))
+    w.add_tensor("v.class_embd", mat(E))
+    w.add_tensor("v.position_embd.weight", mat(n_patches + 1, E))
+    w.add_tensor("v.pre_ln.weight", np.ones(E, np.float32))
+    w.add_tensor("v.pre_ln.bias", np.zeros(E, np.float32))
+    for i in range(v["n_layer"]):
+        b = f"v.blk.{i}."
+        for n in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            w.add_tensor(b + n + ".weight", mat(E, E))
+            w.add_tensor(b + n + ".bias", mat(E, std=0.01))
+        for n in ("ln1", "ln2"):
+            w.add_tensor(b + n + ".weight", np.ones(E, np.float32))
+            w.add_tensor(b + n + ".bias", np.zeros(E, np.float32))
+        w.add_tensor(b + "ffn_up.weight", mat(F, E))
+        w.add_tensor(b + "ffn_up.bias", mat(F, std=0.01))
+        w.add_tensor(b + "ffn_down.weight", mat(E, F))
+        w.add_tensor(b + "ffn_down.bias", mat(E, std=0.01))
+    w.add_tensor("mm.0.weight", mat(H, E))
+    w.add_tensor("mm.0.bias", mat(H, std=0.01))
+    w.add_tensor("mm.2.weight", mat(text_n_embd, H, std=0.3))
+    w.add_tensor("mm.2.bias", mat(text_n_embd, std=0.01))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """A PNG file of an (h, w, 3) uint8 image (stored, 8-bit RGB)."""
+    import struct
+    import zlib
+    h, wd, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[y].astype(np.uint8).tobytes() for y in range(h))
+
+    def chunk(tag, data):
+        return (struct.pack(">I", len(data)) + tag + data +
+                struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", wd, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
