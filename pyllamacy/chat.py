@@ -30,7 +30,7 @@ from ._chat import (ChatParseError, ChatTemplateError, ChatTemplateLimitError, S
                     get_limits, set_limits)
 from .chat_formats import get_chat_template
 
-__all__ = ["create_chat_completion", "register_chat_format", "ChatFormatterResponse",
+__all__ = ["create_chat_completion", "complete_chat", "register_chat_format", "ChatFormatterResponse",
            "ChatRequest", "prepare_chat", "chat_message", "ChatDeltas",
            "schema_to_grammar", "render_chat", "ChatTemplateError", "ChatTemplateLimitError",
            "SchemaError", "ChatParseError", "set_limits", "get_limits"]
@@ -487,14 +487,18 @@ def _special_ids(model, texts) -> set:
     return ids
 
 
-def _prompt_tokens(llama, plan: _Plan) -> List[int]:
-    model = llama.model
+def prompt_text(llama, plan: _Plan) -> str:
+    """The rendered prompt, less a leading BOS text that tokenizing with add_special adds."""
     text = plan.prompt
     info = _template_info(llama)
-    add_bos = model.add_bos
-    if info.bos and text.startswith(info.bos) and add_bos:
+    if info.bos and text.startswith(info.bos) and llama.model.add_bos:
         text = text[len(info.bos):]          # tokenize() adds it (as llama-server does)
-    return model.tokenize(text.encode("utf-8"), add_special=True, parse_special=True)
+    return text
+
+
+def _prompt_tokens(llama, plan: _Plan) -> List[int]:
+    return llama.model.tokenize(prompt_text(llama, plan).encode("utf-8"), add_special=True,
+                                parse_special=True)
 
 
 # -- parsing a reply ------------------------------------------------------------------------------
@@ -590,15 +594,33 @@ def create_chat_completion(
         raise TypeError(f"create_chat_completion() got unexpected keyword argument(s): "
                         f"{', '.join(sorted(kwargs))}")
 
-    if top_logprobs is not None and not logprobs:
-        raise ValueError("top_logprobs requires logprobs=True")
     req = prepare_chat(llama, messages, functions=functions, function_call=function_call,
                        tools=tools, tool_choice=tool_choice, response_format=response_format,
                        grammar=grammar, stop=stop, parallel_tool_calls=parallel_tool_calls,
                        chat_template_kwargs=chat_template_kwargs)
+    return complete_chat(
+        llama, req, req.prompt_tokens, max_tokens=max_tokens, temperature=temperature,
+        top_p=top_p, min_p=min_p, typical_p=typical_p, logprobs=logprobs,
+        top_logprobs=top_logprobs, frequency_penalty=frequency_penalty,
+        presence_penalty=presence_penalty, repeat_penalty=repeat_penalty, top_k=top_k,
+        stream=stream, seed=seed, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
+        mirostat_eta=mirostat_eta, model=model, stopping_criteria=stopping_criteria,
+        logits_processor=logits_processor, logit_bias=logit_bias)
+
+
+def complete_chat(llama, req: "ChatRequest", prompt, *, max_tokens=None, temperature=0.2,
+                  top_p=0.95, min_p=0.05, typical_p=1.0, logprobs=None, top_logprobs=None,
+                  frequency_penalty=0.0, presence_penalty=0.0, repeat_penalty=1.0, top_k=40,
+                  stream=False, seed=None, mirostat_mode=0, mirostat_tau=5.0,
+                  mirostat_eta=0.1, model=None, stopping_criteria=None, logits_processor=None,
+                  logit_bias=None):
+    """Generate the reply to a prepared chat request from `prompt` (its tokens, or a
+    PreloadedPrompt already in the context) and shape it as a chat completion (or chunks)."""
+    if top_logprobs is not None and not logprobs:
+        raise ValueError("top_logprobs requires logprobs=True")
     n_logprobs = (top_logprobs or 0) if logprobs else None
     run = llama._prepare_completion(
-        req.prompt_tokens, None, max_tokens, temperature, top_p, min_p, typical_p, n_logprobs,
+        prompt, None, max_tokens, temperature, top_p, min_p, typical_p, n_logprobs,
         False, req.stop, frequency_penalty, presence_penalty, repeat_penalty, top_k,
         stream, seed, mirostat_mode, mirostat_tau, mirostat_eta, model, stopping_criteria,
         logits_processor, req.grammar, logit_bias)
@@ -612,7 +634,7 @@ def create_chat_completion(
         texts.append(text)
         entries.extend(ents)
     message, finish = chat_message(req, "".join(texts), run["finish_reason"])
-    n_prompt, n_completion = len(req.prompt_tokens), run["completion_tokens"]
+    n_prompt, n_completion = len(run["prompt_tokens"]), run["completion_tokens"]
     return {
         "id": cid, "object": "chat.completion", "created": run["created"],
         "model": run["model"],

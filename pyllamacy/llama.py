@@ -214,6 +214,17 @@ def infill_tokens(model: Model, prefix_tokens: List[int], suffix_tokens: List[in
     return toks + [mid]
 
 
+class PreloadedPrompt:
+    """A prompt already in the context (a multimodal one, Llama._load_multimodal): its tokens
+    per position (-1 where media embeddings are) and its text; create_completion continues
+    from it without evaluating anything."""
+    __slots__ = ("tokens", "text")
+
+    def __init__(self, tokens: Sequence[int], text: str = ""):
+        self.tokens = list(tokens)
+        self.text = text
+
+
 class LlamaTokenizer:
     """llama-cpp-python's tokenizer object over a Llama (Llama.tokenizer())."""
 
@@ -635,6 +646,25 @@ class Llama:
         if cached_prefix > held_prefix:
             self.load_state(state)
 
+    def _load_multimodal(self, prompt) -> "PreloadedPrompt":
+        """Evaluate a MultimodalInput from position 0 and return the PreloadedPrompt that
+        create_completion continues from. Media positions hold -1 in input_ids: no text prompt
+        shares a prefix through them, so nothing computed from an image is reused for another."""
+        ctx = self._need_ctx()
+        self._saved_logits = None
+        self.n_tokens = 0
+        end = ctx.eval_multimodal(prompt, pos=0)
+        toks: List[int] = []
+        for kind, _n_tok, n_pos, text_toks in prompt.chunks():
+            toks.extend(text_toks if kind == "text" else [-1] * n_pos)
+        if len(toks) != end:
+            raise RuntimeError(f"the multimodal prompt took {end} positions, its chunks list "
+                               f"{len(toks)}")
+        self.input_ids[:end] = toks
+        self.n_tokens = end
+        self._saved_logits = (end, ctx.logits())
+        return PreloadedPrompt(toks, "")
+
     def reset(self) -> None:
         """Forget the evaluated tokens (the KV cache is overwritten by the next eval)."""
         self._check()
@@ -772,7 +802,8 @@ class Llama:
         n = self.n_tokens
         start = 0 if self.last_n_tokens_size < 0 else max(0, n - self.last_n_tokens_size)
         for t in self.input_ids[start:n].tolist():
-            s.accept(t)
+            if t >= 0:                        # media positions of a multimodal prompt: no token
+                s.accept(t)
 
     @staticmethod
     def _processor_bias(raw: np.ndarray, processed) -> Optional[Dict[int, float]]:
@@ -833,7 +864,7 @@ class Llama:
         if self.draft_model is None:
             return {}
         kw = _spec_generate_kwargs(self.draft_model, self._model)
-        kw["history"] = self.input_ids[: self.n_tokens].tolist()
+        kw["history"] = [t for t in self.input_ids[: self.n_tokens].tolist() if t >= 0]
         return kw
 
     def _tokens_fast(self, sampler: Sampler, max_tokens: int, stop: List[str], fin: _Finish):
@@ -1012,6 +1043,10 @@ class Llama:
     def _prompt_tokens(self, prompt, suffix: Optional[str]) -> Tuple[List[int], str]:
         """Prompt (and infill suffix) -> (tokens, prompt text for echo and text offsets)."""
         model = self._model
+        if isinstance(prompt, PreloadedPrompt):
+            if suffix is not None:
+                raise ValueError("suffix cannot be combined with a multimodal prompt")
+            return list(prompt.tokens), prompt.text
         if isinstance(prompt, (bytes, bytearray)):
             prompt = bytes(prompt).decode("utf-8")
         if isinstance(prompt, str):
@@ -1091,7 +1126,7 @@ class Llama:
                     echo_entries.append((s, off, lp, top))
                 off += len(echo_entries[-1][0])
         else:
-            if self.cache is not None:
+            if self.cache is not None and not run.get("preloaded"):
                 self._restore_from_cache(prompt_tokens)
             self._load_prompt(prompt_tokens)
 
@@ -1154,7 +1189,7 @@ class Llama:
             reason = "stop"
         run["finish_reason"] = reason
         run["completion_tokens"] = n_completion
-        if self.cache is not None and self.n_tokens > 0:
+        if self.cache is not None and self.n_tokens > 0 and not run.get("preloaded"):
             self.cache[self.input_ids[: self.n_tokens].tolist()] = self.save_state()
 
     def _prepare_completion(self, prompt, suffix, max_tokens, temperature, top_p, min_p,
@@ -1206,6 +1241,7 @@ class Llama:
             "sampling": sp, "sampler": sampler, "seed": call_seed, "mode": mode,
             "stopping_criteria": stopping_criteria, "logits_processor": logits_processor,
             "finish_reason": None, "completion_tokens": 0,
+            "preloaded": isinstance(prompt, PreloadedPrompt),
         }
 
     @staticmethod

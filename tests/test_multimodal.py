@@ -215,3 +215,119 @@ def test_one_call_at_a_time(loaded):
     for t in threads:
         t.join()
     assert done and all(n == done[0] for n in done)
+
+
+# -- the chat handler -----------------------------------------------------------------------------
+
+def _data_uri(path):
+    import base64
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode()
+
+
+def _msgs(image_part, text=QUESTION):
+    return [{"role": "user", "content": [image_part, {"type": "text", "text": text}]}]
+
+
+@pytest.fixture(scope="module")
+def chat_llm(mm):
+    from pyllamacy import Llama
+    from pyllamacy.chat_multimodal import Llava15ChatHandler
+    text, proj, _, _ = mm
+    handler = Llava15ChatHandler(clip_model_path=proj)
+    llm = Llama(text, chat_handler=handler, n_ctx=256, n_threads=1, verbose=False)
+    yield llm
+    llm.close()
+    handler.close()
+
+
+def _reply(llm, messages, **kw):
+    r = llm.create_chat_completion(messages=messages, max_tokens=8, temperature=0, **kw)
+    return r["choices"][0]["message"]["content"], r
+
+
+def test_chat_handler_equals_the_core_path(mm, chat_llm):
+    from pyllamacy import chat
+    _, _, images, _ = mm
+    llm = chat_llm
+    projector = llm.chat_handler.projector(llm)
+    replies = []
+    for path, _ in images:
+        got, r = _reply(llm, _msgs({"type": "image_url", "image_url": {"url": _data_uri(path)}}))
+        # the same prompt through the core: the template's text, the projector, greedy
+        req = chat.prepare_chat(llm, [{"role": "user", "content": projector.marker + QUESTION}])
+        with open(path, "rb") as f:
+            inp = projector.tokenize(chat.prompt_text(llm, req.plan), [f.read()])
+        with pc.Context(llm.model, n_ctx=256, n_threads=1) as ctx:
+            ctx.eval_multimodal(inp)
+            want = llm.model.detokenize(ctx.generate(pc.Sampler(llm.model).greedy(),
+                                                     max_tokens=8).run()).decode(errors="replace")
+        assert got == want
+        assert r["usage"]["prompt_tokens"] == inp.n_pos
+        stream = list(llm.create_chat_completion(
+            messages=_msgs({"type": "image_url", "image_url": {"url": _data_uri(path)}}),
+            max_tokens=8, temperature=0, stream=True))
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in stream) == got
+        replies.append(got)
+    assert len(set(replies)) == len(replies)
+
+
+def test_chat_image_sources_agree(mm, chat_llm):
+    _, _, images, _ = mm
+    path, rgb = images[2]
+    want, _ = _reply(chat_llm, _msgs({"type": "image_url", "image_url": {"url": _data_uri(path)}}))
+    for part in ({"type": "image_url", "image_url": path},
+                 {"type": "image_url", "image_url": {"url": "file://" + path}},
+                 {"type": "image", "image": rgb}):
+        assert _reply(chat_llm, _msgs(part))[0] == want
+
+
+def test_chat_after_images_text_is_clean(mm, chat_llm, smollm2_path):
+    """A text prompt after an image reuses nothing computed from the image; so does a chat with
+    another image."""
+    from pyllamacy import Llama
+    text, _, images, _ = mm
+    with Llama(text, n_ctx=256, n_threads=1, verbose=False) as fresh:
+        want_text = fresh("Once upon a time", max_tokens=6, temperature=0)["choices"][0]["text"]
+        want_chat = fresh.create_chat_completion(
+            messages=[{"role": "user", "content": "Hello"}], max_tokens=6,
+            temperature=0)["choices"][0]["message"]["content"]
+    a = _reply(chat_llm, _msgs({"type": "image_url", "image_url": images[0][0]}))[0]
+    assert chat_llm("Once upon a time", max_tokens=6,
+                    temperature=0)["choices"][0]["text"] == want_text
+    b = _reply(chat_llm, _msgs({"type": "image_url", "image_url": images[1][0]}))[0]
+    a2 = _reply(chat_llm, _msgs({"type": "image_url", "image_url": images[0][0]}))[0]
+    assert a2 == a and b != a
+    # text-only messages through the handler: the ordinary chat path
+    assert chat_llm.create_chat_completion(
+        messages=[{"role": "user", "content": "Hello"}], max_tokens=6,
+        temperature=0)["choices"][0]["message"]["content"] == want_chat
+
+
+def test_chat_bad_media(mm, tmp_path):
+    from pyllamacy import Llama
+    from pyllamacy.chat_multimodal import MultimodalChatHandler
+    text, proj, images, _ = mm
+    with pytest.raises(FileNotFoundError):
+        MultimodalChatHandler(str(tmp_path / "none.gguf"))
+    strict = MultimodalChatHandler(proj, allow_files=False, allow_urls=False)
+    with Llama(text, chat_handler=strict, n_ctx=256, n_threads=1, verbose=False) as llm:
+        for part, exc, msg in [
+                ({"type": "image_url", "image_url": images[0][0]}, pc.MediaError, "not allowed"),
+                ({"type": "image_url", "image_url": "https://example.invalid/a.png"},
+                 pc.MediaError, "not allowed"),
+                ({"type": "image_url", "image_url": "data:image/png;base64,%%%"},
+                 pc.MediaError, "could not be decoded|base64"),
+                ({"type": "image_url", "image_url": "data:image/png,notbase64"},
+                 pc.MediaError, "could not be decoded"),
+                ({"type": "image_url", "image_url": {}}, pc.MediaError, "needs a URL"),
+                ({"type": "image_url", "image_url": "ftp://x/y.png"}, pc.MediaError, "scheme"),
+                ({"type": "video", "video": "x"}, ValueError, "unknown type"),
+                ({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                 pc.MediaError, "could not be decoded")]:
+            with pytest.raises(exc, match=msg):
+                _reply(llm, _msgs(part))
+        # still fine afterwards
+        assert isinstance(_reply(llm, _msgs({"type": "image_url",
+                                             "image_url": _data_uri(images[0][0])}))[0], str)
+    strict.close()
