@@ -35,6 +35,7 @@ __all__ = ["create_chat_completion", "complete_chat", "register_chat_format", "C
            "schema_to_grammar", "render_chat", "ChatTemplateError", "ChatTemplateLimitError",
            "SchemaError", "ChatParseError", "set_limits", "get_limits"]
 
+_MEDIA_PART_TYPES = ("image_url", "input_audio", "image", "audio", "video", "input_image")
 _MAX_SCHEMA_DEPTH = 64          # nesting of a JSON schema we accept before calling llama.cpp
 
 
@@ -251,6 +252,14 @@ def _normalize_messages(messages) -> List[dict]:
             m["tool_calls"] = calls
         if m.get("content") is None and m["role"] != "assistant":
             m["content"] = ""
+        if isinstance(m.get("content"), (list, tuple)):
+            for part in m["content"]:
+                if isinstance(part, dict) and part.get("type") in _MEDIA_PART_TYPES:
+                    raise ValueError(
+                        f"messages[{i}] holds a {part.get('type')!r} part: images and audio need "
+                        "a multimodal projector (Llama(chat_handler=pyllamacy.chat_multimodal."
+                        "MultimodalChatHandler(clip_model_path=...))); the server does not "
+                        "take them yet")
         out.append(m)
     return out
 

@@ -331,3 +331,11 @@ def test_chat_bad_media(mm, tmp_path):
         assert isinstance(_reply(llm, _msgs({"type": "image_url",
                                              "image_url": _data_uri(images[0][0])}))[0], str)
     strict.close()
+
+
+def test_images_without_a_projector_are_refused(smollm2_path):
+    from pyllamacy import Llama
+    with Llama(smollm2_path, n_ctx=256, n_threads=1, verbose=False) as llm:
+        with pytest.raises(ValueError, match="multimodal projector"):
+            llm.create_chat_completion(messages=_msgs(
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}))
