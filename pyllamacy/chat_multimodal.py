@@ -134,6 +134,18 @@ class MultimodalChatHandler:
         self._projector_kw = dict(use_gpu=use_gpu, n_threads=n_threads, **projector_kw)
         self._projectors: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: Optional[str], local_dir=None,
+                        cache_dir=None, **kwargs) -> "MultimodalChatHandler":
+        """The projector from the Hugging Face Hub (pyllamacy.hub, as Llama.from_pretrained):
+        filename is a file of the repository or a pattern matching one ("*mmproj*")."""
+        from . import hub
+        if filename is None:
+            raise ValueError("filename is required: the mmproj GGUF of the repository (or a "
+                             "pattern such as '*mmproj*.gguf')")
+        path = hub.download(repo_id, filename, local_dir=local_dir, cache_dir=cache_dir)
+        return cls(clip_model_path=path, **kwargs)
+
     def projector(self, llama) -> Projector:
         """The Projector for this Llama's model (loaded on first use)."""
         model = llama.model

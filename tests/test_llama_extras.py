@@ -50,6 +50,9 @@ HUB_SCRIPT = textwrap.dedent('''
             out[name] = [llm.model_path,
                          llm("The capital of France is", max_tokens=4,
                              temperature=0)["choices"][0]["text"]]
+    from pyllamacy.chat_multimodal import MultimodalChatHandler
+    out["handler"] = MultimodalChatHandler.from_pretrained(repo, "SmolLM2-*.gguf",
+                                                           cache_dir=cache).clip_model_path
     for args in ((repo, "*Q8_0.gguf"), (repo, "*.gguf"), ("not a repo", "x.gguf"),
                  (repo, None), ("pyllamacy-test/not-cached", "*.gguf")):
         try:
@@ -78,6 +81,7 @@ def test_from_pretrained_offline_cache(tmp_path, smollm2_path):
         path, text = out[name]
         assert path.startswith(str(tmp_path)) and path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
         assert text == want
+    assert out["handler"] == out["*Q4_1.gguf"][0]
     kind, is_value_error, msg = out[repr((repo, "*Q8_0.gguf"))]
     assert kind == "HubFileNotFoundError" and is_value_error
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in msg         # lists what there is
