@@ -159,5 +159,11 @@ class LlamaDiskCache(BaseLlamaCache):
     def close(self) -> None:
         self._cache.close()
 
+    def __enter__(self) -> "LlamaDiskCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 LlamaCache = LlamaRAMCache

@@ -138,6 +138,8 @@ def test_disk_cache_survives_the_instance(tmp_path):
     with pytest.raises(KeyError):
         c2[[9]]
     c2.close()
+    with LlamaDiskCache(cache_dir=str(tmp_path / "dc")) as c3:
+        assert len(c3) == 1
 
 
 def _count_evals(llm):
