@@ -570,14 +570,7 @@ cdef class Context:
         cdef int32_t n = <int32_t> toks.size()
         if n == 0:
             raise ValueError("eval needs at least one token")
-        cdef int32_t p0 = self._next_pos(seq_id) if pos is None else pos
-        if p0 < 0:
-            raise ValueError(f"position must be >= 0, got {p0}")
-        cdef int32_t n_ctx = L.llama_n_ctx_seq(self._ctx)
-        if p0 + n > n_ctx:
-            raise ContextOverflowError(
-                f"{n} tokens starting at position {p0} need a context of {p0 + n} tokens, but "
-                f"n_ctx is {n_ctx}: shorten the input or create the context with a larger n_ctx")
+        cdef int32_t p0 = self._start_pos(pos, seq_id, n, "tokens")
         cdef int32_t n_batch = L.llama_n_batch(self._ctx)
         cdef int32_t start = 0, i, m
         cdef bint all_logits = logits == "all"
@@ -608,15 +601,42 @@ cdef class Context:
                 S.sigint_watch_end(self._abort)
         self.epoch += 1
         if rc != 0:
-            L.llama_memory_seq_rm(L.llama_get_memory(self._ctx), seq_id, p0, -1)
-            if rc == 2 and interrupted:
-                PyErr_CheckSignals()
-                raise KeyboardInterrupt()
-            raise _decode_error(rc, f"eval of {n} tokens at position {p0}")
-        self._has_restored = False
-        self._logits_valid = logits != "none"
-        self._no_raw_logits = False
+            self._decode_failed(rc, seq_id, p0, interrupted,
+                                f"eval of {n} tokens at position {p0}", "")
+        self._decoded(logits != "none")
         return p0 + n
+
+    cdef int32_t _start_pos(self, pos, int seq_id, int32_t n, str what) except -1:
+        """Where `n` positions of input go (default: after what the sequence holds); raises
+        before any decode when they do not fit."""
+        cdef int32_t p0 = self._next_pos(seq_id) if pos is None else pos
+        if p0 < 0:
+            raise ValueError(f"position must be >= 0, got {p0}")
+        cdef int32_t n_ctx = L.llama_n_ctx_seq(self._ctx)
+        if p0 + n > n_ctx:
+            raise ContextOverflowError(
+                f"{n} {what} starting at position {p0} need a context of {p0 + n} tokens, but "
+                f"n_ctx is {n_ctx}: shorten the input or create the context with a larger n_ctx")
+        return p0
+
+    cdef int _decode_failed(self, int32_t rc, int seq_id, int32_t p0, bint interrupted,
+                            str what, str reason) except -1:
+        """Roll the sequence back to p0 and raise the error for decode code `rc` (Ctrl-C:
+        KeyboardInterrupt)."""
+        L.llama_memory_seq_rm(L.llama_get_memory(self._ctx), seq_id, p0, -1)
+        if rc == 2 and interrupted:
+            PyErr_CheckSignals()
+            raise KeyboardInterrupt()
+        err = _decode_error(rc, what)
+        if reason:
+            err.args = (f"{err.args[0]}: {reason}",) + err.args[1:]
+        raise err
+
+    cdef void _decoded(self, bint has_logits) noexcept:
+        """Bookkeeping after a successful decode of new input."""
+        self._has_restored = False
+        self._logits_valid = has_logits
+        self._no_raw_logits = False
 
     def encode(self, tokens, int seq_id=0):
         """Run the encoder of an encoder-decoder (or embedding) model over `tokens`."""

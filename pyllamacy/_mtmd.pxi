@@ -332,44 +332,26 @@ cdef int32_t _eval_multimodal(Context ctx, MultimodalInput inp, pos, int seq_id)
     proj._claim()
     cdef int32_t rc = 0
     cdef L.llama_pos new_pos = 0
-    cdef int32_t p0, n_batch
+    cdef int32_t p0
     cdef bint watch = False, interrupted = False
     cdef uint64_t mark
     try:
         ctx._check_seq(seq_id)
-        p0 = ctx._next_pos(seq_id) if pos is None else pos
-        if p0 < 0:
-            raise ValueError(f"position must be >= 0, got {p0}")
-        n_ctx = L.llama_n_ctx_seq(ctx._ctx)
-        if p0 + inp.n_pos > n_ctx:
-            raise ContextOverflowError(
-                f"the multimodal prompt takes {inp.n_pos} positions starting at {p0}: it needs "
-                f"a context of {p0 + inp.n_pos} but n_ctx is {n_ctx}; shorten the input or "
-                f"create the context with a larger n_ctx")
+        p0 = ctx._start_pos(pos, seq_id, inp.n_pos, "positions of a multimodal prompt")
         if L.llama_memory_seq_pos_max(L.llama_get_memory(ctx._ctx), seq_id) >= p0:
             L.llama_memory_seq_rm(L.llama_get_memory(ctx._ctx), seq_id, p0, -1)
-        n_batch = L.llama_n_batch(ctx._ctx)
         watch = _in_main_thread() and S.sigint_watch_begin(ctx._abort)
         mark = S.log_mark()
         with nogil:
-            rc = M.mtmd_helper_eval_chunks(proj._c, ctx._ctx, inp._c, p0, seq_id, n_batch,
-                                           True, &new_pos)
+            rc = M.mtmd_helper_eval_chunks(proj._c, ctx._ctx, inp._c, p0, seq_id,
+                                           L.llama_n_batch(ctx._ctx), True, &new_pos)
         interrupted = watch and S.sigint_seen(ctx._abort)
         ctx.epoch += 1
         if rc != 0:
-            L.llama_memory_seq_rm(L.llama_get_memory(ctx._ctx), seq_id, p0, -1)
             ctx._logits_valid = False
-            if interrupted:
-                PyErr_CheckSignals()
-                raise KeyboardInterrupt()
-            reason = _recent_log(mark, True)
-            err = _decode_error(rc, "evaluating the multimodal prompt")
-            if reason:
-                err.args = (f"{err.args[0]}: {reason}",) + err.args[1:]
-            raise err
-        ctx._logits_valid = True
-        ctx._has_restored = False
-        ctx._no_raw_logits = False
+            ctx._decode_failed(rc, seq_id, p0, interrupted, "evaluating the multimodal prompt",
+                               _recent_log(mark, True))
+        ctx._decoded(True)
         return new_pos
     finally:
         if watch:
