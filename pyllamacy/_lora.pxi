@@ -119,7 +119,7 @@ cdef class LoraAdapter:
         cdef int32_t i, n = L.llama_adapter_meta_count(self._c)
         out = {}
         for i in range(n):
-            out[_adapter_meta_string(self._c, i, True)] = _adapter_meta_string(self._c, i, False)
+            out[_meta_string(NULL, i, True, self._c)] = _meta_string(NULL, i, False, self._c)
         return out
 
     @property
@@ -138,21 +138,6 @@ cdef class LoraAdapter:
             return []
         cdef const L.llama_token * toks = L.llama_adapter_get_alora_invocation_tokens(self._c)
         return [toks[i] for i in range(n)]
-
-
-cdef str _adapter_meta_string(L.llama_adapter_lora * adapter, int32_t i, bint key):
-    cdef vector[char] buf
-    cdef int32_t n
-    buf.resize(256)
-    n = (L.llama_adapter_meta_key_by_index(adapter, i, buf.data(), buf.size()) if key else
-         L.llama_adapter_meta_val_str_by_index(adapter, i, buf.data(), buf.size()))
-    if n < 0:
-        return ""
-    if n >= <int32_t> buf.size():
-        buf.resize(n + 1)
-        n = (L.llama_adapter_meta_key_by_index(adapter, i, buf.data(), buf.size()) if key else
-             L.llama_adapter_meta_val_str_by_index(adapter, i, buf.data(), buf.size()))
-    return PyBytes_FromStringAndSize(buf.data(), n).decode("utf-8", "replace")
 
 
 cdef list _lora_pairs(object adapters, Model model):

@@ -487,18 +487,27 @@ cdef bytes _piece(const L.llama_vocab * vocab, L.llama_token token, bint special
     return PyBytes_FromStringAndSize(big.data(), n)
 
 
-cdef str _meta_string(L.llama_model * model, int32_t i, bint key):
+cdef inline int32_t _meta_at(const L.llama_model * model, const L.llama_adapter_lora * adapter,
+                             int32_t i, bint key, char * buf, size_t size) noexcept:
+    """Metadata entry i of a model, or of a LoRA adapter when `adapter` is set."""
+    if adapter != NULL:
+        return (L.llama_adapter_meta_key_by_index(adapter, i, buf, size) if key else
+                L.llama_adapter_meta_val_str_by_index(adapter, i, buf, size))
+    return (L.llama_model_meta_key_by_index(model, i, buf, size) if key else
+            L.llama_model_meta_val_str_by_index(model, i, buf, size))
+
+
+cdef str _meta_string(const L.llama_model * model, int32_t i, bint key,
+                      const L.llama_adapter_lora * adapter=NULL):
     cdef vector[char] buf
     cdef int32_t n
     buf.resize(256)
-    n = (L.llama_model_meta_key_by_index(model, i, buf.data(), buf.size()) if key else
-         L.llama_model_meta_val_str_by_index(model, i, buf.data(), buf.size()))
+    n = _meta_at(model, adapter, i, key, buf.data(), buf.size())
     if n < 0:
         return ""
     if n >= <int32_t> buf.size():
         buf.resize(n + 1)
-        n = (L.llama_model_meta_key_by_index(model, i, buf.data(), buf.size()) if key else
-             L.llama_model_meta_val_str_by_index(model, i, buf.data(), buf.size()))
+        n = _meta_at(model, adapter, i, key, buf.data(), buf.size())
     return PyBytes_FromStringAndSize(buf.data(), n).decode("utf-8", "replace")
 
 
