@@ -801,9 +801,13 @@ class Llama:
             return
         n = self.n_tokens
         start = 0 if self.last_n_tokens_size < 0 else max(0, n - self.last_n_tokens_size)
-        for t in self.input_ids[start:n].tolist():
-            if t >= 0:                        # media positions of a multimodal prompt: no token
-                s.accept(t)
+        for t in self._text_tokens(start, n):
+            s.accept(t)
+
+    def _text_tokens(self, start: int, end: int) -> List[int]:
+        """input_ids[start:end] as tokens, less the media positions (-1) of a multimodal
+        prompt: what samplers and drafters may see."""
+        return [t for t in self.input_ids[start:end].tolist() if t >= 0]
 
     @staticmethod
     def _processor_bias(raw: np.ndarray, processed) -> Optional[Dict[int, float]]:
@@ -864,7 +868,7 @@ class Llama:
         if self.draft_model is None:
             return {}
         kw = _spec_generate_kwargs(self.draft_model, self._model)
-        kw["history"] = [t for t in self.input_ids[: self.n_tokens].tolist() if t >= 0]
+        kw["history"] = self._text_tokens(0, self.n_tokens)
         return kw
 
     def _tokens_fast(self, sampler: Sampler, max_tokens: int, stop: List[str], fin: _Finish):
