@@ -8,6 +8,10 @@ from typing import List, Optional, Union
 
 from pydantic import BaseModel, Field, model_validator
 
+from ..defaults import (LAST_N_TOKENS_SIZE, LORA_SCALE, MAIN_GPU, MAX_QUEUE, N_BATCH,
+                        N_CTX_SLOT, N_GPU_LAYERS, N_PARALLEL, N_UBATCH, SEED_RANDOM, SPLIT_MODE,
+                        USE_MLOCK, USE_MMAP)
+
 __all__ = ["ModelSettings", "ServerSettings", "ConfigFileSettings", "load_config_file"]
 
 
@@ -18,30 +22,32 @@ class ModelSettings(BaseModel):
     model: str = Field(description="Path to the GGUF model file.")
     model_alias: Optional[str] = Field(None, description="Name clients use (default: the path).")
     # model
-    n_gpu_layers: int = Field(0, ge=-1, description="Layers to offload (-1: all).")
-    main_gpu: int = 0
-    split_mode: Union[int, str] = 1
+    n_gpu_layers: int = Field(N_GPU_LAYERS, ge=-1, description="Layers to offload (-1: all; "
+                              "default 0: every layer on the CPU).")
+    main_gpu: int = MAIN_GPU
+    split_mode: Union[int, str] = SPLIT_MODE
     tensor_split: Optional[List[float]] = None
-    use_mmap: bool = True
-    use_mlock: bool = False
+    use_mmap: bool = USE_MMAP
+    use_mlock: bool = USE_MLOCK
     lora_path: Optional[str] = Field(None, description="LoRA adapter (GGUF) applied to every "
                                      "request of this model.")
-    lora_scale: float = Field(1.0, allow_inf_nan=False, description="Scale of the LoRA "
+    lora_scale: float = Field(LORA_SCALE, allow_inf_nan=False, description="Scale of the LoRA "
                               "adapter.")
     lora_base: Optional[str] = Field(None, description="Accepted for llama-cpp-python's sake; "
                                      "no effect.")
     # context
-    n_ctx: int = Field(2048, ge=0, description="Context of each slot, in tokens (0: the "
-                                               "model's own).")
-    n_batch: int = Field(512, ge=1)
-    n_ubatch: int = Field(512, ge=1)
+    n_ctx: int = Field(N_CTX_SLOT, ge=0, description="Context of each slot, in tokens (0: the "
+                                                     "model's own).")
+    n_batch: int = Field(N_BATCH, ge=1)
+    n_ubatch: int = Field(N_UBATCH, ge=1)
     n_threads: Optional[int] = Field(None, ge=1)
     n_threads_batch: Optional[int] = Field(None, ge=1)
     flash_attn: Optional[bool] = None
     type_k: Optional[Union[int, str]] = None
     type_v: Optional[Union[int, str]] = None
-    seed: int = Field(0xFFFFFFFF, description="Default seed (0xFFFFFFFF: random per request).")
-    last_n_tokens_size: int = Field(64, ge=-1)
+    seed: int = Field(SEED_RANDOM, description=f"Default seed (0x{SEED_RANDOM:X}: random per "
+                      f"request).")
+    last_n_tokens_size: int = Field(LAST_N_TOKENS_SIZE, ge=-1)
     embedding: bool = Field(True, description="Serve /v1/embeddings with this model (an extra "
                                               "context, created on first use).")
     chat_format: Optional[str] = Field(None, description="None: the model's own template.")
@@ -49,8 +55,10 @@ class ModelSettings(BaseModel):
                              "suffix before the prefix (models trained that way).")
     verbose: bool = False
     # batching (ours; llama-server's --parallel)
-    n_parallel: int = Field(4, ge=1, le=256, description="Slots: requests decoded together.")
-    max_queue: int = Field(64, ge=0, description="Requests waiting for a slot before 429.")
+    n_parallel: int = Field(N_PARALLEL, ge=1, le=256, description="Slots: requests decoded "
+                            "together.")
+    max_queue: int = Field(MAX_QUEUE, ge=0, description="Requests waiting for a slot before "
+                           "429.")
     backend_sampling: bool = Field(False, description="Sample inside the compute graph (on the "
                                    "GPU) where a request's sampler allows it (llama.cpp: "
                                    "experimental; llama-server's --backend-sampling).")

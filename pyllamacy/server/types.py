@@ -6,6 +6,10 @@ from typing import Any, Dict, List, Optional, Union
 
 from pydantic import BaseModel, Field
 
+from ..defaults import (FREQUENCY_PENALTY, MAX_TOKENS, MIN_P, MIROSTAT_ETA, MIROSTAT_MODE,
+                        MIROSTAT_TAU, PRESENCE_PENALTY, REPEAT_PENALTY, TEMPERATURE, TOP_K, TOP_P,
+                        TYPICAL_P)
+
 __all__ = ["CompletionRequest", "ChatCompletionRequest", "EmbeddingRequest", "TokenizeRequest",
            "DetokenizeRequest"]
 
@@ -17,21 +21,21 @@ class _Sampling(BaseModel):
 
     model: Optional[str] = None
     max_tokens: Optional[int] = Field(None, ge=0)
-    temperature: float = Field(0.8, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, ge=0.0, le=1.0)
-    min_p: float = Field(0.05, ge=0.0, le=1.0)
-    typical_p: float = Field(1.0, ge=0.0, le=1.0)
-    top_k: int = Field(40, ge=0)
+    temperature: float = Field(TEMPERATURE, ge=0.0, le=2.0)
+    top_p: float = Field(TOP_P, ge=0.0, le=1.0)
+    min_p: float = Field(MIN_P, ge=0.0, le=1.0)
+    typical_p: float = Field(TYPICAL_P, ge=0.0, le=1.0)
+    top_k: int = Field(TOP_K, ge=0)
     stop: _STOP = None
     stream: bool = False
     seed: Optional[int] = None
     n: int = Field(1, ge=1)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    repeat_penalty: float = Field(1.0, gt=0.0)
-    mirostat_mode: int = Field(0, ge=0, le=2)
-    mirostat_tau: float = Field(5.0, ge=0.0)
-    mirostat_eta: float = Field(0.1, ge=0.0)
+    frequency_penalty: float = Field(FREQUENCY_PENALTY, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(PRESENCE_PENALTY, ge=-2.0, le=2.0)
+    repeat_penalty: float = Field(REPEAT_PENALTY, gt=0.0)
+    mirostat_mode: int = Field(MIROSTAT_MODE, ge=0, le=2)
+    mirostat_tau: float = Field(MIROSTAT_TAU, ge=0.0)
+    mirostat_eta: float = Field(MIROSTAT_ETA, ge=0.0)
     logit_bias: Optional[Dict[str, float]] = None
     grammar: Optional[str] = Field(None, max_length=200_000)
     user: Optional[str] = None
@@ -39,7 +43,7 @@ class _Sampling(BaseModel):
 
 class CompletionRequest(_Sampling):
     prompt: Union[str, List[str], List[int]] = ""
-    max_tokens: Optional[int] = Field(16, ge=0)
+    max_tokens: Optional[int] = Field(MAX_TOKENS, ge=0)
     suffix: Optional[str] = None
     echo: bool = False
     logprobs: Optional[int] = Field(None, ge=0)
