@@ -20,6 +20,9 @@ import sys
 import time
 from typing import Iterator, List, Optional
 
+from pyllamacy.defaults import (LAST_N_TOKENS_SIZE, LORA_SCALE, MIN_P, N_CTX_SLOT, N_GPU_LAYERS,
+                                REPEAT_PENALTY, TEMPERATURE, TOP_K, TOP_P)
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -204,8 +207,7 @@ def _complete_llama(Llama, model_path: str, prompt: str, args, outcome: _Outcome
     if args.threads is not None:
         kw["n_threads"] = args.threads
         kw["n_threads_batch"] = args.threads
-    if args.ngl is not None:
-        kw["n_gpu_layers"] = args.ngl
+    kw["n_gpu_layers"] = args.ngl
     if args.lora is not None:
         kw["lora_path"] = args.lora
         kw["lora_scale"] = args.lora_scale
@@ -242,7 +244,7 @@ def _core_sampler(model, args):
 
     s = pyllamacy.Sampler(model)
     if args.repeat_penalty != 1.0:
-        s.penalties(64, args.repeat_penalty)
+        s.penalties(LAST_N_TOKENS_SIZE, args.repeat_penalty)
     if args.temperature <= 0:
         return s.greedy()
     s.top_k(args.top_k).top_p(args.top_p).min_p(args.min_p)
@@ -251,14 +253,14 @@ def _core_sampler(model, args):
 
 def _complete_core(model_path: str, prompt: str, args, outcome: _Outcome) -> Iterator[str]:
     """The same completion over Model/Context/Sampler/Generation (without pyllamacy.llama)."""
-    import pyllamacy
     from pyllamacy._text import TextAssembler, normalize_stop
+    from pyllamacy.loading import load
 
     stop = normalize_stop(args.stop)
-    with pyllamacy.Model(model_path, n_gpu_layers=-1 if args.ngl is None else args.ngl) as model, \
-            pyllamacy.Context(model, n_ctx=args.n_ctx, n_threads=args.threads) as ctx:
-        if args.lora is not None:
-            ctx.set_loras([(model.load_lora(args.lora), args.lora_scale)])
+    lora = [] if args.lora is None else [(args.lora, args.lora_scale)]
+    with load(model_path, n_gpu_layers=args.ngl, n_ctx=args.n_ctx,
+              context_options={"n_threads": args.threads}, lora=lora) as loaded:
+        model, ctx = loaded.model, loaded.ctx
         tokens = model.tokenize(prompt, add_special=True, parse_special=True)
         room = ctx.n_ctx - len(tokens)
         if room <= 0:
@@ -458,25 +460,29 @@ def build_parser() -> argparse.ArgumentParser:
                                          "small model, downloaded on first use)")
     s.add_argument("-n", "--max-tokens", type=int, default=128,
                    help="tokens to generate at most (-1: until the context is full; default 128)")
-    s.add_argument("--temperature", "--temp", type=float, default=0.8,
-                   help="0 = greedy (default 0.8)")
-    s.add_argument("--top-k", type=int, default=40, help="default 40 (0 = off)")
-    s.add_argument("--top-p", type=float, default=0.95, help="default 0.95")
-    s.add_argument("--min-p", type=float, default=0.05, help="default 0.05")
-    s.add_argument("--repeat-penalty", type=float, default=1.0, help="default 1.0 (off)")
+    s.add_argument("--temperature", "--temp", type=float, default=TEMPERATURE,
+                   help=f"0 = greedy (default {TEMPERATURE})")
+    s.add_argument("--top-k", type=int, default=TOP_K, help=f"default {TOP_K} (0 = off)")
+    s.add_argument("--top-p", type=float, default=TOP_P, help=f"default {TOP_P}")
+    s.add_argument("--min-p", type=float, default=MIN_P, help=f"default {MIN_P}")
+    s.add_argument("--repeat-penalty", type=float, default=REPEAT_PENALTY,
+                   help=f"default {REPEAT_PENALTY} (off)")
     s.add_argument("--seed", type=int, default=-1, help="sampling seed (-1: random)")
-    s.add_argument("-c", "--n-ctx", type=int, default=2048, help="context size (default 2048)")
+    s.add_argument("-c", "--n-ctx", type=int, default=N_CTX_SLOT,
+                   help=f"context size (default {N_CTX_SLOT})")
     s.add_argument("-t", "--threads", type=int, default=None,
                    help="threads (default: the CPUs this process may use)")
     s.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="stop when TEXT is generated (repeatable)")
     s.add_argument("--no-stream", action="store_true",
                    help="generate everything, then print it")
-    s.add_argument("--ngl", "--n-gpu-layers", dest="ngl", type=int, default=None,
-                   help="layers to offload to a GPU (-1: all)")
+    s.add_argument("--ngl", "--n-gpu-layers", dest="ngl", type=int, default=N_GPU_LAYERS,
+                   help=f"layers to offload to a GPU (-1: all; default {N_GPU_LAYERS}, as "
+                        f"pyllamacy.Llama)")
     s.add_argument("--lora", metavar="PATH", default=None,
                    help="LoRA adapter (GGUF) to apply to the model")
-    s.add_argument("--lora-scale", type=float, default=1.0, help="its scale (default 1.0)")
+    s.add_argument("--lora-scale", type=float, default=LORA_SCALE,
+                   help=f"its scale (default {LORA_SCALE})")
     s.add_argument("--stats", action="store_true", help="print token count and time to stderr")
     s.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
     s.add_argument("--engine", choices=("auto", "llama", "core"), default="auto",

@@ -36,9 +36,14 @@ from typing import (Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple,
 
 import numpy as np
 
-from ._llama import (ClosedError, Context, ContextOverflowError, LoraAdapter, Model, Sampler,
+from ._llama import (ClosedError, Context, ContextOverflowError, Model, Sampler,
                      SamplerError, check_gguf, set_log_level)
 from ._text import TextAssembler, normalize_stop
+from .defaults import (ENUM_UNSPECIFIED, LAST_N_TOKENS_SIZE, LORA_SCALE, MAIN_GPU, N_BATCH,
+                       N_CTX, N_GPU_LAYERS, N_UBATCH, SEED_RANDOM, SPLIT_MODE, USE_MLOCK,
+                       USE_MMAP, normalize_seed)
+from .embeddings import embed_texts
+from .loading import LoadedModel, load
 from .llama_cache import (BaseLlamaCache, LlamaCache, LlamaDiskCache,  # noqa: F401
                           LlamaRAMCache, longest_token_prefix)
 from .llama_speculative import check_draft_model
@@ -49,7 +54,7 @@ from .llama_types import (LlamaGrammar, LlamaState, LogitsProcessorList,
 __all__ = ["Llama", "LlamaGrammar", "LlamaState", "LlamaTokenizer", "LogitsProcessorList",
            "StoppingCriteriaList", "LLAMA_DEFAULT_SEED"]
 
-LLAMA_DEFAULT_SEED = 0xFFFFFFFF
+LLAMA_DEFAULT_SEED = SEED_RANDOM      # llama.cpp's name: a random seed per call (defaults.py)
 
 # llama-cpp-python keywords that we accept and ignore (they have no effect in llama.cpp any
 # more, or describe settings llama.cpp now picks by itself)
@@ -265,19 +270,19 @@ class Llama:
         model_path: str,
         *,
         # model
-        n_gpu_layers: int = 0,
-        split_mode: Union[int, str] = 1,
-        main_gpu: int = 0,
+        n_gpu_layers: int = N_GPU_LAYERS,
+        split_mode: Union[int, str] = SPLIT_MODE,
+        main_gpu: int = MAIN_GPU,
         tensor_split: Optional[List[float]] = None,
         vocab_only: bool = False,
-        use_mmap: bool = True,
-        use_mlock: bool = False,
+        use_mmap: bool = USE_MMAP,
+        use_mlock: bool = USE_MLOCK,
         kv_overrides: Optional[Dict[str, Union[bool, int, float, str]]] = None,
         # context
         seed: int = LLAMA_DEFAULT_SEED,
-        n_ctx: int = 512,
-        n_batch: int = 512,
-        n_ubatch: int = 512,
+        n_ctx: int = N_CTX,
+        n_batch: int = N_BATCH,
+        n_ubatch: int = N_UBATCH,
         n_threads: Optional[int] = None,
         n_threads_batch: Optional[int] = None,
         rope_scaling_type: Optional[Union[int, str]] = None,
@@ -300,10 +305,10 @@ class Llama:
         type_v: Optional[Union[int, str]] = None,
         # sampling
         no_perf: bool = False,
-        last_n_tokens_size: int = 64,
+        last_n_tokens_size: int = LAST_N_TOKENS_SIZE,
         # LoRA adapter (GGUF), applied with lora_scale
         lora_base: Optional[str] = None,
-        lora_scale: float = 1.0,
+        lora_scale: float = LORA_SCALE,
         lora_path: Optional[str] = None,
         # chat (used by create_chat_completion)
         chat_format: Optional[str] = None,
@@ -320,18 +325,20 @@ class Llama:
     ):
         """Load `model_path` and create a context of `n_ctx` tokens (0: the model's own).
 
-        n_gpu_layers: layers to offload (-1: all). flash_attn: None lets llama.cpp decide
-        ("auto"); llama-cpp-python's default is False. verbose=True prints llama.cpp's warnings
-        and errors, verbose=False only its errors (llama.cpp's log level is process-wide).
+        n_gpu_layers: layers to offload (-1: all; the default 0 keeps every layer on the CPU,
+        as llama-cpp-python does; pyllamacy.Model's own default is -1). flash_attn: None lets
+        llama.cpp decide ("auto"); llama-cpp-python's default is False. verbose=True prints
+        llama.cpp's warnings and errors, verbose=False only its errors (llama.cpp's log level
+        is process-wide).
         backend_sampling=True samples inside the compute graph (on the GPU with n_gpu_layers)
         where a request allows it: a chain of greedy/dist/top_k/top_p/min_p/temp/logit_bias,
         no logprobs, grammar, penalties, logits processors or draft model. Saves copying the
         logits to the host every token; llama.cpp marks it experimental.
         """
         self._closed = True          # until everything is built
+        self._loaded: Optional[LoadedModel] = None
         self._model = None
         self._ctx = None
-        self._lora = None
         unknown = sorted(k for k in kwargs if k not in _IGNORED_KWARGS)
         if unknown:
             raise TypeError(f"Llama() got unexpected keyword argument(s): {', '.join(unknown)}")
@@ -397,65 +404,48 @@ class Llama:
         self.tokenizer_ = tokenizer
         self._logits_all = bool(logits_all)
         self._embedding = bool(embedding)
-        self._seed = LLAMA_DEFAULT_SEED if seed is None or seed == -1 else int(seed) & 0xFFFFFFFF
+        self._seed = normalize_seed(seed)
 
-        model = Model(self.model_path,
-                      n_gpu_layers=0x7FFFFFFF if n_gpu_layers == -1 else int(n_gpu_layers),
-                      split_mode=split_mode, main_gpu=main_gpu, tensor_split=tensor_split,
-                      vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
-                      kv_overrides=kv_overrides)
-        self._model = model
+        context_options = {}
+        for name, v in (("yarn_ext_factor", yarn_ext_factor),
+                        ("yarn_attn_factor", yarn_attn_factor),
+                        ("yarn_beta_fast", yarn_beta_fast), ("yarn_beta_slow", yarn_beta_slow),
+                        ("op_offload", op_offload), ("swa_full", swa_full)):
+            if v is not None:
+                context_options[name] = v
+        context_options.update(
+            n_threads=n_threads, n_threads_batch=n_threads_batch, embeddings=embedding,
+            pooling_type=_unspecified(pooling_type), attention_type=_unspecified(attention_type),
+            rope_scaling_type=_unspecified(rope_scaling_type), flash_attn=flash_attn,
+            offload_kqv=offload_kqv, type_k=type_k, type_v=type_v,
+            rope_freq_base=rope_freq_base, rope_freq_scale=rope_freq_scale,
+            yarn_orig_ctx=yarn_orig_ctx, no_perf=no_perf)
+        loaded = load(self.model_path, n_gpu_layers=n_gpu_layers, split_mode=split_mode,
+                      main_gpu=main_gpu, tensor_split=tensor_split, vocab_only=vocab_only,
+                      use_mmap=use_mmap, use_mlock=use_mlock, kv_overrides=kv_overrides,
+                      n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
+                      context_options=context_options,
+                      # a vocab_only Llama ignores its adapter (it has no weights to change)
+                      lora=[] if self.lora_path is None or vocab_only
+                      else [(self.lora_path, self.lora_scale)])
+        self._loaded = loaded
+        self._model = model = loaded.model
+        self._ctx = ctx = loaded.ctx
         try:
-            if n_ctx == 0:
-                n_ctx = model.n_ctx_train
-            n_batch = min(n_ctx, n_batch)
-            n_ubatch = min(n_batch, n_ubatch)
-            if not vocab_only:
-                ckw = {}
-                for name, v in (("yarn_ext_factor", yarn_ext_factor),
-                                ("yarn_attn_factor", yarn_attn_factor),
-                                ("yarn_beta_fast", yarn_beta_fast),
-                                ("yarn_beta_slow", yarn_beta_slow),
-                                ("op_offload", op_offload), ("swa_full", swa_full)):
-                    if v is not None:
-                        ckw[name] = v
-                self._ctx = Context(
-                    model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_seq_max=1,
-                    n_threads=n_threads, n_threads_batch=n_threads_batch,
-                    embeddings=embedding,
-                    pooling_type=_unspecified(pooling_type),
-                    attention_type=_unspecified(attention_type),
-                    rope_scaling_type=_unspecified(rope_scaling_type),
-                    flash_attn=flash_attn, offload_kqv=offload_kqv, type_k=type_k,
-                    type_v=type_v, rope_freq_base=rope_freq_base,
-                    rope_freq_scale=rope_freq_scale, yarn_orig_ctx=yarn_orig_ctx,
-                    no_perf=no_perf, **ckw)
-                if self.lora_path is not None:
-                    self._lora = LoraAdapter(model, self.lora_path)
-                    self._ctx.set_loras([(self._lora, self.lora_scale)])
-                self._n_ctx = self._ctx.n_ctx
-                self.n_threads = self._ctx.n_threads
-                self.n_threads_batch = self._ctx.n_threads_batch
-                self.n_ubatch = self._ctx.n_ubatch
-            else:
-                self._n_ctx = n_ctx
-                self.n_threads = self.n_threads_batch = None
-                self.n_ubatch = n_ubatch
-            self.n_batch = n_batch
+            self._n_ctx = loaded.n_ctx
+            self.n_batch = loaded.n_batch
+            self.n_ubatch = loaded.n_ubatch
+            self.n_threads = None if ctx is None else ctx.n_threads
+            self.n_threads_batch = None if ctx is None else ctx.n_threads_batch
             self._n_vocab = model.n_vocab
             self.metadata: Dict[str, str] = model.metadata
+            self.n_tokens = 0
+            self.input_ids: np.ndarray = np.zeros(self._n_ctx, dtype=np.intc)
+            self.scores: np.ndarray = np.zeros(
+                (self._n_ctx if self._logits_all else 0, self._n_vocab), dtype=np.single)
         except BaseException:
-            if self._ctx is not None:
-                self._ctx.close()
-            if self._lora is not None:
-                self._lora.close()
-            model.close()
+            loaded.close()
             raise
-
-        self.n_tokens = 0
-        self.input_ids: np.ndarray = np.zeros(self._n_ctx, dtype=np.intc)
-        self.scores: np.ndarray = np.zeros(
-            (self._n_ctx if self._logits_all else 0, self._n_vocab), dtype=np.single)
         self._closed = False
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -472,13 +462,9 @@ class Llama:
         return self._ctx
 
     def close(self) -> None:
-        """Free the context and the model weights. Safe to call twice."""
-        if self._ctx is not None:
-            self._ctx.close()
-        if self._lora is not None:
-            self._lora.close()
-        if self._model is not None:
-            self._model.close()
+        """Free the context, the LoRA adapter and the model weights. Safe to call twice."""
+        if self._loaded is not None:
+            self._loaded.close()
         self._closed = True
 
     @property
@@ -1375,42 +1361,13 @@ class Llama:
             raise RuntimeError("embeddings need a Llama created with embedding=True")
         single = isinstance(input, str)
         inputs = [input] if single else list(input)
-        for x in inputs:
-            if not isinstance(x, str):
-                raise TypeError(f"embed() takes str or a list of str, got {type(x).__name__}")
-        per_token = ctx.pooling_type == "none"
-        limit = min(self.n_batch, self.n_ubatch)
-        encoder_only = self._model.has_encoder and not self._model.has_decoder
-        out = []
-        total = 0
         try:
-            for text in inputs:
-                toks = self.tokenize(text.encode("utf-8"), add_bos=True, special=False)
-                if len(toks) > limit:
-                    if not truncate:
-                        raise ContextOverflowError(
-                            f"Requested tokens ({len(toks)}) exceed batch size of {limit}: "
-                            f"pass truncate=True or create the Llama with larger "
-                            f"n_batch/n_ubatch")
-                    toks = toks[:limit]
-                if not toks:
-                    raise ValueError("cannot embed an empty text (it has no tokens)")
-                total += len(toks)
-                ctx.memory_clear()
-                if encoder_only:
-                    ctx.encode(toks)
-                else:
-                    ctx.eval(toks, pos=0, logits="all")
-                if per_token:
-                    vecs = [ctx.embeddings(j) for j in range(len(toks))]
-                    if normalize:
-                        vecs = [_unit(v) for v in vecs]
-                    out.append([v.tolist() for v in vecs])
-                else:
-                    v = ctx.seq_embeddings(0)
-                    out.append((_unit(v) if normalize else v).tolist())
+            out, total = embed_texts(
+                self._model, ctx, inputs, limit=min(self.n_batch, self.n_ubatch),
+                normalize=normalize, truncate=truncate,
+                tokenize=lambda text: self.tokenize(text.encode("utf-8"), add_bos=True,
+                                                    special=False))
         finally:
-            ctx.memory_clear()
             self.n_tokens = 0
         result = out[0] if single else out
         return (result, total) if return_count else result
@@ -1444,10 +1401,6 @@ class Llama:
 
 def _unspecified(v):
     """llama-cpp-python passes -1 for "unspecified" enum settings; the core takes None."""
-    return None if v is None or (isinstance(v, int) and not isinstance(v, bool) and v == -1) \
-        else v
+    return None if v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                 and v == ENUM_UNSPECIFIED) else v
 
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = float(np.linalg.norm(v))
-    return v / n if n > 0 else v

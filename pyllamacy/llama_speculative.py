@@ -21,14 +21,18 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ._llama import Context, Model
+from ._llama import Model
+from .defaults import (CALLABLE_DRAFT_NUM_PRED_TOKENS, DRAFT_N_BATCH, DRAFT_N_CTX,
+                       DRAFT_NUM_PRED_TOKENS, N_GPU_LAYERS, PROMPT_LOOKUP_MAX_NGRAM_SIZE,
+                       PROMPT_LOOKUP_NUM_PRED_TOKENS)
+from .loading import load
 
 
 class LlamaDraftModelBase:
     """Base of the drafters that run inside the C loop. A subclass that overrides
     ``__call__`` is a Python drafter instead (see the module docstring)."""
 
-    num_pred_tokens: int = 8
+    num_pred_tokens: int = DRAFT_NUM_PRED_TOKENS
 
     def _generate_kwargs(self, target_model: Model) -> dict:
         raise NotImplementedError
@@ -40,7 +44,8 @@ class LlamaDraftModelBase:
 class LlamaPromptLookupDecoding(LlamaDraftModelBase):
     """Prompt lookup decoding (llama-cpp-python: ``llama_cpp.llama_speculative``)."""
 
-    def __init__(self, max_ngram_size: int = 2, num_pred_tokens: int = 10):
+    def __init__(self, max_ngram_size: int = PROMPT_LOOKUP_MAX_NGRAM_SIZE,
+                 num_pred_tokens: int = PROMPT_LOOKUP_NUM_PRED_TOKENS):
         if int(max_ngram_size) < 1:
             raise ValueError(f"max_ngram_size must be >= 1, got {max_ngram_size}")
         if int(num_pred_tokens) < 1:
@@ -77,17 +82,16 @@ class LlamaDraftModel(LlamaDraftModelBase):
     LlamaDraftModel(model_path, num_pred_tokens=8, n_ctx=4096, n_threads=None, n_gpu_layers=0)
     """
 
-    def __init__(self, model_path: str | os.PathLike, num_pred_tokens: int = 8,
-                 n_ctx: int = 4096, n_threads: Optional[int] = None, n_gpu_layers: int = 0):
+    def __init__(self, model_path: str | os.PathLike,
+                 num_pred_tokens: int = DRAFT_NUM_PRED_TOKENS, n_ctx: int = DRAFT_N_CTX,
+                 n_threads: Optional[int] = None, n_gpu_layers: int = N_GPU_LAYERS):
         if int(num_pred_tokens) < 1:
             raise ValueError(f"num_pred_tokens must be >= 1, got {num_pred_tokens}")
         self.num_pred_tokens = int(num_pred_tokens)
-        self.model = Model(model_path, n_gpu_layers=n_gpu_layers)
-        try:
-            self.ctx = Context(self.model, n_ctx=n_ctx, n_batch=512, n_threads=n_threads)
-        except BaseException:
-            self.model.close()
-            raise
+        self._loaded = load(model_path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx,
+                            n_batch=DRAFT_N_BATCH, context_options={"n_threads": n_threads})
+        self.model = self._loaded.model
+        self.ctx = self._loaded.ctx
 
     def _generate_kwargs(self, target_model: Model) -> dict:
         if self.model.n_vocab != target_model.n_vocab:
@@ -96,8 +100,7 @@ class LlamaDraftModel(LlamaDraftModelBase):
         return {"draft": self.ctx, "n_draft": self.num_pred_tokens}
 
     def close(self) -> None:
-        self.ctx.close()
-        self.model.close()
+        self._loaded.close()
 
     def __enter__(self):
         return self
@@ -134,7 +137,7 @@ def generate_kwargs(draft_model: Any, target_model: Model) -> dict:
     if _is_builtin(draft_model):
         return draft_model._generate_kwargs(target_model)
     check_draft_model(draft_model)
-    n = getattr(draft_model, "num_pred_tokens", 16)
+    n = getattr(draft_model, "num_pred_tokens", CALLABLE_DRAFT_NUM_PRED_TOKENS)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"the draft model's num_pred_tokens must be an integer >= 1, got {n!r}")
     return {"draft": draft_model, "n_draft": int(n)}

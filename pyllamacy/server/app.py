@@ -10,132 +10,28 @@ its alias (or path), and a request without "model" goes to the first one. Every 
 """
 from __future__ import annotations
 
+import json
 import logging
 import secrets
-import threading
 from contextlib import asynccontextmanager
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .metrics import Metrics
-from .runner import EngineRunner
+from .._version import __version__
+from .errors import ApiError, error_body
+from .routes import router
 from .settings import ModelSettings, ServerSettings
+from .state import ServerState
 
+# ApiError and ServerState are importable from here as before; they live in errors.py and
+# state.py so that the routes need not import the app
 __all__ = ["create_app", "ServerState", "ApiError"]
 
 log = logging.getLogger("pyllamacy.server")
-
-
-class ApiError(Exception):
-    """An error with an HTTP status, shown to the client as an OpenAI-style JSON error."""
-
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 headers: Optional[dict] = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type_
-        self.headers = headers
-
-
-def error_body(status: int, message: str, type_: str) -> dict:
-    return {"error": {"message": message, "type": type_, "param": None, "code": status}}
-
-
-class EmbeddingWorker:
-    """A second context with embeddings=True for one model, created on first use; one request
-    at a time (embeddings are one short batch each)."""
-
-    def __init__(self, settings: ModelSettings):
-        self.settings = settings
-        self.lock = threading.Lock()
-        self.llama = None
-
-    def _get(self):
-        if self.llama is None:
-            from ..llama import Llama
-            s = self.settings
-            kw = dict(n_gpu_layers=s.n_gpu_layers, n_ctx=s.n_ctx, n_batch=s.n_batch,
-                      n_ubatch=s.n_batch, n_threads=s.n_threads,
-                      n_threads_batch=s.n_threads_batch, embedding=True, verbose=s.verbose,
-                      lora_path=s.lora_path, lora_scale=s.lora_scale)
-            llama = Llama(s.model, **kw)
-            if llama.pooling_type() in ("none", 0):
-                # a generative model: one vector per text (mean of its tokens), as OpenAI's API
-                # promises, instead of one per token
-                llama.close()
-                llama = Llama(s.model, pooling_type="mean", **kw)
-            self.llama = llama
-        return self.llama
-
-    def embed(self, inputs: List[str]):
-        with self.lock:
-            return self._get().embed(inputs, return_count=True)
-
-    def close(self):
-        with self.lock:
-            if self.llama is not None:
-                self.llama.close()
-                self.llama = None
-
-
-class _ChatTarget:
-    """What pyllamacy.chat.prepare_chat needs of a Llama: the model and its chat format."""
-
-    def __init__(self, model, chat_format):
-        self.model = model
-        self.chat_format = chat_format
-        self.chat_handler = None
-
-
-class ServerState:
-    def __init__(self, model_settings: List[ModelSettings], server_settings: ServerSettings):
-        self.settings = server_settings
-        self.model_settings = model_settings
-        self.metrics = Metrics()
-        self.runners: Dict[str, EngineRunner] = {}
-        self.embedders: Dict[str, EmbeddingWorker] = {}
-        self.chat_targets: Dict[str, _ChatTarget] = {}
-        self.default: Optional[str] = None
-        self.started = False
-
-    def start(self) -> None:
-        try:
-            for ms in self.model_settings:
-                r = EngineRunner(ms)
-                self.runners[r.name] = r
-                self.embedders[r.name] = EmbeddingWorker(ms)
-                self.chat_targets[r.name] = _ChatTarget(r.model, ms.chat_format)
-                if self.default is None:
-                    self.default = r.name
-        except BaseException:
-            self.stop()
-            raise
-        self.started = True
-
-    def stop(self) -> None:
-        for e in self.embedders.values():
-            e.close()
-        for r in self.runners.values():
-            r.close()
-        self.runners.clear()
-        self.embedders.clear()
-        self.started = False
-
-    def runner(self, name: Optional[str]) -> EngineRunner:
-        if not self.runners:
-            raise ApiError(503, "no model is loaded", "server_error")
-        if name in self.runners:
-            return self.runners[name]
-        if name is None or len(self.runners) == 1:
-            # like llama-cpp-python, a single-model server answers whatever model name a
-            # client sends (clients often hard-code one)
-            return self.runners[self.default]
-        raise ApiError(404, f"model {name!r} is not served here; see /v1/models",
-                       "not_found_error")
 
 
 class _BodyLimit:
@@ -198,7 +94,6 @@ class _Auth:
 
 
 async def _send_json(send, status: int, body: dict, headers: Optional[dict] = None):
-    import json
     data = json.dumps(body).encode()
     hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     hdrs += list((headers or {}).items())
@@ -225,7 +120,7 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
         finally:
             state.stop()
 
-    app = FastAPI(title="pyllamacy", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="pyllamacy", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = state
 
@@ -238,8 +133,6 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
     async def _http_error(request: Request, exc: HTTPException):
         return JSONResponse(error_body(exc.status_code, str(exc.detail), "invalid_request_error"),
                             status_code=exc.status_code, headers=exc.headers)
-
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(StarletteHTTPException)
     async def _starlette_error(request: Request, exc: StarletteHTTPException):
@@ -262,7 +155,6 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
         return JSONResponse(error_body(500, f"internal error ({type(exc).__name__})",
                                        "server_error"), status_code=500)
 
-    from .routes import router
     app.include_router(router)
     app.add_middleware(_BodyLimit, limit=server_settings.max_body_bytes)
     if server_settings.api_key:

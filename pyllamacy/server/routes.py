@@ -17,8 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from .._llama import LlamaError, SamplerError
 from .._text import TextAssembler, normalize_stop
 from ..llama import _Sampling, build_sampler
-from .app import ApiError, ServerState, error_body
+from .errors import ApiError, error_body
 from .runner import EngineRunner, GenRequest, QueueFullError, RunnerClosedError
+from .state import ServerState
 from .types import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
                     EmbeddingRequest, TokenizeRequest)
 

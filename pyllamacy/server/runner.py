@@ -15,7 +15,8 @@ import threading
 import time
 from typing import Deque, Dict, List, Optional, Set
 
-from .._llama import Context, Engine, LoraAdapter, Model, Sampler, set_log_level
+from .._llama import Engine, Sampler, set_log_level
+from ..loading import load
 from .settings import ModelSettings
 
 __all__ = ["EngineRunner", "GenRequest", "QueueFullError", "RunnerClosedError"]
@@ -83,52 +84,44 @@ def _deliver(batch):
 
 
 class EngineRunner:
-    """Model + Context(n_seq_max=slots) + Engine, stepped by one daemon thread."""
+    """Model + Context(n_seq_max=slots) + LoRA adapters (pyllamacy.loading) + Engine, stepped
+    by one daemon thread. `model` is shared with the model's embeddings context."""
 
     def __init__(self, settings: ModelSettings):
         self.settings = settings
         self.name = settings.model_alias or settings.model
         set_log_level("warn" if settings.verbose else "error")
         s = settings
-        self.model = Model(s.model, n_gpu_layers=0x7FFFFFFF if s.n_gpu_layers == -1
-                           else s.n_gpu_layers, split_mode=s.split_mode, main_gpu=s.main_gpu,
-                           tensor_split=s.tensor_split, use_mmap=s.use_mmap,
-                           use_mlock=s.use_mlock)
+        self.n_slots = s.n_parallel
+        self.loaded = load(
+            s.model, n_gpu_layers=s.n_gpu_layers, split_mode=s.split_mode,
+            main_gpu=s.main_gpu, tensor_split=s.tensor_split, use_mmap=s.use_mmap,
+            use_mlock=s.use_mlock, n_ctx=s.n_ctx, n_seq_max=self.n_slots, n_batch=s.n_batch,
+            n_ubatch=s.n_ubatch,
+            context_options=dict(n_threads=s.n_threads, n_threads_batch=s.n_threads_batch,
+                                 flash_attn=s.flash_attn, type_k=s.type_k, type_v=s.type_v,
+                                 kv_unified=False),
+            lora=[] if s.lora_path is None else [(s.lora_path, s.lora_scale)])
+        self.model = self.loaded.model
+        self.ctx = self.loaded.ctx
+        self.loras = self.loaded.loras       # [(LoraAdapter, scale)] attached to ctx
+        self.engine: Optional[Engine] = None
         try:
-            n_ctx = s.n_ctx or self.model.n_ctx_train
-            slots = s.n_parallel
-            n_batch = max(1, min(s.n_batch, n_ctx * slots))
-            self.ctx = Context(self.model, n_ctx=n_ctx * slots, n_batch=n_batch,
-                               n_ubatch=min(n_batch, s.n_ubatch), n_seq_max=slots,
-                               n_threads=s.n_threads, n_threads_batch=s.n_threads_batch,
-                               flash_attn=s.flash_attn, type_k=s.type_k, type_v=s.type_v,
-                               kv_unified=False)
-            self.lora = None
-            if s.lora_path is not None:
-                try:
-                    self.lora = LoraAdapter(self.model, s.lora_path)
-                    self.ctx.set_loras([(self.lora, s.lora_scale)])
-                except BaseException:
-                    self.ctx.close()
-                    if self.lora is not None:
-                        self.lora.close()
-                    raise
+            self.engine = Engine(self.ctx, backend_sampling=s.backend_sampling)
+            self.n_ctx_slot = self.ctx.n_ctx_seq
+            self._cv = threading.Condition()
+            self._waiting: Deque[GenRequest] = collections.deque()
+            self._to_cancel: List[GenRequest] = []
+            self._running: Dict[int, GenRequest] = {}
+            self._closing = False
+            self.n_running = 0           # read by /metrics without locks
+            self.n_waiting = 0
+            self._thread = threading.Thread(target=self._run,
+                                            name=f"pyllamacy-engine-{self.name}", daemon=True)
+            self._thread.start()
         except BaseException:
-            self.model.close()
+            self._free()
             raise
-        self.engine = Engine(self.ctx, backend_sampling=s.backend_sampling)
-        self.n_slots = slots
-        self.n_ctx_slot = self.ctx.n_ctx_seq
-        self._cv = threading.Condition()
-        self._waiting: Deque[GenRequest] = collections.deque()
-        self._to_cancel: List[GenRequest] = []
-        self._running: Dict[int, GenRequest] = {}
-        self._closing = False
-        self.n_running = 0           # read by /metrics without locks
-        self.n_waiting = 0
-        self._thread = threading.Thread(target=self._run, name=f"pyllamacy-engine-{self.name}",
-                                        daemon=True)
-        self._thread.start()
 
     # -- called from the event loop ------------------------------------------------------------
 
@@ -158,11 +151,13 @@ class EngineRunner:
             self._cv.notify()
         self._thread.join(timeout=30)
         if not self._thread.is_alive():
+            self._free()
+
+    def _free(self) -> None:
+        """The Engine, then the context, adapters and model (safe to call twice)."""
+        if self.engine is not None:
             self.engine.close()
-            self.ctx.close()
-            if self.lora is not None:
-                self.lora.close()
-            self.model.close()
+        self.loaded.close()
 
     # -- the runner thread ---------------------------------------------------------------------
 
