@@ -7,13 +7,13 @@ High level: Llama — a near drop-in for llama_cpp.Llama.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"     # before discovery, which checks backend packages against it
+from ._version import __version__  # noqa: F401  (discovery checks backend packages against it)
 
 from . import _llama
 # installed backend packages (pyllamacy-cuda, -vulkan, ...): loaded before the names below are
 # bound, so that `pyllamacy.backends` stays the function and not the submodule
-from .backends import _safe_discover
-_safe_discover()
+from .backends import discover_at_import
+discover_at_import()
 from ._llama import (  # noqa: E402
     AbortedError,
     AdapterLoadError,

@@ -147,7 +147,7 @@ def _n_devices(reg_name: str) -> int:
 
 
 def _version_problem(desc: dict) -> Optional[str]:
-    from . import __version__ as core_version
+    from ._version import __version__ as core_version
     want = desc.get("core_version")
     if want and want != core_version:
         pkg = desc.get("package") or f"pyllamacy-{desc['name']}"
@@ -271,7 +271,7 @@ def packages() -> List[dict]:
     return [dict(d) for d in _discovered]
 
 
-def _safe_discover() -> None:
+def discover_at_import() -> None:
     """Called by ``pyllamacy/__init__.py``: discovery problems never break the import."""
     try:
         discover()

@@ -29,6 +29,9 @@ from . import _chat
 from ._chat import (ChatParseError, ChatTemplateError, ChatTemplateLimitError, SchemaError,
                     get_limits, set_limits)
 from .chat_formats import get_chat_template
+from .grammars import check_schema as _check_schema
+from .grammars import parse_schema as _parse_schema
+from .grammars import schema_to_grammar
 
 __all__ = ["create_chat_completion", "complete_chat", "register_chat_format", "ChatFormatterResponse",
            "ChatRequest", "prepare_chat", "chat_message", "ChatDeltas",
@@ -36,7 +39,6 @@ __all__ = ["create_chat_completion", "complete_chat", "register_chat_format", "C
            "SchemaError", "ChatParseError", "set_limits", "get_limits"]
 
 _MEDIA_PART_TYPES = ("image_url", "input_audio", "image", "audio", "video", "input_image")
-_MAX_SCHEMA_DEPTH = 64          # nesting of a JSON schema we accept before calling llama.cpp
 
 
 # -- llama-cpp-python's function-style formats / handlers -------------------------------------
@@ -60,82 +62,6 @@ def register_chat_format(name: str):
         _FORMAT_FUNCS[name] = f
         return f
     return deco
-
-
-# -- JSON schema -> grammar ---------------------------------------------------------------------
-
-def _check_schema(schema, depth=0, seen_refs=None):
-    """Reject what would take llama.cpp's converter a long time or a deep recursion."""
-    if depth > _MAX_SCHEMA_DEPTH:
-        raise SchemaError(f"the JSON schema is nested more than {_MAX_SCHEMA_DEPTH} levels deep")
-    if isinstance(schema, dict):
-        for v in schema.values():
-            _check_schema(v, depth + 1)
-    elif isinstance(schema, list):
-        for v in schema:
-            _check_schema(v, depth + 1)
-
-
-def _resolve_local(root, ref):
-    if not isinstance(ref, str) or not ref.startswith("#"):
-        return None
-    node = root
-    for part in [p for p in ref[1:].split("/") if p]:
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
-
-
-def _check_ref_cycles(root):
-    """A $ref chain that comes back to itself without consuming anything ({"$ref": "#"},
-    a -> b -> a) describes no document; llama.cpp would emit a grammar that never ends."""
-    def walk(node, depth=0):
-        if isinstance(node, dict):
-            if "$ref" in node:
-                seen = set()
-                cur = node
-                while isinstance(cur, dict) and "$ref" in cur and \
-                        not (set(cur) - {"$ref", "$defs", "definitions", "$schema", "$id",
-                                         "title", "description"}):
-                    ref = cur["$ref"]
-                    if ref in seen:
-                        raise SchemaError(f"the JSON schema's $ref {ref!r} refers to itself "
-                                          f"without any content (a $ref cycle)")
-                    seen.add(ref)
-                    cur = _resolve_local(root, ref)
-            for v in node.values():
-                walk(v, depth + 1)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v, depth + 1)
-    walk(root)
-
-
-def _parse_schema(schema):
-    if isinstance(schema, (str, bytes)):
-        try:
-            schema = json.loads(schema)
-        except (ValueError, RecursionError) as e:
-            raise SchemaError(f"the JSON schema is not valid JSON: {e}") from None
-    if not isinstance(schema, dict):
-        raise SchemaError(f"a JSON schema must be an object, not {type(schema).__name__}")
-    try:
-        _check_schema(schema)
-        _check_ref_cycles(schema)
-    except RecursionError:
-        raise SchemaError("the JSON schema is nested too deeply") from None
-    return schema
-
-
-def schema_to_grammar(schema) -> str:
-    """GBNF for a JSON schema (dict or JSON text), by llama.cpp's converter, sandboxed."""
-    schema = _parse_schema(schema)
-    return _chat.json_schema_to_grammar(schema, True)
 
 
 def prefill_tokens(model, text: str) -> List[int]:

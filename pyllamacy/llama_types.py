@@ -85,7 +85,7 @@ class LlamaGrammar:
         """A grammar for JSON documents that validate against `json_schema` (JSON text or a
         dict), converted by llama.cpp's json_schema_to_grammar. An invalid, cyclic or absurdly
         deep schema raises pyllamacy.SchemaError (a ValueError) within the sandbox's budget."""
-        from .chat import schema_to_grammar
+        from .grammars import schema_to_grammar     # loads the _chat extension on first use
         return cls(_grammar=schema_to_grammar(json_schema))
 
     def reset(self) -> None:
