@@ -232,10 +232,15 @@ class EngineRunner:
             req = self._running.get(rid)
             if req is not None:
                 req.prompt_entries[pos] = self._logprob_entry(tok, lp)
+        errors = self.engine.last_errors() if any(e[2] == "error" for e in events) else {}
         for rid, tok, fin, lp in events:
             req = self._running.get(rid)
             if req is None:
                 continue
+            if fin == "error":
+                fin = f"error: {errors.get(rid, 'generation failed')}"
+            elif fin == "aborted":
+                fin = "cancelled"
             ent = by_req.get(rid)
             if ent is None:
                 ent = by_req[rid] = [req, [], None]
