@@ -384,15 +384,16 @@ cdef class Engine:
             self._drop_bs(i)
             bs = False
             if self.backend_sampling and sampler.backend_capable and logprobs < 0:
-                clone = L.llama_sampler_clone(sampler._chain)
+                # the slot's sequence is ready now: the prompt's last token samples in the graph
+                clone = _k_backend_chain(k, sampler)
                 if clone != NULL:
                     if L.llama_set_sampler(self.ctx._ctx, i, clone):
                         self.bs_chains[i] = clone
-                        k.chain = clone
                         k.bs = True
                         bs = True
                     else:
                         L.llama_sampler_free(clone)
+                        _k_set_sampler(k, sampler, self.ctx._n_vocab)
             self.use_draft[i] = draft and self.draft is not None and logprobs < 0 and not bs
             if self.use_draft[i]:
                 _k_set_draft(k, self.ctx, self.draft, self.n_draft, self.ngram_max, i)

@@ -73,9 +73,7 @@ cdef class Generation:
         g.bs_tried = False
         if backend_sampling and k.draft_kind == DRAFT_NONE and not g.done and \
                 sampler.backend_capable:
-            # a copy of the chain: once attached, llama.cpp marks a chain as running in the
-            # graph for good, so the caller's Sampler stays usable on the CPU
-            clone = L.llama_sampler_clone(sampler._chain)
+            clone = _k_backend_chain(k, sampler)
             if clone == NULL:
                 raise MemoryError("llama_sampler_clone failed")
             try:
@@ -90,10 +88,6 @@ cdef class Generation:
             ctx._leave()
             g.bs_id = ctx._bs_id
             g.use_bs = True
-            # the copy runs the whole chain: no CPU fast path
-            k.chain = clone
-            k.greedy_fast = False
-            k.topk_k = 0
         return g
 
     cdef _Step _step(self) noexcept nogil:

@@ -154,6 +154,20 @@ cdef int _k_set_sampler(_Slot * k, Sampler sampler, int32_t n_vocab) except -1:
     return 0
 
 
+cdef L.llama_sampler * _k_backend_chain(_Slot * k, Sampler sampler) noexcept:
+    """A copy of `sampler`'s chain for running in the compute graph (NULL when llama.cpp
+    cannot copy it), made the slot's chain: once attached, llama.cpp marks a chain as running
+    in the graph for good, so the caller's Sampler stays usable on the CPU; the copy runs the
+    whole chain (no CPU fast path). The caller owns the copy and attaches it
+    (llama_set_sampler) when its sequence is ready."""
+    cdef L.llama_sampler * clone = L.llama_sampler_clone(sampler._chain)
+    if clone != NULL:
+        k.chain = clone
+        k.greedy_fast = False
+        k.topk_k = 0
+    return clone
+
+
 cdef int _k_set_stops(_Slot * k, Model model, stop_tokens, stop_sequences,
                       stop_strings) except -1:
     """Checked stop rules: token ids, token sequences and strings (bytes or str)."""

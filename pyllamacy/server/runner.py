@@ -293,4 +293,5 @@ class EngineRunner:
         eng = self.engine
         return {"slots_total": self.n_slots, "slots_busy": self.n_running,
                 "queue": self.n_waiting, "steps": eng.n_steps,
-                "decoded_tokens": eng.n_decoded_tokens, "reused_tokens": eng.n_reused_tokens}
+                "decoded_tokens": eng.n_decoded_tokens, "reused_tokens": eng.n_reused_tokens,
+                "drafted_tokens": eng.n_drafted, "accepted_tokens": eng.n_accepted}
