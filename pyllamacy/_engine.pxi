@@ -534,7 +534,7 @@ cdef class Engine:
     cdef int32_t _step_c(self, int64_t key) noexcept nogil:
         cdef L.llama_context * c = self.ctx._ctx
         cdef const L.llama_vocab * vocab = self.ctx.model._vocab
-        cdef int32_t n_batch = L.llama_n_batch(c), n = 0, rc, take, j, room
+        cdef int32_t n_batch = L.llama_n_batch(c), n = 0, rc, take, j, room, cap
         cdef int i, a, nd, limit, kept, n_gen = 0, n_gen_left
         cdef size_t n_before
         cdef L.llama_token tok
@@ -591,7 +591,16 @@ cdef class Engine:
                 self.batch.seq_id[n][0] = i
                 self.batch.logits[n] = True
                 n += 1
-        # 2. prompt chunks in what is left of the batch, oldest request first
+        # 2. prompt chunks in what is left of the batch, oldest request first. While slots
+        # are generating, the step holds one ubatch (their tokens plus prompt tokens), so
+        # they keep streaming while new prompts are taken in: a longer batch would only be
+        # split into ubatches by llama.cpp, each of them delaying every generating slot
+        if n > 0:
+            cap = L.llama_n_ubatch(c)
+            if cap < n + 32:
+                cap = n + 32
+            if cap < n_batch:
+                n_batch = cap
         self.order.clear()
         for i in range(self.n_slots):
             if self.in_step[i] and self.state[i] == SLOT_PREFILL:
