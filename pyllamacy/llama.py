@@ -929,9 +929,6 @@ class Llama:
                              spm_infill=self.spm_infill,
                              model_name=os.path.basename(self.model_path))
 
-    def _piece_str(self, tok: int) -> str:
-        return piece_text(self._model, tok)
-
     def _logprob_entry(self, logits: np.ndarray, tok: int, n: int) -> LogprobEntry:
         """The entry of `tok` sampled from `logits`, with the `n` most likely tokens."""
         lp = _log_softmax(logits)
@@ -960,8 +957,9 @@ class Llama:
                     scored[pos + 1] = self._logprob_entry(row, prompt_tokens[pos + 1],
                                                           n_logprobs)
             self._load_prompt(prompt_tokens, reuse=False, on_logits=on_logits)
-            echo = echo_entries(prompt_tokens, self._model.token_bos(), scored,
-                                self._piece_str)
+            model = self._model
+            echo = echo_entries(prompt_tokens, model.token_bos(), scored,
+                                lambda t: piece_text(model, t))
         else:
             if self.cache is not None and not run.get("preloaded"):
                 self._restore_from_cache(prompt_tokens)
