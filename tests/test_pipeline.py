@@ -301,7 +301,7 @@ def test_chat_chunks():
     assert r["object"] == "chat.completion" and r["choices"][0]["logprobs"] is None
 
 
-# -- the chat handler gets every argument ----------------------------------------------------------
+# -- the chat handler gets every argument ---------------------------------------------------------
 
 def test_chat_handler_gets_the_arguments_it_used_to_lose():
     from pyllamacy.chat import create_chat_completion
@@ -329,7 +329,7 @@ def test_chat_handler_gets_the_arguments_it_used_to_lose():
     assert not {"parallel_tool_calls", "chat_template_kwargs", "stopping_criteria"} & set(seen)
 
 
-# -- import rules ----------------------------------------------------------------------------------
+# -- import rules ---------------------------------------------------------------------------------
 
 def _imports(path: pathlib.Path, package: str):
     """(imported module, imported names) for every import in the file, local ones included."""

@@ -39,6 +39,14 @@ class ResponseMeta:
     def chat(cls, model: str) -> "ResponseMeta":
         return cls(f"chatcmpl-{uuid.uuid4()}", model)
 
+    def wrap(self, object: str, choices: list, use: Optional[CompletionUsage] = None) -> dict:
+        """The object around `choices` (with `usage` unless a stream chunk)."""
+        out = {"id": self.id, "object": object, "created": self.created, "model": self.model,
+               "choices": choices}
+        if use is not None:
+            out["usage"] = use
+        return out
+
 
 # -- pieces --------------------------------------------------------------------------------------
 
@@ -100,8 +108,7 @@ def completion_choice(index: int, text: str, finish_reason: Optional[str],
 
 def completion_response(meta: ResponseMeta, choices: List[CompletionChoice],
                         use: CompletionUsage) -> CreateCompletionResponse:
-    return {"id": meta.id, "object": "text_completion", "created": meta.created,
-            "model": meta.model, "choices": choices, "usage": use}
+    return meta.wrap("text_completion", choices, use)
 
 
 def completion_chunk(meta: ResponseMeta, index: int, text: str,
@@ -109,9 +116,7 @@ def completion_chunk(meta: ResponseMeta, index: int, text: str,
                      entries: Optional[Iterable[TextEntry]] = None) -> CreateCompletionResponse:
     """One stream chunk: released text (with its entries when logprobs were asked for), or
     the last one ("" and the finish reason)."""
-    return {"id": meta.id, "object": "text_completion", "created": meta.created,
-            "model": meta.model,
-            "choices": [completion_choice(index, text, finish_reason, entries)]}
+    return meta.wrap("text_completion", [completion_choice(index, text, finish_reason, entries)])
 
 
 # -- chat completions ----------------------------------------------------------------------------
@@ -127,17 +132,15 @@ def chat_choice(index: int, message: ChatCompletionResponseMessage,
 
 def chat_response(meta: ResponseMeta, choices: List[ChatCompletionResponseChoice],
                   use: CompletionUsage) -> CreateChatCompletionResponse:
-    return {"id": meta.id, "object": "chat.completion", "created": meta.created,
-            "model": meta.model, "choices": choices, "usage": use}
+    return meta.wrap("chat.completion", choices, use)
 
 
 def chat_chunk(meta: ResponseMeta, index: int, delta: Dict,
                finish_reason: Optional[str] = None,
                logprobs: Optional[ChatCompletionLogprobs] = None) -> ChatCompletionChunk:
-    return {"id": meta.id, "object": "chat.completion.chunk", "created": meta.created,
-            "model": meta.model,
-            "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
-                         "finish_reason": finish_reason}]}
+    return meta.wrap("chat.completion.chunk", [{"index": index, "delta": delta,
+                                                "logprobs": logprobs,
+                                                "finish_reason": finish_reason}])
 
 
 class ChatChunks:

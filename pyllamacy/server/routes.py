@@ -202,6 +202,28 @@ def _sse(obj) -> bytes:
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def _sse_response(state: ServerState, runner: EngineRunner, route: str,
+                  reqs: List[GenRequest], n_prompt: int, t0: float,
+                  objects: AsyncIterator[dict]) -> StreamingResponse:
+    """Stream `objects` (chunks, or an error body: status 500) as Server-Sent Events ending
+    with [DONE]; record the requests when the stream ends (499 when the client left)."""
+    async def gen():
+        status = 200
+        try:
+            async for obj in objects:
+                if "error" in obj:
+                    status = 500
+                yield _sse(obj)
+            yield b"data: [DONE]\n\n"
+        except _Disconnected:
+            status = 499
+        finally:
+            await objects.aclose()         # cancels what is still running
+            for r in reqs:
+                _record(state, runner, route, r, n_prompt, status, t0)
+    return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
 async def _collect(request: Request, state, runner: EngineRunner, route: str, req: GenRequest,
                    n_prompt: int, tt: TokenText, t0: float):
     """Run a non-streamed request to its end and record it: (text, logprob entries), or None
@@ -313,39 +335,30 @@ async def completions(body: CompletionRequest, request: Request):
         return entries if want else None
 
     if body.stream:
-        async def gen():
-            status = 200
+        async def chunks():
             echoed = set()
-            try:
-                if body.echo and not echo_lp:
-                    for i in range(len(reqs)):
-                        yield _sse(completion_chunk(meta, i, prompt_text))
-                async for i, (text, entries, done) in _merged(
-                        [_texts(request, runner, r, tt) for r, tt in zip(reqs, tts)]):
-                    if echo_lp and i not in echoed:
-                        # the prompt's entries are complete once its first event is here
-                        echoed.add(i)
-                        yield _sse(completion_chunk(meta, i, prompt_text, None,
-                                                    _echo_entries(runner, reqs[i])))
-                    if prompt_only:
-                        text, entries = "", []
-                    if text or entries:
-                        yield _sse(completion_chunk(meta, i, text, None, lp(entries)))
-                    if done:
-                        tt = tts[i]
-                        if tt.finish_reason == "error":
-                            status = 500
-                            yield _sse(error_body(500, _error_message(tt), "server_error"))
-                        else:
-                            yield _sse(completion_chunk(
-                                meta, i, "", "length" if prompt_only else tt.finish_reason))
-                yield b"data: [DONE]\n\n"
-            except _Disconnected:
-                status = 499
-            finally:
-                for r in reqs:
-                    _record(state, runner, "completions", r, len(toks), status, t0)
-        return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
+            if body.echo and not echo_lp:
+                for i in range(len(reqs)):
+                    yield completion_chunk(meta, i, prompt_text)
+            async for i, (text, entries, done) in _merged(
+                    [_texts(request, runner, r, tt) for r, tt in zip(reqs, tts)]):
+                if echo_lp and i not in echoed:
+                    # the prompt's entries are complete once its first event is here
+                    echoed.add(i)
+                    yield completion_chunk(meta, i, prompt_text, None,
+                                           _echo_entries(runner, reqs[i]))
+                if prompt_only:
+                    text, entries = "", []
+                if text or entries:
+                    yield completion_chunk(meta, i, text, None, lp(entries))
+                if done:
+                    tt = tts[i]
+                    if tt.finish_reason == "error":
+                        yield error_body(500, _error_message(tt), "server_error")
+                    else:
+                        yield completion_chunk(meta, i, "",
+                                               "length" if prompt_only else tt.finish_reason)
+        return _sse_response(state, runner, "completions", reqs, len(toks), t0, chunks())
 
     results = await _collect_n(request, state, runner, "completions", reqs, len(toks), tts, t0)
     if results is None:
@@ -395,31 +408,22 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     tts = [TokenText(creq.stop) for _ in reqs]
 
     if body.stream:
-        async def gen():
-            status = 200
+        async def chunks():
             streams = [ChatChunks(meta, i, ChatDeltas(creq), want) for i in range(len(reqs))]
-            try:
-                for s in streams:
-                    yield _sse(s.start())
-                async for i, (text, entries, done) in _merged(
-                        [_texts(request, runner, r, tt) for r, tt in zip(reqs, tts)]):
-                    for c in streams[i].push(text, entries):
-                        yield _sse(c)
-                    if done:
-                        tt = tts[i]
-                        if tt.finish_reason == "error":
-                            status = 500
-                            yield _sse(error_body(500, _error_message(tt), "server_error"))
-                            break
-                        for c in streams[i].finish(tt.finish_reason):
-                            yield _sse(c)
-                yield b"data: [DONE]\n\n"
-            except _Disconnected:
-                status = 499
-            finally:
-                for r in reqs:
-                    _record(state, runner, "chat", r, len(toks), status, t0)
-        return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
+            for cs in streams:
+                yield cs.start()
+            async for i, (text, entries, done) in _merged(
+                    [_texts(request, runner, r, tt) for r, tt in zip(reqs, tts)]):
+                for c in streams[i].push(text, entries):
+                    yield c
+                if done:
+                    tt = tts[i]
+                    if tt.finish_reason == "error":
+                        yield error_body(500, _error_message(tt), "server_error")
+                        return
+                    for c in streams[i].finish(tt.finish_reason):
+                        yield c
+        return _sse_response(state, runner, "chat", reqs, len(toks), t0, chunks())
 
     results = await _collect_n(request, state, runner, "chat", reqs, len(toks), tts, t0)
     if results is None:
