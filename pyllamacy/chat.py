@@ -466,9 +466,10 @@ def _plan(llama, messages, tools, mode, forced_name, schema, user_grammar, paral
                     p = t["value"]
                     pats.append(("" if p.startswith("^") else "^") + p
                                 + ("" if p.endswith("$") else "$"))
-            plan.grammar = LlamaGrammar(_grammar=r["grammar"], _lazy=(pats, toks))
+            plan.grammar = LlamaGrammar.for_chat(r["grammar"], lazy_triggers=(pats, toks))
         else:
-            plan.grammar = LlamaGrammar(_grammar=r["grammar"], _prefill=r["generation_prompt"])
+            plan.grammar = LlamaGrammar.for_chat(r["grammar"],
+                                                 prefill=r["generation_prompt"])
     plan.json_content = schema is not None and not use_tools
     plan.parser = _chat.ChatParser({"format": r["format"], "parser": r["parser"],
                                     "generation_prompt": r["generation_prompt"],
@@ -626,7 +627,7 @@ def prepare_chat(llama, messages, *, functions=None, function_call=None, tools=N
         rstop = res.stop
         stops += [rstop] if isinstance(rstop, str) else list(rstop or [])
         if schema is not None and grammar is None:
-            grammar = LlamaGrammar(_grammar=schema_to_grammar(schema))
+            grammar = LlamaGrammar.from_string(schema_to_grammar(schema))
         toks = llama.model.tokenize(res.prompt.encode("utf-8"),
                                     add_special=not res.added_special, parse_special=True)
         return ChatRequest(toks, grammar, stops, set(), None, False)

@@ -98,6 +98,13 @@ class LlamaGrammar:
         return cls(_grammar=grammar)
 
     @classmethod
+    def for_chat(cls, grammar: str, *, lazy_triggers=None, prefill: str = "") -> "LlamaGrammar":
+        """A grammar that a chat template's rendering produced (pyllamacy.chat): lazy, waiting
+        for one of `lazy_triggers` = (regex patterns, token ids), or starting with `prefill`
+        text (the template's generation prompt)."""
+        return cls(_grammar=grammar, _lazy=lazy_triggers, _prefill=prefill)
+
+    @classmethod
     def from_file(cls, file, verbose: bool = True) -> "LlamaGrammar":
         """A grammar from a GBNF file."""
         with open(os.fspath(file), encoding="utf-8") as f:
