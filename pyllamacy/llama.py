@@ -1029,9 +1029,6 @@ class Llama:
                             stopping_criteria, logits_processor, grammar, logit_bias):
         self._need_ctx()
         logprobs = completion_logprobs_count(logprobs)
-        if max_tokens is not None and (isinstance(max_tokens, bool)
-                                       or not isinstance(max_tokens, (int, np.integer))):
-            raise TypeError(f"max_tokens must be an integer or None, got {max_tokens!r}")
         stop_list = stop_strings(stop)
         sp = SamplingParams(temp=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                             typical_p=typical_p, repeat_penalty=repeat_penalty,

@@ -78,12 +78,18 @@ def _max_tokens(state: ServerState, runner: EngineRunner, requested: Optional[in
                     limit=state.settings.max_tokens_limit, holder="a slot of this model")
 
 
+def _model_seed(runner: EngineRunner) -> int:
+    """The seed of a request that names none: the model's, or a random one."""
+    seed = runner.settings.seed
+    return seed if seed != 0xFFFFFFFF else random.getrandbits(32)
+
+
 def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: SamplingParams,
             seed: Optional[int], max_tokens: int, stop: List[str], special=None,
             logprobs: Optional[int] = None, prompt_logprobs: bool = False) -> GenRequest:
     ms = runner.settings
     if seed is None:
-        seed = ms.seed if ms.seed != 0xFFFFFFFF else random.getrandbits(32)
+        seed = _model_seed(runner)
     try:
         sampler = build_sampler(runner.model, sp, int(seed) & 0xFFFFFFFF, ms.last_n_tokens_size)
     except (LlamaError, ValueError, TypeError) as e:
@@ -111,8 +117,7 @@ def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int
     """n requests for n choices (choice i seeded seed + i); all or none: when one cannot be
     queued, those already queued are cancelled and the error is raised."""
     if n > 1 and seed is None:
-        ms = runner.settings
-        seed = ms.seed if ms.seed != 0xFFFFFFFF else random.getrandbits(32)
+        seed = _model_seed(runner)
     reqs: List[GenRequest] = []
     try:
         for i in range(n):
