@@ -16,6 +16,7 @@ import time
 from typing import Deque, Dict, List, Optional, Set
 
 from .._llama import Context, Engine, LoraAdapter, Model, Sampler, set_log_level
+from ..pipeline.text import logprob_entry
 from .settings import ModelSettings
 
 __all__ = ["EngineRunner", "GenRequest", "QueueFullError", "RunnerClosedError"]
@@ -263,17 +264,8 @@ class EngineRunner:
                 self.n_running = len(self._running)
         batch.extend(tuple(e) for e in by_req.values())
 
-    def _piece_str(self, tok: int) -> str:
-        return self.model.token_to_piece(tok).decode("utf-8", errors="ignore")
-
     def _logprob_entry(self, tok: int, lp):
-        tok_lp, top_pairs = lp
-        s = self._piece_str(tok)
-        top = {}
-        for t, v in top_pairs:
-            top.setdefault(self._piece_str(t), v)
-        top[s] = tok_lp
-        return s, tok_lp, top
+        return logprob_entry(self.model, tok, lp[0], lp[1])     # lp: (logprob, top pairs)
 
     def _flush(self, batch) -> None:
         if not batch:
