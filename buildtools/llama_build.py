@@ -9,7 +9,7 @@ Environment knobs (all optional):
   PYLLAMACY_CPU_VARIANTS   comma list of CPU backend variants to build (default: every variant of
                            this architecture that is safe, i.e. no AMX: see AMX_VARIANTS)
   PYLLAMACY_TOOLS          comma list of llama.cpp programs to build beside the libraries
-                           (default: llama-simple,llama-bench,llama-quantize; "" for none)
+                           (default: llama-simple,llama-bench,llama-quantize,llama-mtmd-cli,llama-server; "" for none)
   PYLLAMACY_JOBS           parallel build jobs (default: all cores)
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # we never build or load them unless PYLLAMACY_ALLOW_AMX=1 is set at build *and* run time.
 AMX_VARIANTS = {"sapphirerapids"}
 
-DEFAULT_TOOLS = ["llama-simple", "llama-bench", "llama-quantize", "llama-mtmd-cli"]
+DEFAULT_TOOLS = ["llama-simple", "llama-bench", "llama-quantize", "llama-mtmd-cli", "llama-server"]
 
 # Flags that define the build. Changing them re-configures the persistent build folder.
 BASE_CMAKE_ARGS = [

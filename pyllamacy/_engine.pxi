@@ -1,12 +1,22 @@
 # Engine: continuous batching. Many requests share one Context (one KV cache, one sequence id
 # per slot); each step() is one llama_decode carrying the next token of every generating slot
-# plus chunks of newly submitted prompts, then one sample per slot with that slot's own chain.
-# The whole step runs without the GIL; Python only hands requests in and events out.
+# (with its speculative drafts) plus chunks of newly submitted prompts, then each slot's tokens
+# are chosen by the per-slot kernel of _slot.pxi — the same code a single Generation runs.
+# Media chunks of multimodal prompts are encoded by the projector and decoded into their
+# slot's sequence before the step's batch. Requests whose LoRA adapter sets differ take turns:
+# one step serves one adapter set. The whole step runs without the GIL; Python only hands
+# requests in and events out.
 
 cdef enum _SlotState:
     SLOT_FREE = 0
     SLOT_PREFILL = 1
     SLOT_GEN = 2
+
+
+cdef struct _Media:
+    size_t at                               # where its positions start in the slot's prompt
+    int32_t n_pos
+    const M.mtmd_input_chunk * chunk
 
 
 class EngineFullError(LlamaError, RuntimeError):
@@ -21,9 +31,21 @@ cdef class Engine:
         while eng.n_active:
             for rid, token, finish_reason in eng.step(): ...
 
-    submit() reuses the longest cached prefix among the free slots (the prompt's shared part is
-    not decoded again). cancel() frees a slot at the next step. step() and submit()/cancel()
-    may be called from different threads; they serialize on an internal lock.
+    finish_reason is None while a request goes on, else "stop", "length", "aborted" or
+    "error" (the exception is in last_errors()). submit() reuses the longest cached prefix
+    among the free slots (the prompt's shared part is not decoded again). cancel() frees a
+    slot at the next step. step() and submit()/cancel() may be called from different threads;
+    they serialize on an internal lock.
+
+    A prompt is token ids or a MultimodalInput (Projector.tokenize): its media are encoded by
+    the projector when the slot reaches them. loras=[(LoraAdapter, scale), ...] per request:
+    requests with different adapter sets are served in different steps, in turn (None: the
+    adapters the context had when the Engine was made).
+
+    draft: speculative decoding for every request that allows it (submit(draft=True), no
+    logprobs, no backend sampling): "ngram" (prompt lookup), a Context of a small model with
+    the same vocabulary and n_seq_max >= the slots (slot i drafts in its sequence i), or a
+    Python callable input_ids -> draft token ids. Output equals plain decoding.
 
     backend_sampling=True runs each request's sampler chain inside the compute graph (on the
     GPU with the model) when the chain allows it (Sampler.backend_capable): a copy of the
@@ -32,35 +54,44 @@ cdef class Engine:
     cdef readonly Context ctx
     cdef int n_slots
     cdef int32_t n_ctx_seq
+    cdef vector[_Slot] k                        # the per-slot kernel's state
     cdef vector[int] state
     cdef vector[int64_t] req_id
     cdef vector[int32_t] pos
     cdef vector[size_t] n_prompt_done
-    cdef vector[int] produced, max_tokens
     cdef vector[L.llama_token] pending
-    cdef vector[int] batch_idx
+    cdef vector[int] batch_idx                  # the row sampled for the slot in this step
+    cdef vector[int] n_spec                     # drafts in this step's batch
     cdef vector[bint] cancelled
-    cdef vector[vector[L.llama_token]] prompt, cached
-    cdef vector[vector[string]] stop_strs
-    cdef vector[string] tail
-    cdef vector[size_t] max_stop
-    cdef vector[L.llama_sampler *] chains
-    cdef vector[L.llama_sampler *] bs_chains      # owned copies attached to the slot's sequence
-    cdef vector[_BiasVec *] fast_bias   # greedy / top-k fast paths (Sampler's vector)
-    cdef vector[int32_t] topk_k         # > 0: the top-k fast path with this k
-    cdef S.TopkScratch topk_scratch
+    cdef vector[bint] in_step                   # the slot takes part in this step
+    cdef vector[bint] use_draft
+    cdef vector[vector[L.llama_token]] prompt   # -1 at the positions of media
+    cdef vector[vector[L.llama_token]] cached   # what the slot's sequence holds (-1: media)
+    cdef vector[int64_t] lora_key, cached_key   # adapter set of the request / of the cache
+    cdef vector[vector[_Media]] media
+    cdef vector[size_t] media_next
+    cdef vector[M.mtmd_context *] mctx
+    cdef vector[int32_t] rc                     # llama.cpp's code for an error finish
+    cdef vector[bint] media_failed              # ... which came from a media chunk
+    cdef vector[L.llama_sampler *] bs_chains    # owned copies attached to the slot's sequence
     cdef bint backend_sampling
-    cdef vector[vector[L.llama_token_data]] cur
     cdef list samplers
+    cdef list inputs                            # MultimodalInput of each slot, or None
+    cdef dict groups                            # lora key -> [(LoraAdapter, scale), ...]
+    cdef dict group_ids                         # ((id(adapter), scale), ...) -> lora key
+    cdef int64_t next_key, applied_key
+    cdef object draft
+    cdef int n_draft, ngram_max
     cdef int64_t next_id
     cdef object lock
     cdef L.llama_batch batch
     cdef bint batch_alive
+    cdef dict errors                            # request id -> exception, of the last step
     # events of the last step
     cdef vector[int64_t] ev_req
     cdef vector[L.llama_token] ev_tok
     cdef vector[int] ev_fin
-    cdef vector[int] ev_code
+    cdef vector[int] ev_slot
     # log-probabilities of the last step's tokens, for slots that asked (submit(logprobs=N)):
     # event k's are ev_lp_tok/ev_lp_val[ev_lp_at[k] : ev_lp_at[k] + ev_lp_n[k]], its token's
     # own in ev_tok_lp[k]; ev_lp_at[k] = -1 when none were asked
@@ -79,52 +110,78 @@ cdef class Engine:
     cdef vector[L.llama_token] ev_lp_tok
     cdef vector[L.llama_token] lp_tok_tmp
     cdef vector[float] lp_val_tmp
-    cdef readonly long n_steps, n_decoded_tokens, n_reused_tokens
+    cdef vector[int] order                      # prefill slots, oldest request first
+    cdef readonly long n_steps, n_decoded_tokens, n_reused_tokens, n_drafted, n_accepted
 
     def __cinit__(self):
         self.batch_alive = False
 
-    def __init__(self, Context ctx not None, *, bint backend_sampling=False):
+    def __init__(self, Context ctx not None, *, bint backend_sampling=False, draft=None,
+                 int n_draft=8, int ngram_max=3):
         ctx._check()
         self.ctx = ctx
         self.backend_sampling = backend_sampling
         self.n_slots = L.llama_n_seq_max(ctx._ctx)
         self.n_ctx_seq = L.llama_n_ctx_seq(ctx._ctx)
         n = self.n_slots
+        self.k.resize(n)
+        for i in range(n):
+            _k_reset(&self.k[i], -1)
         self.state.resize(n, SLOT_FREE)
         self.req_id.resize(n, -1)
         self.pos.resize(n, 0)
         self.n_prompt_done.resize(n, 0)
-        self.produced.resize(n, 0)
-        self.max_tokens.resize(n, 0)
         self.pending.resize(n, -1)
         self.batch_idx.resize(n, -1)
+        self.n_spec.resize(n, 0)
         self.cancelled.resize(n, False)
+        self.in_step.resize(n, False)
+        self.use_draft.resize(n, False)
         self.prompt.resize(n)
         self.cached.resize(n)
-        self.stop_strs.resize(n)
-        self.tail.resize(n)
-        self.max_stop.resize(n, 0)
-        self.chains.resize(n, NULL)
+        self.lora_key.resize(n, 0)
+        self.cached_key.resize(n, 0)
+        self.media.resize(n)
+        self.media_next.resize(n, 0)
+        self.mctx.resize(n, NULL)
+        self.rc.resize(n, 0)
+        self.media_failed.resize(n, False)
         self.bs_chains.resize(n, NULL)
-        self.fast_bias.resize(n, NULL)
-        self.topk_k.resize(n, 0)
         self.n_probs.resize(n, -1)
         self.prompt_lp.resize(n, False)
         self.chunk_at.resize(n, 0)
         self.chunk_n.resize(n, 0)
-        self.cur.resize(n)
         self.samplers = [None] * n
+        self.inputs = [None] * n
+        self.groups = {0: list(ctx.loras)}
+        self.group_ids = {}
+        self.next_key = 1
+        self.applied_key = 0
+        self.errors = {}
+        if draft is not None:
+            # checked here once; each slot uses it through the kernel
+            _k_set_draft(&self.k[0], ctx, draft, n_draft, ngram_max, 0)
+            if isinstance(draft, Context) and L.llama_n_seq_max((<Context> draft)._ctx) < n:
+                raise ValueError(f"the draft model's context has "
+                                 f"{L.llama_n_seq_max((<Context> draft)._ctx)} sequences; the "
+                                 f"Engine needs one per slot ({n}): create it with n_seq_max={n}")
+            _k_reset(&self.k[0], -1)
+        self.draft = draft
+        self.n_draft = n_draft
+        self.ngram_max = ngram_max
         self.next_id = 1
         self.lock = threading.Lock()
         self.batch = L.llama_batch_init(L.llama_n_batch(ctx._ctx), 0, 1)
         self.batch_alive = True
         self.n_steps = self.n_decoded_tokens = self.n_reused_tokens = 0
+        self.n_drafted = self.n_accepted = 0
 
     def __dealloc__(self):
         cdef int i
         for i in range(<int> self.bs_chains.size()):
             self._drop_bs(i)
+        for i in range(<int> self.k.size()):
+            _k_clear_draft_error(&self.k[i])
         if self.batch_alive:
             L.llama_batch_free(self.batch)
             self.batch_alive = False
@@ -171,27 +228,95 @@ cdef class Engine:
         if s is not None:
             s._owner = 0
         self.samplers[i] = None
-        self.chains[i] = NULL
-        self.fast_bias[i] = NULL
-        self.topk_k[i] = 0
+        self.inputs[i] = None
+        self.media[i].clear()
+        self.media_next[i] = 0
+        self.mctx[i] = NULL
+        _k_reset(&self.k[i], -1)
         self.state[i] = SLOT_FREE
         self.req_id[i] = -1
 
-    def submit(self, tokens, Sampler sampler not None, int max_tokens=-1, stop_strings=None,
-               int logprobs=-1, bint prompt_logprobs=False):
-        """Queue a prompt; returns its request id. EngineFullError when no slot is free.
+    cdef int64_t _group(self, loras) except -1:
+        """The key of an adapter set (interned; 0: the context's own adapters)."""
+        if loras is None:
+            return 0
+        cdef list pairs = _lora_pairs(loras, self.ctx.model)
+        sig = tuple((id(a), s) for a, s in pairs)
+        key = self.group_ids.get(sig)
+        if key is None:
+            key = self.next_key
+            self.next_key += 1
+            self.group_ids[sig] = key
+            self.groups[key] = pairs
+        return key
+
+    cdef int _prompt(self, prompt, vector[L.llama_token] & toks, vector[_Media] & media,
+                     vector[L.llama_token] & text) except -1:
+        """Token ids, or a MultimodalInput -> positions (-1 at media) and media chunks."""
+        cdef MultimodalInput inp
+        cdef size_t j, n, nt
+        cdef const M.mtmd_input_chunk * ch
+        cdef const L.llama_token * tt
+        cdef _Media md
+        cdef int32_t p
+        media.clear()
+        if not isinstance(prompt, MultimodalInput):
+            self.ctx.model._fill_tokens(prompt, toks)
+            text = toks
+            return 0
+        inp = <MultimodalInput> prompt
+        if inp.projector.model is not self.ctx.model:
+            raise ValueError(f"the projector was loaded for another Model "
+                             f"({inp.projector.model.path}); this engine's is "
+                             f"{self.ctx.model.path}")
+        inp.projector._check()
+        if M.mtmd_decode_use_mrope(inp.projector._c):
+            raise ValueError("the Engine does not take prompts of M-RoPE projectors (Qwen2-VL "
+                             "and kin) yet; use Context.eval_multimodal")
+        toks.clear()
+        text.clear()
+        n = M.mtmd_input_chunks_size(inp._c)
+        for j in range(n):
+            ch = M.mtmd_input_chunks_get(inp._c, j)
+            if M.mtmd_input_chunk_get_type(ch) == M.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                tt = M.mtmd_input_chunk_get_tokens_text(ch, &nt)
+                for p in range(<int32_t> nt):
+                    toks.push_back(tt[p])
+                    text.push_back(tt[p])
+            else:
+                if j == n - 1:
+                    raise ValueError("a multimodal prompt must end with text (the Engine "
+                                     "samples from the logits of its last text token)")
+                md.at = toks.size()
+                md.n_pos = M.mtmd_input_chunk_get_n_pos(ch)
+                md.chunk = ch
+                media.push_back(md)
+                for p in range(md.n_pos):
+                    toks.push_back(-1)
+        return 0
+
+    def submit(self, prompt, Sampler sampler not None, int max_tokens=-1, stop_strings=None,
+               int logprobs=-1, bint prompt_logprobs=False, *, loras=None, bint draft=True,
+               stop_tokens=None, stop_sequences=None):
+        """Queue a prompt (token ids or a MultimodalInput); returns its request id.
+        EngineFullError when no slot is free.
 
         logprobs=N (>= 0): each generated token comes with its log-probability under the
         model (log-softmax of the raw logits) and the N most likely tokens', in step(...,
-        with_logprobs=True). Such a request samples on the CPU (it needs the logits).
-        prompt_logprobs=True (with logprobs >= 0): the same for every prompt token after the
-        first, from last_prompt_logprobs() after each step; the whole prompt is decoded (no
-        cached prefix is reused)."""
-        cdef vector[L.llama_token] toks
+        with_logprobs=True). Such a request samples on the CPU (it needs the logits) and
+        without drafts. prompt_logprobs=True (with logprobs >= 0): the same for every prompt
+        token after the first, from last_prompt_logprobs() after each step; the whole prompt
+        is decoded (no cached prefix is reused). loras: this request's adapter set (see the
+        class). draft=False: no speculative decoding for this request."""
+        cdef vector[L.llama_token] toks, text
+        cdef vector[_Media] media
         cdef int i, best = -1
-        cdef size_t common, best_common = 0, j
+        cdef size_t common, best_common = 0
         cdef L.llama_sampler * clone
-        self.ctx.model._fill_tokens(tokens, toks)
+        cdef _Slot * k
+        cdef int64_t key
+        cdef size_t j
+        self._prompt(prompt, toks, media, text)
         if toks.size() == 0:
             raise ValueError("empty prompt")
         if <int32_t> toks.size() >= self.n_ctx_seq:
@@ -199,6 +324,8 @@ cdef class Engine:
                                        f"context of {self.n_ctx_seq} tokens")
         if prompt_logprobs and logprobs < 0:
             raise ValueError("prompt_logprobs needs logprobs >= 0")
+        if prompt_logprobs and media.size():
+            raise ValueError("prompt_logprobs cannot be given for a multimodal prompt")
         if logprobs < -1 or logprobs > self.ctx._n_vocab:
             raise ValueError(f"logprobs must be in 0..{self.ctx._n_vocab} (or -1: none), "
                              f"got {logprobs}")
@@ -207,11 +334,7 @@ cdef class Engine:
             raise SamplerError("the sampler chain must end with greedy(), dist() or mirostat()")
         if sampler._owner != 0:
             raise BusyError("this Sampler is in use by another generation")
-        strs = []
-        for s in (stop_strings or ()):
-            b = s.encode("utf-8") if isinstance(s, str) else bytes(s)
-            if b:
-                strs.append(b)
+        key = self._group(loras)
         with self.lock:
             if not self.batch_alive:
                 raise ClosedError("this Engine is closed")
@@ -219,50 +342,65 @@ cdef class Engine:
                 if self.state[i] != SLOT_FREE:
                     continue
                 common = 0
-                while (not prompt_logprobs and common < self.cached[i].size() and
-                       common < toks.size() - 1 and
-                       self.cached[i][common] == toks[common]):
-                    common += 1
+                if self.cached_key[i] == key and not prompt_logprobs:
+                    while (common < self.cached[i].size() and common < toks.size() - 1 and
+                           self.cached[i][common] >= 0 and
+                           self.cached[i][common] == toks[common]):
+                        common += 1
                 if best < 0 or common > best_common:
                     best, best_common = i, common
             if best < 0:
                 raise EngineFullError(f"all {self.n_slots} slots are busy")
             i = best
-            L.llama_memory_seq_rm(L.llama_get_memory(self.ctx._ctx), i, <int32_t> best_common, -1)
+            # a prompt that starts inside a media chunk re-evaluates the whole chunk
+            for j in range(media.size()):
+                if media[j].at < best_common < media[j].at + media[j].n_pos:
+                    best_common = media[j].at
+            k = &self.k[i]
+            _k_reset(k, max_tokens)
+            _k_set_sampler(k, sampler, self.ctx._n_vocab)
+            _k_set_stops(k, self.ctx.model, stop_tokens, stop_sequences, stop_strings)
+            L.llama_memory_seq_rm(L.llama_get_memory(self.ctx._ctx), i, <int32_t> best_common,
+                                  -1)
             self.cached[i].resize(best_common)
+            self.cached_key[i] = key
+            self.lora_key[i] = key
             self.prompt[i] = toks
+            k.hist = text
+            self.media[i] = media
+            self.media_next[i] = 0
+            while (self.media_next[i] < media.size() and
+                   media[self.media_next[i]].at < best_common):
+                self.media_next[i] += 1
+            self.inputs[i] = prompt if media.size() else None
+            self.mctx[i] = (<MultimodalInput> prompt).projector._c if media.size() else NULL
             self.n_prompt_done[i] = best_common
             self.pos[i] = <int32_t> best_common
-            self.produced[i] = 0
-            self.max_tokens[i] = max_tokens if max_tokens >= 0 else 0x7FFFFFFF
             self.cancelled[i] = False
-            self.stop_strs[i].clear()
-            self.max_stop[i] = 0
-            for b in strs:
-                self.stop_strs[i].push_back(b)
-                self.max_stop[i] = max(self.max_stop[i], len(b))
-            self.tail[i].clear()
+            self.rc[i] = 0
+            self.media_failed[i] = False
+            self.n_probs[i] = logprobs
+            self.prompt_lp[i] = prompt_logprobs
+            self._drop_bs(i)
+            bs = False
+            if self.backend_sampling and sampler.backend_capable and logprobs < 0:
+                # the slot's sequence is ready now: the prompt's last token samples in the graph
+                clone = _k_backend_chain(k, sampler)
+                if clone != NULL:
+                    if L.llama_set_sampler(self.ctx._ctx, i, clone):
+                        self.bs_chains[i] = clone
+                        k.bs = True
+                        bs = True
+                    else:
+                        L.llama_sampler_free(clone)
+                        _k_set_sampler(k, sampler, self.ctx._n_vocab)
+            self.use_draft[i] = draft and self.draft is not None and logprobs < 0 and not bs
+            if self.use_draft[i]:
+                _k_set_draft(k, self.ctx, self.draft, self.n_draft, self.ngram_max, i)
             self.state[i] = SLOT_PREFILL
             self.req_id[i] = self.next_id
             self.next_id += 1
             self.samplers[i] = sampler
-            self.chains[i] = sampler._chain
-            self.fast_bias[i] = &sampler._fast_bias if (sampler._greedy_fast or
-                                                        sampler._topk_fast > 0) else NULL
-            self.topk_k[i] = sampler._topk_fast
-            self.n_probs[i] = logprobs
-            self.prompt_lp[i] = prompt_logprobs
-            self._drop_bs(i)
-            if self.backend_sampling and sampler.backend_capable and logprobs < 0:
-                clone = L.llama_sampler_clone(sampler._chain)
-                if clone != NULL:
-                    if L.llama_set_sampler(self.ctx._ctx, i, clone):
-                        self.bs_chains[i] = clone
-                        self.chains[i] = clone
-                        self.fast_bias[i] = NULL
-                        self.topk_k[i] = 0
-                    else:
-                        L.llama_sampler_free(clone)
             sampler._owner = -1
             self.n_reused_tokens += best_common
             return self.req_id[i]
@@ -277,16 +415,22 @@ cdef class Engine:
                     return True
         return False
 
-    cdef int _finish_slot(self, int i, int fin, int code) noexcept nogil:
+    # -- one step, without the GIL ---------------------------------------------------------------
+
+    cdef void _event(self, int i, L.llama_token tok, int fin) noexcept nogil:
         self.ev_req.push_back(self.req_id[i])
-        self.ev_tok.push_back(-1)
+        self.ev_tok.push_back(tok)
         self.ev_fin.push_back(fin)
-        self.ev_code.push_back(code)
+        self.ev_slot.push_back(i)
+
+    cdef void _finish_slot(self, int i, int fin, int code) noexcept nogil:
+        """An event that only ends slot i's request."""
+        self._event(i, -1, fin)
         self.ev_lp_at.push_back(-1)
         self.ev_lp_n.push_back(0)
         self.ev_tok_lp.push_back(0)
+        self.rc[i] = code
         self.state[i] = SLOT_FREE
-        return 0
 
     cdef void _push_prompt_logprobs(self, int i, int32_t take) noexcept nogil:
         """Log-probabilities of the prompt tokens that slot i's chunk predicts: the output of
@@ -297,8 +441,6 @@ cdef class Engine:
         cdef float tok_lp = 0
         cdef int32_t nt, k
         cdef L.llama_token nxt
-        if take != self.chunk_n[i]:
-            return
         for j in range(take):
             p = <int32_t> self.n_prompt_done[i] + j
             if <size_t> (p + 1) >= self.prompt[i].size():
@@ -321,15 +463,11 @@ cdef class Engine:
 
     cdef void _push_logprobs(self, int i, L.llama_token tok) noexcept nogil:
         """The log-probabilities of slot i's new token (its event is the next one pushed)."""
-        cdef const float * row
+        cdef const float * row = NULL
         cdef float tok_lp = 0
         cdef int32_t n, k
-        if self.n_probs[i] < 0:
-            self.ev_lp_at.push_back(-1)
-            self.ev_lp_n.push_back(0)
-            self.ev_tok_lp.push_back(0)
-            return
-        row = L.llama_get_logits_ith(self.ctx._ctx, self.batch_idx[i])
+        if self.n_probs[i] >= 0:
+            row = L.llama_get_logits_ith(self.ctx._ctx, self.batch_idx[i])
         if row == NULL:
             self.ev_lp_at.push_back(-1)
             self.ev_lp_n.push_back(0)
@@ -344,66 +482,142 @@ cdef class Engine:
             self.ev_lp_tok.push_back(self.lp_tok_tmp[k])
             self.ev_lp_val.push_back(self.lp_val_tmp[k])
 
-    cdef int _check_stops(self, int i, L.llama_token tok) noexcept nogil:
-        """STEP_TOKEN, STEP_STOP or STEP_LENGTH after slot i produced `tok`."""
-        cdef char buf[256]
-        cdef int32_t np
-        cdef size_t k
-        cdef vector[char] big
-        if self.stop_strs[i].size() > 0:
-            np = L.llama_token_to_piece(self.ctx.model._vocab, tok, buf, sizeof(buf), 0, False)
-            if np > 0:
-                self.tail[i].append(buf, np)
-            elif np < 0:                      # a piece longer than the stack buffer
-                big.resize(-np)
-                np = L.llama_token_to_piece(self.ctx.model._vocab, tok, big.data(),
-                                            <int32_t> big.size(), 0, False)
-                if np > 0:
-                    self.tail[i].append(big.data(), np)
-            for k in range(self.stop_strs[i].size()):
-                if self.tail[i].find(self.stop_strs[i][k]) != <size_t> -1:
-                    return STEP_STOP
-            if self.tail[i].size() > 2 * self.max_stop[i] + 256:
-                self.tail[i].erase(0, self.tail[i].size() - self.max_stop[i] - 256)
-        if self.produced[i] >= self.max_tokens[i]:
-            return STEP_LENGTH
-        if self.pos[i] >= self.n_ctx_seq:
-            return STEP_CTX_FULL
-        return STEP_TOKEN
+    cdef void _eval_media(self, int i) noexcept nogil:
+        """Encode and decode the media chunks that come next in slot i's prompt."""
+        cdef _Media * md
+        cdef L.llama_pos new_pos = 0
+        cdef int32_t r, n_batch = L.llama_n_batch(self.ctx._ctx)
+        cdef size_t j
+        while (self.media_next[i] < self.media[i].size() and
+               self.media[i][self.media_next[i]].at == self.n_prompt_done[i]):
+            md = &self.media[i][self.media_next[i]]
+            r = M.mtmd_helper_eval_chunk_single(self.mctx[i], self.ctx._ctx, md.chunk,
+                                                self.pos[i], i, n_batch, False, &new_pos)
+            if r != 0:
+                L.llama_memory_seq_rm(L.llama_get_memory(self.ctx._ctx), i, self.pos[i], -1)
+                self.media_failed[i] = r != 2
+                self._finish_slot(i, STEP_ABORTED if r == 2 else STEP_ERROR, r)
+                return
+            for j in range(<size_t> md.n_pos):
+                self.cached[i].push_back(-1)
+            self.n_prompt_done[i] += md.n_pos
+            self.pos[i] += md.n_pos
+            self.media_next[i] += 1
 
-    cdef int32_t _step_c(self) noexcept nogil:
+    cdef int32_t _prompt_room(self, int i) noexcept nogil:
+        """Prompt tokens of slot i before its next media chunk (or the end)."""
+        cdef size_t end = self.prompt[i].size()
+        if self.media_next[i] < self.media[i].size():
+            end = self.media[i][self.media_next[i]].at
+        return <int32_t> (end - self.n_prompt_done[i])
+
+    cdef void _gen_tokens(self, int i, size_t n_before, _Step st) noexcept nogil:
+        """Events for the tokens slot i produced this step (from out[n_before]), the last one
+        carrying the finish when the request ends."""
+        cdef _Slot * k = &self.k[i]
+        cdef size_t j, n = k.out.size()
+        cdef bint carried          # the finish rides on the last token's event
+        if st == STEP_TOKEN and self.pos[i] >= self.n_ctx_seq:
+            st = STEP_CTX_FULL
+        carried = n > n_before and (st == STEP_STOP or st == STEP_LENGTH or
+                                    st == STEP_CTX_FULL)
+        for j in range(n_before, n):
+            self._push_logprobs(i, k.out[j])
+            self._event(i, k.out[j], st if carried and j == n - 1 else STEP_TOKEN)
+        if n > n_before:
+            self.pending[i] = k.out.back()
+        if carried:
+            self.state[i] = SLOT_FREE
+        elif st != STEP_TOKEN:
+            self._finish_slot(i, st, 0)
+
+    cdef int32_t _step_c(self, int64_t key) noexcept nogil:
         cdef L.llama_context * c = self.ctx._ctx
-        cdef int32_t n_batch = L.llama_n_batch(c), n = 0, rc, take, j
-        cdef int i, st
-        cdef bint evicted
-        cdef size_t left
+        cdef const L.llama_vocab * vocab = self.ctx.model._vocab
+        cdef int32_t n_batch = L.llama_n_batch(c), n = 0, rc, take, j, room, cap
+        cdef int i, a, nd, limit, kept, n_gen = 0, n_gen_left
+        cdef size_t n_before
         cdef L.llama_token tok
-        self.ev_req.clear(); self.ev_tok.clear(); self.ev_fin.clear(); self.ev_code.clear()
+        cdef _Step st
+        cdef _Slot * k
+        cdef bint evicted
+        self.ev_req.clear(); self.ev_tok.clear(); self.ev_fin.clear(); self.ev_slot.clear()
         self.ev_lp_at.clear(); self.ev_lp_n.clear(); self.ev_tok_lp.clear()
         self.ev_lp_tok.clear(); self.ev_lp_val.clear()
         self.pv_req.clear(); self.pv_tok.clear(); self.pv_pos.clear(); self.pv_lp_at.clear()
         self.pv_lp_n.clear(); self.pv_tok_lp.clear()
-        # cancelled slots leave first
+        # cancelled slots leave first (whatever their adapter set)
         for i in range(self.n_slots):
             self.batch_idx[i] = -1
+            self.n_spec[i] = 0
+            self.chunk_n[i] = 0
             if self.state[i] != SLOT_FREE and self.cancelled[i]:
                 self._finish_slot(i, STEP_ABORTED, 0)
-        # 1. one token for every generating slot
+            self.in_step[i] = self.state[i] != SLOT_FREE and self.lora_key[i] == key
+            if self.in_step[i] and self.state[i] == SLOT_GEN:
+                n_gen += 1
+        # media chunks that come next in a prompt: encoded and decoded now, one by one
         for i in range(self.n_slots):
-            if self.state[i] == SLOT_GEN and n < n_batch:
-                self.batch.token[n] = self.pending[i]
-                self.batch.pos[n] = self.pos[i]
+            if self.in_step[i] and self.state[i] == SLOT_PREFILL:
+                self._eval_media(i)
+                if self.state[i] == SLOT_FREE:
+                    self.in_step[i] = False
+        # 1. every generating slot: its pending token and its drafts
+        n_gen_left = n_gen
+        for i in range(self.n_slots):
+            if not self.in_step[i] or self.state[i] != SLOT_GEN or n >= n_batch:
+                continue
+            n_gen_left -= 1
+            k = &self.k[i]
+            nd = 0
+            if self.use_draft[i]:
+                limit = k.n_draft
+                if limit > self.n_ctx_seq - self.pos[i] - 1:
+                    limit = self.n_ctx_seq - self.pos[i] - 1
+                if limit > k.max_tokens - k.produced - 1:
+                    limit = k.max_tokens - k.produced - 1
+                if limit > n_batch - n - 1 - n_gen_left:
+                    limit = n_batch - n - 1 - n_gen_left
+                nd = _k_draft(k, limit)
+                if nd < 0:
+                    self._finish_slot(i, STEP_DRAFT_ERROR, 0)
+                    continue
+            self.batch_idx[i] = n
+            self.n_spec[i] = nd
+            for j in range(nd + 1):
+                self.batch.token[n] = self.pending[i] if j == 0 else k.draft[j - 1]
+                self.batch.pos[n] = self.pos[i] + j
                 self.batch.n_seq_id[n] = 1
                 self.batch.seq_id[n][0] = i
                 self.batch.logits[n] = True
-                self.batch_idx[i] = n
                 n += 1
-        # 2. prompt chunks in what is left of the batch
+        # 2. prompt chunks in what is left of the batch, oldest request first. While slots
+        # are generating, the step holds one ubatch (their tokens plus prompt tokens), so
+        # they keep streaming while new prompts are taken in: a longer batch would only be
+        # split into ubatches by llama.cpp, each of them delaying every generating slot
+        if n > 0:
+            cap = L.llama_n_ubatch(c)
+            if cap < n + 32:
+                cap = n + 32
+            if cap < n_batch:
+                n_batch = cap
+        self.order.clear()
         for i in range(self.n_slots):
-            if self.state[i] != SLOT_PREFILL or n >= n_batch:
+            if self.in_step[i] and self.state[i] == SLOT_PREFILL:
+                a = <int> self.order.size()
+                self.order.push_back(i)
+                while a > 0 and self.req_id[self.order[a - 1]] > self.req_id[i]:
+                    self.order[a] = self.order[a - 1]
+                    a -= 1
+                self.order[a] = i
+        for a in range(<int> self.order.size()):
+            i = self.order[a]
+            if n >= n_batch:
+                break
+            room = self._prompt_room(i)
+            take = room if room < n_batch - n else n_batch - n
+            if take <= 0:
                 continue
-            left = self.prompt[i].size() - self.n_prompt_done[i]
-            take = <int32_t> left if left < <size_t> (n_batch - n) else n_batch - n
             self.chunk_at[i] = n
             self.chunk_n[i] = take
             for j in range(take):
@@ -413,7 +627,7 @@ cdef class Engine:
                 self.batch.seq_id[n][0] = i
                 self.batch.logits[n] = self.prompt_lp[i]
                 n += 1
-            if <size_t> take == left:
+            if self.n_prompt_done[i] + take == self.prompt[i].size():
                 self.batch.logits[n - 1] = True
                 self.batch_idx[i] = n - 1
         if n == 0:
@@ -433,36 +647,50 @@ cdef class Engine:
             if evicted:
                 return rc
             for i in range(self.n_slots):
-                if self.state[i] == SLOT_GEN:
+                if self.in_step[i] and self.state[i] == SLOT_GEN:
                     self._finish_slot(i, STEP_CTX_FULL, rc)
                     evicted = True
             if not evicted:
                 for i in range(self.n_slots):
-                    if self.state[i] == SLOT_PREFILL:
+                    if self.in_step[i] and self.state[i] == SLOT_PREFILL:
                         self._finish_slot(i, STEP_ERROR, rc)
             return rc
         if rc != 0:
             # abort or fatal error: drop what the failed batch left in the cache
             for i in range(self.n_slots):
-                if self.state[i] == SLOT_FREE:
+                if not self.in_step[i] or self.state[i] == SLOT_FREE:
                     continue
                 L.llama_memory_seq_rm(L.llama_get_memory(c), i, self.pos[i], -1)
                 self._finish_slot(i, STEP_ERROR, rc)
             return rc
         self.n_steps += 1
         self.n_decoded_tokens += n
-        # 3. bookkeeping and one sample per slot that got logits
+        # 3. bookkeeping, then each slot's tokens through the kernel
         for i in range(self.n_slots):
+            if not self.in_step[i]:
+                continue
+            k = &self.k[i]
             if self.state[i] == SLOT_GEN:
-                self.cached[i].push_back(self.pending[i])
-                self.pos[i] += 1
+                if self.batch_idx[i] < 0:
+                    continue                  # no room in this step's batch
+                n_before = k.out.size()
+                if self.n_spec[i] > 0:
+                    st = _k_verify(k, c, vocab, self.batch_idx[i], self.n_spec[i], &kept)
+                    self.n_drafted += self.n_spec[i]
+                    self.n_accepted += kept - 1
+                    # the pending token and the confirmed drafts stay; the rest goes
+                    for j in range(kept):
+                        self.cached[i].push_back(self.pending[i] if j == 0 else k.draft[j - 1])
+                    self.pos[i] += kept
+                    L.llama_memory_seq_rm(L.llama_get_memory(c), i, self.pos[i], -1)
+                else:
+                    self.cached[i].push_back(self.pending[i])
+                    self.pos[i] += 1
+                    st = _k_take(k, vocab, _k_sample(k, c, self.batch_idx[i], NULL))
+                self._gen_tokens(i, n_before, st)
             elif self.state[i] == SLOT_PREFILL:
-                # how many of this slot's prompt tokens went in: count them in the batch
-                take = 0
-                for j in range(n):
-                    if self.batch.seq_id[j][0] == i:
-                        take += 1
-                if self.prompt_lp[i]:
+                take = self.chunk_n[i]
+                if self.prompt_lp[i] and take > 0:
                     self._push_prompt_logprobs(i, take)
                 for j in range(take):
                     self.cached[i].push_back(self.prompt[i][self.n_prompt_done[i] + j])
@@ -470,95 +698,124 @@ cdef class Engine:
                 self.pos[i] += take
                 if self.n_prompt_done[i] == self.prompt[i].size():
                     self.state[i] = SLOT_GEN
-            if self.batch_idx[i] < 0 or self.state[i] != SLOT_GEN:
-                continue
-            if self.bs_chains[i] != NULL:
-                tok = S.sample_backend_checked(self.chains[i], c, self.batch_idx[i],
-                                               self.ctx._n_vocab, self.cur[i])
-            elif self.topk_k[i] > 0:
-                tok = S.sample_topk(self.chains[i], c, self.batch_idx[i], NULL,
-                                    self.ctx._n_vocab, self.topk_k[i], self.fast_bias[i][0],
-                                    self.topk_scratch, self.cur[i])
-            elif self.fast_bias[i] != NULL:
-                tok = S.greedy_biased(self.chains[i], c, self.batch_idx[i], NULL,
-                                      self.ctx._n_vocab, self.fast_bias[i][0])
-            else:
-                tok = S.sample_checked(self.chains[i], c, self.batch_idx[i], NULL,
-                                       self.ctx._n_vocab, self.cur[i])
-            if tok < 0:
-                self._finish_slot(i, STEP_NO_TOKEN if tok == S.SAMPLE_NONE_ALLOWED
-                                  else STEP_SAMPLER_ERROR, tok)
-                continue
-            if L.llama_vocab_is_eog(self.ctx.model._vocab, tok):
-                self._finish_slot(i, STEP_EOG, 0)
-                continue
-            self.produced[i] += 1
-            self.pending[i] = tok
-            st = self._check_stops(i, tok)
-            self._push_logprobs(i, tok)
-            self.ev_req.push_back(self.req_id[i])
-            self.ev_tok.push_back(tok)
-            self.ev_fin.push_back(st)
-            self.ev_code.push_back(0)
-            if st != STEP_TOKEN:
-                self.state[i] = SLOT_FREE
+                    st = _k_take(k, vocab, _k_sample(k, c, self.batch_idx[i], NULL))
+                    self._gen_tokens(i, 0, st)
         return 0
 
     def step(self, bint with_logprobs=False):
-        """One llama_decode for every active slot. Returns events (request_id, token,
-        finish_reason): token is -1 for an event that only ends a request; finish_reason is
-        None while the request goes on, else "stop", "length", "cancelled" or "error: ...".
+        """One llama_decode for the active slots of one adapter set. Returns events
+        (request_id, token, finish_reason): token is -1 for an event that only ends a request;
+        finish_reason is None while the request goes on, else "stop", "length", "aborted" or
+        "error" (then last_errors() has the exception). With speculative decoding one step can
+        bring several tokens of a request.
 
         with_logprobs=True: events are (request_id, token, finish_reason, logprobs), logprobs
         None or (token's log-probability, [(token, log-probability), ...] most likely first)
         for requests submitted with logprobs >= 0."""
         cdef int32_t rc
-        cdef size_t k
-        cdef int i, a, j
+        cdef size_t e
+        cdef int i, a, j, fin
+        cdef int64_t key
+        cdef list claimed = []
         with self.lock:
             if not self.batch_alive:
                 raise ClosedError("this Engine is closed")
-            self.ctx._enter()
+            key = self._pick_group()
+            if key != self.applied_key:
+                self.ctx.set_loras(self.groups[key])
+                self.applied_key = key
             try:
-                with nogil:
-                    rc = self._step_c()
-                self.ctx.epoch += 1
-                self.ctx._logits_valid = False
-                self.ctx._no_raw_logits = False
+                for i in range(self.n_slots):
+                    if self.state[i] == SLOT_PREFILL and self.inputs[i] is not None and \
+                            self.media_next[i] < self.media[i].size():
+                        proj = (<MultimodalInput> self.inputs[i]).projector
+                        if proj not in claimed:
+                            (<Projector> proj)._claim()
+                            claimed.append(proj)
+                if isinstance(self.draft, Context):
+                    (<Context> self.draft)._enter()
+                    claimed.append(self.draft)
+                self.ctx._enter(True)
+                try:
+                    with nogil:
+                        rc = self._step_c(key)
+                    self.ctx.epoch += 1
+                    self.ctx._logits_valid = False
+                    self.ctx._no_raw_logits = False
+                finally:
+                    self.ctx._leave()
             finally:
-                self.ctx._leave()
+                for obj in claimed:
+                    if isinstance(obj, Projector):
+                        (<Projector> obj)._owner = 0
+                    else:
+                        (<Context> obj)._leave()
+            self.errors = {}
             events = []
-            for k in range(self.ev_req.size()):
-                fin = self.ev_fin[k]
-                if fin == STEP_TOKEN:
-                    reason = None
-                elif fin == STEP_STOP or fin == STEP_EOG:
-                    reason = "stop"
-                elif fin == STEP_LENGTH or fin == STEP_CTX_FULL:
-                    reason = "length"
-                elif fin == STEP_ABORTED:
-                    reason = "cancelled"
-                elif fin == STEP_NO_TOKEN:
-                    reason = "error: the grammar and logit biases exclude every token"
-                elif fin == STEP_SAMPLER_ERROR:
-                    reason = "error: a sampler failed"
-                else:
-                    reason = f"error: llama_decode returned {self.ev_code[k]}"
+            for e in range(self.ev_req.size()):
+                fin = self.ev_fin[e]
+                reason = None if fin == STEP_TOKEN else _FINISH[fin]
+                if reason == "error":
+                    i = self.ev_slot[e]
+                    if fin == STEP_DRAFT_ERROR:
+                        err = _k_take_draft_error(&self.k[i])
+                    elif self.media_failed[i]:
+                        err = MediaError(f"encoding or decoding a media chunk of the prompt "
+                                         f"failed (code {self.rc[i]})")
+                    else:
+                        err = _step_error(fin, self.k[i].sample_code, self.rc[i],
+                                          "decoding the batch")
+                    self.errors[self.ev_req[e]] = err
                 if not with_logprobs:
-                    events.append((self.ev_req[k], self.ev_tok[k], reason))
+                    events.append((self.ev_req[e], self.ev_tok[e], reason))
                     continue
-                a = self.ev_lp_at[k]
+                a = self.ev_lp_at[e]
                 if a < 0:
                     lp = None
                 else:
-                    lp = (self.ev_tok_lp[k],
+                    lp = (self.ev_tok_lp[e],
                           [(self.ev_lp_tok[j], self.ev_lp_val[j])
-                           for j in range(a, a + self.ev_lp_n[k])])
-                events.append((self.ev_req[k], self.ev_tok[k], reason, lp))
+                           for j in range(a, a + self.ev_lp_n[e])])
+                events.append((self.ev_req[e], self.ev_tok[e], reason, lp))
             for i in range(self.n_slots):
                 if self.state[i] == SLOT_FREE and self.samplers[i] is not None:
                     self._free_slot(i)
+            self._prune_groups()
         return events
+
+    cdef int64_t _pick_group(self) except -1:
+        """The adapter set this step serves: while requests of several sets are active, each
+        set gets a step in turn."""
+        cdef int i
+        keys = set()
+        for i in range(self.n_slots):
+            if self.state[i] != SLOT_FREE:
+                keys.add(self.lora_key[i])
+        if not keys or self.applied_key in keys and len(keys) == 1:
+            return self.applied_key
+        if len(keys) == 1:
+            return keys.pop()
+        later = [x for x in keys if x > self.applied_key]
+        return min(later) if later else min(keys)
+
+    cdef void _prune_groups(self):
+        """Forget adapter sets that no request and no cached prefix uses."""
+        cdef int i
+        if len(self.groups) <= 1:
+            return
+        used = {0, self.applied_key}
+        for i in range(self.n_slots):
+            used.add(self.lora_key[i])
+            if self.cached[i].size():
+                used.add(self.cached_key[i])
+        for key in [x for x in self.groups if x not in used]:
+            del self.groups[key]
+        for sig in [s for s, x in self.group_ids.items() if x not in used]:
+            del self.group_ids[sig]
+
+    def last_errors(self):
+        """{request_id: exception} for the requests the last step() ended with "error"."""
+        return dict(self.errors)
 
     def last_prompt_logprobs(self):
         """Prompt log-probabilities computed by the last step(), for requests submitted with
@@ -576,8 +833,10 @@ cdef class Engine:
             return out
 
     def slot_info(self):
-        """Per slot: state, request id, cached tokens, position (for /metrics and tests)."""
+        """Per slot: state, request id, cached tokens, position, adapter set (for /metrics,
+        /slots and tests)."""
         names = {SLOT_FREE: "free", SLOT_PREFILL: "prefill", SLOT_GEN: "generating"}
         return [{"slot": i, "state": names[self.state[i]], "request_id": self.req_id[i],
-                 "cached_tokens": self.cached[i].size(), "pos": self.pos[i]}
+                 "cached_tokens": self.cached[i].size(), "pos": self.pos[i],
+                 "lora": [(a.path, s) for a, s in self.groups.get(self.lora_key[i], ())]}
                 for i in range(self.n_slots)]

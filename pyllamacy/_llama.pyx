@@ -13,8 +13,10 @@ This file is a table of contents; each included .pxi holds one domain:
     _context.pxi   Context (KV cache, decode, logits/embeddings, state, cancellation)
     _mtmd.pxi      Projector, MultimodalInput: images / audio through libmtmd
     _sampler.pxi   Sampler (a llama_sampler chain)
-    _generate.pxi  the nogil decode/sample loops (and speculative decoding)
-    _engine.pxi    Engine: continuous batching of many requests over one Context
+    _slot.pxi      the per-slot kernel: token choice, stop rules, speculative drafts, finish
+                   reasons; shared by Generation and Engine
+    _generate.pxi  Generation: the nogil loop of one sequence over the kernel
+    _engine.pxi    Engine: continuous batching of many slots over one Context, on the kernel
     _quantize.pxi  quantize() over llama_model_quantize
 
 Ownership: every C pointer has exactly one owning Python object; children keep their parents
@@ -56,6 +58,7 @@ include "_batch.pxi"
 include "_context.pxi"
 include "_mtmd.pxi"
 include "_sampler.pxi"
+include "_slot.pxi"
 include "_generate.pxi"
 include "_engine.pxi"
 include "_quantize.pxi"

@@ -13,27 +13,33 @@ constrained to JSON {"tool_calls": [{"name", "arguments"}]} (or {"response": "..
 tool_choice="auto"), which is parsed here.
 
 chat_handler= objects (llama-cpp-python's LlamaChatCompletionHandler call signature:
-handler(llama=, messages=, tools=, ..., **kwargs) -> dict or iterator) and formats registered
-with register_chat_format() take over the whole call, as in llama-cpp-python.
+handler(llama=, messages=, tools=, ..., **kwargs) -> dict or iterator) take over the whole call,
+as in llama-cpp-python; a handler that generates from a rendered chat calls
+llama.complete_chat(request, ...). Formats registered with register_chat_format() render the
+prompt (and stops) in place of the template; their reply is plain content.
+
+This module renders and parses (prepare_chat, chat_message, ChatDeltas); it does not generate
+and never imports pyllamacy.llama: Llama.complete_chat and the server's route generate, and
+pyllamacy.pipeline.responses shapes the reply for both.
 """
 from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import _chat
 from ._chat import (ChatParseError, ChatTemplateError, ChatTemplateLimitError, SchemaError,
                     get_limits, set_limits)
-from .chat_formats import get_chat_template
+from .chat_formats import chat_template_names, get_chat_template
 from .grammars import check_schema as _check_schema
 from .grammars import parse_schema as _parse_schema
 from .grammars import schema_to_grammar
+from .llama_types import LlamaGrammar
 
-__all__ = ["create_chat_completion", "complete_chat", "register_chat_format", "ChatFormatterResponse",
+__all__ = ["create_chat_completion", "register_chat_format", "ChatFormatterResponse",
            "ChatRequest", "prepare_chat", "chat_message", "ChatDeltas",
            "schema_to_grammar", "render_chat", "ChatTemplateError", "ChatTemplateLimitError",
            "SchemaError", "ChatParseError", "set_limits", "get_limits"]
@@ -62,20 +68,6 @@ def register_chat_format(name: str):
         _FORMAT_FUNCS[name] = f
         return f
     return deco
-
-
-def prefill_tokens(model, text: str) -> List[int]:
-    """The tokens of a template's generation prompt, as llama.cpp's common_sampler feeds them
-    to an output-format grammar (a leading space piece some tokenizers add is skipped)."""
-    toks = model.tokenize(text.encode("utf-8"), add_special=False, parse_special=True)
-    out = []
-    for i, t in enumerate(toks):
-        if i == 0 and text and not text[0].isspace():
-            piece = model.token_to_piece(t, True)
-            if piece[:1].isspace():
-                continue
-        out.append(t)
-    return out
 
 
 # -- the template of a Llama ----------------------------------------------------------------------
@@ -126,7 +118,6 @@ def _template_info(llama) -> _TemplateInfo:
 
 
 def _names():
-    from .chat_formats import chat_template_names
     return set(chat_template_names()) | set(_FORMAT_FUNCS)
 
 
@@ -352,7 +343,6 @@ def _word_trigger_regex(word: str) -> str:
 
 def _plan(llama, messages, tools, mode, forced_name, schema, user_grammar, parallel,
           chat_template_kwargs) -> _Plan:
-    from .llama_types import LlamaGrammar
     info = _template_info(llama)
     model = llama.model
     plan = _Plan()
@@ -402,9 +392,10 @@ def _plan(llama, messages, tools, mode, forced_name, schema, user_grammar, paral
                     p = t["value"]
                     pats.append(("" if p.startswith("^") else "^") + p
                                 + ("" if p.endswith("$") else "$"))
-            plan.grammar = LlamaGrammar(_grammar=r["grammar"], _lazy=(pats, toks))
+            plan.grammar = LlamaGrammar.for_chat(r["grammar"], lazy_triggers=(pats, toks))
         else:
-            plan.grammar = LlamaGrammar(_grammar=r["grammar"], _prefill=r["generation_prompt"])
+            plan.grammar = LlamaGrammar.for_chat(r["grammar"],
+                                                 prefill=r["generation_prompt"])
     plan.json_content = schema is not None and not use_tools
     plan.parser = _chat.ChatParser({"format": r["format"], "parser": r["parser"],
                                     "generation_prompt": r["generation_prompt"],
@@ -462,16 +453,6 @@ def _call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
-def _chat_logprobs(entries) -> Optional[dict]:
-    content = []
-    for tok, _off, lp, top in entries:
-        content.append({
-            "token": tok, "logprob": lp, "bytes": list(tok.encode("utf-8", "replace")),
-            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode("utf-8", "replace"))}
-                             for t, v in (top or {}).items()]})
-    return {"content": content, "refusal": None}
-
-
 # -- the entry point ---------------------------------------------------------------------------------
 
 def create_chat_completion(
@@ -511,8 +492,6 @@ def create_chat_completion(
 ):
     """llama-cpp-python's Llama.create_chat_completion (see the module docstring)."""
     handler = llama.chat_handler
-    if handler is None and llama.chat_format in _FORMAT_FUNCS:
-        handler = _format_func_handler(_FORMAT_FUNCS[llama.chat_format])
     if handler is not None:
         return handler(llama=llama, messages=messages, functions=functions,
                        function_call=function_call, tools=tools, tool_choice=tool_choice,
@@ -524,6 +503,9 @@ def create_chat_completion(
                        mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, model=model,
                        logits_processor=logits_processor, grammar=grammar,
                        logit_bias=logit_bias, logprobs=logprobs, top_logprobs=top_logprobs,
+                       **_given(parallel_tool_calls=parallel_tool_calls,
+                                chat_template_kwargs=chat_template_kwargs,
+                                stopping_criteria=stopping_criteria),
                        **kwargs)
     if kwargs:
         raise TypeError(f"create_chat_completion() got unexpected keyword argument(s): "
@@ -533,52 +515,14 @@ def create_chat_completion(
                        tools=tools, tool_choice=tool_choice, response_format=response_format,
                        grammar=grammar, stop=stop, parallel_tool_calls=parallel_tool_calls,
                        chat_template_kwargs=chat_template_kwargs)
-    return complete_chat(
-        llama, req, req.prompt_tokens, max_tokens=max_tokens, temperature=temperature,
+    return llama.complete_chat(
+        req, max_tokens=max_tokens, temperature=temperature,
         top_p=top_p, min_p=min_p, typical_p=typical_p, logprobs=logprobs,
         top_logprobs=top_logprobs, frequency_penalty=frequency_penalty,
         presence_penalty=presence_penalty, repeat_penalty=repeat_penalty, top_k=top_k,
         stream=stream, seed=seed, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
         mirostat_eta=mirostat_eta, model=model, stopping_criteria=stopping_criteria,
         logits_processor=logits_processor, logit_bias=logit_bias)
-
-
-def complete_chat(llama, req: "ChatRequest", prompt, *, max_tokens=None, temperature=0.2,
-                  top_p=0.95, min_p=0.05, typical_p=1.0, logprobs=None, top_logprobs=None,
-                  frequency_penalty=0.0, presence_penalty=0.0, repeat_penalty=1.0, top_k=40,
-                  stream=False, seed=None, mirostat_mode=0, mirostat_tau=5.0,
-                  mirostat_eta=0.1, model=None, stopping_criteria=None, logits_processor=None,
-                  logit_bias=None):
-    """Generate the reply to a prepared chat request from `prompt` (its tokens, or a
-    PreloadedPrompt already in the context) and shape it as a chat completion (or chunks)."""
-    if top_logprobs is not None and not logprobs:
-        raise ValueError("top_logprobs requires logprobs=True")
-    n_logprobs = (top_logprobs or 0) if logprobs else None
-    run = llama._prepare_completion(
-        prompt, None, max_tokens, temperature, top_p, min_p, typical_p, n_logprobs,
-        False, req.stop, frequency_penalty, presence_penalty, repeat_penalty, top_k,
-        stream, seed, mirostat_mode, mirostat_tau, mirostat_eta, model, stopping_criteria,
-        logits_processor, req.grammar, logit_bias)
-    run["special_tokens"] = req.special_tokens
-    cid = "chat" + run["id"]
-    if stream:
-        return _stream(llama, run, req, cid)
-
-    texts, entries = [], []
-    for text, ents in llama._completion_events(run):
-        texts.append(text)
-        entries.extend(ents)
-    message, finish = chat_message(req, "".join(texts), run["finish_reason"])
-    n_prompt, n_completion = len(run["prompt_tokens"]), run["completion_tokens"]
-    return {
-        "id": cid, "object": "chat.completion", "created": run["created"],
-        "model": run["model"],
-        "choices": [{"index": 0, "message": message,
-                     "logprobs": _chat_logprobs(entries) if logprobs else None,
-                     "finish_reason": finish}],
-        "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
-                  "total_tokens": n_prompt + n_completion},
-    }
 
 
 # -- the split the server uses: prompt + grammar + stops, then the reply parsed ----------------------
@@ -599,7 +543,6 @@ def prepare_chat(llama, messages, *, functions=None, function_call=None, tools=N
                  parallel_tool_calls=None, chat_template_kwargs=None) -> ChatRequest:
     """Render `messages` (+ tools / response_format) for `llama`: anything with .model (a
     pyllamacy.Model) and .chat_format (None: the model's own template)."""
-    from .llama_types import LlamaGrammar
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if grammar is not None and not isinstance(grammar, LlamaGrammar):
         grammar = LlamaGrammar.from_string(grammar) if isinstance(grammar, str) else grammar
@@ -610,7 +553,7 @@ def prepare_chat(llama, messages, *, functions=None, function_call=None, tools=N
         rstop = res.stop
         stops += [rstop] if isinstance(rstop, str) else list(rstop or [])
         if schema is not None and grammar is None:
-            grammar = LlamaGrammar(_grammar=schema_to_grammar(schema))
+            grammar = LlamaGrammar.from_string(schema_to_grammar(schema))
         toks = llama.model.tokenize(res.prompt.encode("utf-8"),
                                     add_special=not res.added_special, parse_special=True)
         return ChatRequest(toks, grammar, stops, set(), None, False)
@@ -696,81 +639,7 @@ class ChatDeltas:
         return out, ("tool_calls" if self.sent_calls else finish_reason)
 
 
-def _stream(llama, run, req: ChatRequest, cid: str) -> Iterator[dict]:
-    def chunk(delta, finish=None, logprobs=None):
-        return {"id": cid, "object": "chat.completion.chunk", "created": run["created"],
-                "model": run["model"],
-                "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
-                             "finish_reason": finish}]}
-
-    want_lp = run["logprobs"] is not None
-    yield chunk({"role": "assistant", "content": ""})
-    d = ChatDeltas(req)
-    for piece, entries in llama._completion_events(run):
-        lp = _chat_logprobs(entries) if want_lp and entries else None
-        ds = d.feed(piece)
-        if not ds and lp is not None:
-            ds = [{"content": ""}]
-        for j, delta in enumerate(ds):
-            yield chunk(delta, None, lp if j == 0 else None)
-    last, finish = d.finish(run["finish_reason"])
-    for delta in last:
-        yield chunk(delta)
-    yield chunk({}, finish)
-
-
-def _format_func_handler(fn):
-    """A chat handler over a llama-cpp-python style format function."""
-    def handler(llama, messages, stream=False, stop=None, grammar=None, max_tokens=None,
-                temperature=0.2, top_p=0.95, top_k=40, min_p=0.05, typical_p=1.0, seed=None,
-                presence_penalty=0.0, frequency_penalty=0.0, repeat_penalty=1.0,
-                mirostat_mode=0, mirostat_tau=5.0, mirostat_eta=0.1, model=None,
-                logits_processor=None, logit_bias=None, response_format=None, **_ignored):
-        from .llama_types import LlamaGrammar
-        res = fn(messages=messages)
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        rstop = res.stop
-        stops += [rstop] if isinstance(rstop, str) else list(rstop or [])
-        schema = _response_schema(response_format)
-        if schema is not None and grammar is None:
-            grammar = LlamaGrammar(_grammar=schema_to_grammar(schema))
-        toks = llama.tokenize(res.prompt.encode("utf-8"), add_bos=not res.added_special,
-                              special=True)
-        out = llama.create_completion(toks, max_tokens=max_tokens, temperature=temperature,
-                                      top_p=top_p, top_k=top_k, min_p=min_p,
-                                      typical_p=typical_p, stop=stops, seed=seed,
-                                      presence_penalty=presence_penalty,
-                                      frequency_penalty=frequency_penalty,
-                                      repeat_penalty=repeat_penalty, stream=stream,
-                                      mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
-                                      mirostat_eta=mirostat_eta, model=model,
-                                      logits_processor=logits_processor, grammar=grammar,
-                                      logit_bias=logit_bias)
-        if stream:
-            return _completion_chunks_to_chat(out)
-        return {"id": "chat" + out["id"], "object": "chat.completion",
-                "created": out["created"], "model": out["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant",
-                                                     "content": out["choices"][0]["text"]},
-                             "logprobs": None,
-                             "finish_reason": out["choices"][0]["finish_reason"]}],
-                "usage": out["usage"]}
-    return handler
-
-
-def _completion_chunks_to_chat(chunks):
-    first = True
-    for c in chunks:
-        base = {"id": "chat" + c["id"], "object": "chat.completion.chunk",
-                "created": c["created"], "model": c["model"]}
-        if first:
-            yield dict(base, choices=[{"index": 0, "delta": {"role": "assistant"},
-                                       "logprobs": None, "finish_reason": None}])
-            first = False
-        ch = c["choices"][0]
-        if ch["finish_reason"] is not None:
-            yield dict(base, choices=[{"index": 0, "delta": {}, "logprobs": None,
-                                       "finish_reason": ch["finish_reason"]}])
-        elif ch["text"]:
-            yield dict(base, choices=[{"index": 0, "delta": {"content": ch["text"]},
-                                       "logprobs": None, "finish_reason": None}])
+def _given(**kwargs) -> dict:
+    """The keyword arguments that were given (not None): passed to a chat_handler only then, so
+    that llama-cpp-python handlers without them keep working."""
+    return {k: v for k, v in kwargs.items() if v is not None}

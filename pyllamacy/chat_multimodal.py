@@ -37,7 +37,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from . import chat as _chat_mod
+from .chat import prepare_chat, prompt_text
 from ._llama import MediaError, Projector
 
 __all__ = ["MultimodalChatHandler", "Llava15ChatHandler", "Llava16ChatHandler",
@@ -204,23 +204,24 @@ class MultimodalChatHandler:
 
     def __call__(self, *, llama, messages, functions=None, function_call=None, tools=None,
                  tool_choice=None, response_format=None, grammar=None, stop=None,
-                 parallel_tool_calls=None, chat_template_kwargs=None, **kwargs):
-        kwargs.pop("tfs_z", None)            # llama-cpp-python's, without effect in llama.cpp
+                 parallel_tool_calls=None, chat_template_kwargs=None, stopping_criteria=None,
+                 **kwargs):
+        """llama-cpp-python's handler call: Llama.create_chat_completion's arguments (all of
+        them, parallel_tool_calls, chat_template_kwargs and stopping_criteria included)."""
         projector = self.projector(llama)
         text_messages, media = self.split_messages(messages, projector.marker)
-        req = _chat_mod.prepare_chat(
+        req = prepare_chat(
             llama, text_messages, functions=functions, function_call=function_call,
             tools=tools, tool_choice=tool_choice, response_format=response_format,
             grammar=grammar, stop=stop, parallel_tool_calls=parallel_tool_calls,
             chat_template_kwargs=chat_template_kwargs)
-        if not media:
-            return _chat_mod.complete_chat(llama, req, req.prompt_tokens, **kwargs)
-        if req.plan is None:
-            raise ValueError("images need the model's own chat template; this Llama uses a "
-                             f"function-style chat_format ({llama.chat_format!r})")
-        prompt = projector.tokenize(_chat_mod.prompt_text(llama, req.plan), media)
-        pre = llama._load_multimodal(prompt)
-        return _chat_mod.complete_chat(llama, req, pre, **kwargs)
+        prompt = None                        # text only: the request's own tokens
+        if media:
+            if req.plan is None:
+                raise ValueError("images need the model's own chat template; this Llama uses "
+                                 f"a function-style chat_format ({llama.chat_format!r})")
+            prompt = projector.tokenize(prompt_text(llama, req.plan), media)
+        return llama.complete_chat(req, prompt, stopping_criteria=stopping_criteria, **kwargs)
 
 
 # llama-cpp-python's names: one handler, the model's own template decides the format

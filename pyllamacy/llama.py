@@ -28,17 +28,16 @@ from __future__ import annotations
 import math
 import os
 import random
-import time
-import uuid
 import warnings
 from collections import deque
 from typing import (Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union)
 
 import numpy as np
 
-from ._llama import (ClosedError, Context, ContextOverflowError, Model, Sampler,
-                     SamplerError, check_gguf, set_log_level)
-from ._text import TextAssembler, normalize_stop
+from ._llama import (ClosedError, Context, ContextOverflowError, Model, MultimodalInput,
+                     Sampler, check_gguf, set_log_level)
+from .chat import ChatDeltas, ChatRequest, chat_message
+from .chat import create_chat_completion as _create_chat_completion
 from .defaults import (ENUM_UNSPECIFIED, LAST_N_TOKENS_SIZE, LORA_SCALE, MAIN_GPU, N_BATCH,
                        N_CTX, N_GPU_LAYERS, N_UBATCH, SEED_RANDOM, SPLIT_MODE, USE_MLOCK,
                        USE_MMAP, normalize_seed)
@@ -48,11 +47,22 @@ from .llama_cache import (BaseLlamaCache, LlamaCache, LlamaDiskCache,  # noqa: F
                           LlamaRAMCache, longest_token_prefix)
 from .llama_speculative import check_draft_model
 from .llama_speculative import generate_kwargs as _spec_generate_kwargs
-from .llama_types import (LlamaGrammar, LlamaState, LogitsProcessorList,
-                          StoppingCriteriaList)
+from .llama_types import (ChatCompletionChunk, CreateChatCompletionResponse,
+                          CreateCompletionResponse, LlamaGrammar, LlamaState,
+                          LogitsProcessorList, StoppingCriteriaList)
+from .pipeline.options import (chat_logprobs_count, completion_logprobs_count, stop_strings,
+                               token_budget)
+from .pipeline.prompts import infill_tokens, prompt_tokens
+from .pipeline.responses import (ChatChunks, ResponseMeta, chat_choice, chat_response,
+                                 completion_choice, completion_chunk, completion_response,
+                                 echo_entries, usage)
+from .pipeline.sampling import SamplingParams, build_sampler, feed_history
+from .pipeline.text import LogprobEntry, TextEntry, TokenText, logprob_entry, piece_text
 
 __all__ = ["Llama", "LlamaGrammar", "LlamaState", "LlamaTokenizer", "LogitsProcessorList",
-           "StoppingCriteriaList", "LLAMA_DEFAULT_SEED"]
+           "StoppingCriteriaList", "LLAMA_DEFAULT_SEED",
+           # pyllamacy.pipeline's, importable from here as before
+           "build_sampler", "infill_tokens"]
 
 LLAMA_DEFAULT_SEED = SEED_RANDOM      # llama.cpp's name: a random seed per call (defaults.py)
 
@@ -85,138 +95,6 @@ class _Finish:
 
     def __init__(self):
         self.reason = None
-
-
-class _Sampling:
-    """One call's sampling settings, checked once."""
-    __slots__ = ("temp", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
-                 "frequency_penalty", "presence_penalty", "mirostat_mode", "mirostat_tau",
-                 "mirostat_eta", "grammar", "grammar_obj", "logit_bias")
-
-    def __init__(self, *, temp, top_k, top_p, min_p, typical_p, repeat_penalty,
-                 frequency_penalty, presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta,
-                 grammar, logit_bias):
-        self.temp = _number("temperature", temp)
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
-            raise SamplerError(f"top_k must be an integer, got {top_k!r}")
-        if top_k < 0:
-            raise SamplerError(f"top_k must be >= 0 (0 disables it), got {top_k}")
-        self.top_k = int(top_k)
-        self.top_p = _number("top_p", top_p, 0.0, 1.0)
-        self.min_p = _number("min_p", min_p, 0.0, 1.0)
-        self.typical_p = _number("typical_p", typical_p, 0.0, 1.0)
-        self.repeat_penalty = _number("repeat_penalty", repeat_penalty)
-        if self.repeat_penalty <= 0:
-            raise SamplerError(f"repeat_penalty must be > 0, got {self.repeat_penalty}")
-        self.frequency_penalty = _number("frequency_penalty", frequency_penalty)
-        self.presence_penalty = _number("presence_penalty", presence_penalty)
-        if mirostat_mode not in (0, 1, 2) or isinstance(mirostat_mode, bool):
-            raise SamplerError(f"mirostat_mode must be 0 (off), 1 or 2, got {mirostat_mode!r}")
-        self.mirostat_mode = int(mirostat_mode)
-        self.mirostat_tau = _number("mirostat_tau", mirostat_tau, 0.0)
-        self.mirostat_eta = _number("mirostat_eta", mirostat_eta, 0.0)
-        self.grammar_obj = None
-        if grammar is None:
-            self.grammar = None
-        elif isinstance(grammar, LlamaGrammar):
-            self.grammar = grammar.grammar
-            self.grammar_obj = grammar
-        elif isinstance(grammar, str):
-            self.grammar = grammar
-        else:
-            raise TypeError(f"grammar must be a LlamaGrammar or a GBNF string, "
-                            f"not {type(grammar).__name__}")
-        if logit_bias:
-            try:
-                self.logit_bias = {int(k): float(v) for k, v in dict(logit_bias).items()}
-            except (TypeError, ValueError) as e:
-                raise SamplerError(f"logit_bias must map token ids to numbers: {e}") from None
-        else:
-            self.logit_bias = None
-
-    @property
-    def penalized(self) -> bool:
-        return not (self.repeat_penalty == 1.0 and self.frequency_penalty == 0.0
-                    and self.presence_penalty == 0.0)
-
-
-def _number(name, value, lo=None, hi=None) -> float:
-    if isinstance(value, bool):
-        raise SamplerError(f"{name} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise SamplerError(f"{name} must be a number, got {value!r}") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise SamplerError(f"{name} must be a finite number, got {v}")
-    if lo is not None and v < lo:
-        raise SamplerError(f"{name} must be >= {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise SamplerError(f"{name} must be <= {hi}, got {v}")
-    return v
-
-
-def build_sampler(model: Model, sp: _Sampling, seed: int, last_n_tokens_size: int,
-                  extra_bias=None) -> Sampler:
-    """The llama.cpp sampler chain for one request, in llama-cpp-python's order; stages that
-    would change nothing are left out. Shared by Llama and the server."""
-    s = Sampler(model)
-    if extra_bias:
-        s.logit_bias(extra_bias)
-    if sp.logit_bias:
-        s.logit_bias(sp.logit_bias)
-    if sp.penalized:
-        s.penalties(last_n_tokens_size, sp.repeat_penalty, sp.frequency_penalty,
-                    sp.presence_penalty)
-    g = sp.grammar_obj
-    if sp.grammar is not None:
-        if g is not None and g._lazy is not None:
-            s.grammar_lazy(sp.grammar, g._lazy[0], g._lazy[1], g.root)
-        else:
-            s.grammar(sp.grammar, g.root if g is not None else "root")
-    if sp.temp <= 0:
-        s.greedy()
-    elif sp.mirostat_mode == 1:
-        s.temp(sp.temp)
-        s.mirostat(sp.mirostat_tau, sp.mirostat_eta, 100, seed)
-    elif sp.mirostat_mode == 2:
-        s.temp(sp.temp)
-        s.mirostat_v2(sp.mirostat_tau, sp.mirostat_eta, seed)
-    else:
-        if sp.top_k != 0:
-            s.top_k(sp.top_k)
-        if sp.typical_p != 1.0:
-            s.typical(sp.typical_p)
-        if sp.top_p != 1.0:
-            s.top_p(sp.top_p)
-        if sp.min_p != 0.0:
-            s.min_p(sp.min_p)
-        if sp.temp != 1.0:
-            s.temp(sp.temp)
-        s.dist(seed)
-    if g is not None and g._prefill and g._lazy is None:
-        from .chat import prefill_tokens
-        for t in prefill_tokens(model, g._prefill):
-            s.accept(t)
-    return s
-
-
-
-def infill_tokens(model: Model, prefix_tokens: List[int], suffix_tokens: List[int],
-                  spm_infill: bool = False, name: str = "this model") -> List[int]:
-    """The fill-in-the-middle prompt: [BOS] FIM_PRE prefix FIM_SUF suffix FIM_MID (the suffix
-    part first with spm_infill). ValueError when the model has no FIM tokens."""
-    pre, suf, mid = model.token_fim_pre(), model.token_fim_suf(), model.token_fim_mid()
-    if min(pre, suf, mid) < 0:
-        raise ValueError(f"suffix= (fill-in-the-middle) needs a model with FIM prefix/suffix/"
-                         f"middle tokens; {name} has none")
-    prefix_part = [pre] + list(prefix_tokens)
-    suffix_part = [suf] + list(suffix_tokens)
-    toks = (suffix_part + prefix_part) if spm_infill else (prefix_part + suffix_part)
-    bos = model.token_bos()
-    if model.add_bos and bos >= 0:
-        toks = [bos] + toks
-    return toks + [mid]
 
 
 class PreloadedPrompt:
@@ -773,22 +651,14 @@ class Llama:
 
     # -- sampling -----------------------------------------------------------------------------
 
-    def _sampler(self, sp: _Sampling, seed: int, extra_bias=None) -> Sampler:
+    def _sampler(self, sp: SamplingParams, seed: int, extra_bias=None) -> Sampler:
         return build_sampler(self._model, sp, seed, self.last_n_tokens_size, extra_bias)
 
-    def _accept_history(self, s: Sampler, sp: _Sampling, generated: Sequence[int] = ()) -> None:
+    def _accept_history(self, s: Sampler, sp: SamplingParams,
+                        generated: Sequence[int] = ()) -> None:
         """Feed the penalties the recent context (or, with a grammar, the generated tokens,
-        which the grammar must see and the prompt would not parse)."""
-        if sp.grammar is not None:
-            for t in generated:
-                s.accept(int(t))
-            return
-        if not sp.penalized or self.last_n_tokens_size == 0:
-            return
-        n = self.n_tokens
-        start = 0 if self.last_n_tokens_size < 0 else max(0, n - self.last_n_tokens_size)
-        for t in self._text_tokens(start, n):
-            s.accept(t)
+        which the grammar must see and the prompt would not parse): pipeline.feed_history."""
+        feed_history(s, sp, self.input_ids[: self.n_tokens], self.last_n_tokens_size, generated)
 
     def _text_tokens(self, start: int, end: int) -> List[int]:
         """input_ids[start:end] as tokens, less the media positions (-1) of a multimodal
@@ -826,11 +696,12 @@ class Llama:
         ctx = self._need_ctx()
         if self.n_tokens <= 0:
             raise ValueError("nothing to sample from: eval() some tokens first")
-        sp = _Sampling(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
-                       repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
-                       presence_penalty=presence_penalty, mirostat_mode=mirostat_mode,
-                       mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, grammar=grammar,
-                       logit_bias=None)
+        sp = SamplingParams(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
+                            typical_p=typical_p, repeat_penalty=repeat_penalty,
+                            frequency_penalty=frequency_penalty,
+                            presence_penalty=presence_penalty, mirostat_mode=mirostat_mode,
+                            mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
+                            grammar=grammar)
         ridx = -1 if idx is None else int(idx) - self.n_tokens
         base = (random.getrandbits(32) if self._seed == LLAMA_DEFAULT_SEED else self._seed)
         seed = _fmix(base, self.n_tokens)
@@ -926,7 +797,7 @@ class Llama:
         finally:
             gen.close()
 
-    def _tokens_python(self, sp: _Sampling, seed: int, max_tokens: int, want_logits: bool,
+    def _tokens_python(self, sp: SamplingParams, seed: int, max_tokens: int, want_logits: bool,
                        logits_processor, stopping_criteria, fin: _Finish):
         """Python-side loop for logits processors: each step applies the processors to the
         logits and samples with a fresh chain that carries their changes as a logit bias."""
@@ -989,11 +860,12 @@ class Llama:
         list of ids to append them after the last yielded token. The arguments are checked
         when this is called; the prompt is evaluated at the first next()."""
         self._need_ctx()
-        sp = _Sampling(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
-                       repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
-                       presence_penalty=presence_penalty, mirostat_mode=mirostat_mode,
-                       mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, grammar=grammar,
-                       logit_bias=None)
+        sp = SamplingParams(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
+                            typical_p=typical_p, repeat_penalty=repeat_penalty,
+                            frequency_penalty=frequency_penalty,
+                            presence_penalty=presence_penalty, mirostat_mode=mirostat_mode,
+                            mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
+                            grammar=grammar)
         toks = [int(t) for t in tokens]
         seed = (random.getrandbits(32) if self._seed == LLAMA_DEFAULT_SEED else self._seed)
         sampler = None if logits_processor else self._sampler(sp, seed)
@@ -1029,102 +901,61 @@ class Llama:
                 sampler.close()
 
     # -- completion ---------------------------------------------------------------------------
+    # One completion: _prepare_completion (the request checked, pipeline.options / prompts /
+    # sampling) -> _completion_events (the tokens through pipeline.text.TokenText) -> objects
+    # (pipeline.responses), the same functions the server's routes use.
 
     def _prompt_tokens(self, prompt, suffix: Optional[str]) -> Tuple[List[int], str]:
         """Prompt (and infill suffix) -> (tokens, prompt text for echo and text offsets)."""
-        model = self._model
         if isinstance(prompt, PreloadedPrompt):
             if suffix is not None:
                 raise ValueError("suffix cannot be combined with a multimodal prompt")
             return list(prompt.tokens), prompt.text
-        if isinstance(prompt, (bytes, bytearray)):
-            prompt = bytes(prompt).decode("utf-8")
-        if isinstance(prompt, str):
-            text = prompt
-            given = None
-        elif isinstance(prompt, (list, tuple, np.ndarray)):
-            given = [int(t) for t in prompt]
-            text = self.detokenize(given).decode("utf-8", errors="replace")
-        else:
-            raise TypeError(f"prompt must be a str or a list of token ids, not "
-                            f"{type(prompt).__name__}")
-        if suffix is None:
-            if given is not None:
-                toks = given
-            else:
-                toks = self.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-            if not toks:
-                bos = model.token_bos()
-                if bos < 0:
-                    raise ValueError("the prompt is empty and this model has no BOS token to "
-                                     "start from")
-                toks = [bos]
-            return toks, text
-        if not isinstance(suffix, str):
-            raise TypeError(f"suffix must be a str, not {type(suffix).__name__}")
-        body = given if given is not None else (
-            self.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else [])
-        suffix_toks = (self.tokenize(suffix.encode("utf-8"), add_bos=False, special=False)
-                       if suffix else [])
-        return infill_tokens(model, body, suffix_toks, self.spm_infill,
-                             os.path.basename(self.model_path)), text
+        return prompt_tokens(self._model, prompt, suffix, tokenizer=self,
+                             spm_infill=self.spm_infill,
+                             model_name=os.path.basename(self.model_path))
 
-    def _piece_str(self, tok: int) -> str:
-        return self._model.token_to_piece(tok).decode("utf-8", errors="ignore")
-
-    def _logprob_entry(self, logits: np.ndarray, tok: int, n: int):
+    def _logprob_entry(self, logits: np.ndarray, tok: int, n: int) -> LogprobEntry:
+        """The entry of `tok` sampled from `logits`, with the `n` most likely tokens."""
         lp = _log_softmax(logits)
-        chosen = float(lp[tok])
-        tok_str = self._piece_str(tok)
-        top: Dict[str, float] = {}
+        top: List[Tuple[int, float]] = []
         if n > 0:
             k = min(n, len(lp))
             best = np.argpartition(-lp, k - 1)[:k]
             best = best[np.argsort(-lp[best], kind="stable")]
-            for i in best.tolist():
-                top[self._piece_str(i)] = float(lp[i])
-        top[tok_str] = chosen
-        return tok_str, chosen, top
+            top = [(i, float(lp[i])) for i in best.tolist()]
+        return logprob_entry(self._model, tok, float(lp[tok]), top)
 
     def _completion_events(self, run: Dict[str, Any]):
         """The work of one completion, shared by the streaming and the non-streaming paths:
         yields (text, logprob entries) as they become final; fills run["finish_reason"] and
-        run["completion_tokens"]. Entries are (token_str, text_offset, logprob, top)."""
+        run["completion_tokens"]. Entries are pipeline.text.TextEntry tuples."""
         self._need_ctx()
         prompt_tokens: List[int] = run["prompt_tokens"]
         n_logprobs: Optional[int] = run["logprobs"]
-        base = len(run["prompt_text"])
-        echo_entries = []
+        echo: List[TextEntry] = []
 
-        on_logits = None
         if run["echo"] and n_logprobs is not None:
-            prompt_rows: Dict[int, np.ndarray] = {}
-            first = 1 if prompt_tokens[0] == self._model.token_bos() else 0
+            scored: Dict[int, LogprobEntry] = {}
 
             def on_logits(pos, row):
                 if pos + 1 < len(prompt_tokens):
-                    nxt = prompt_tokens[pos + 1]
-                    prompt_rows[pos + 1] = self._logprob_entry(row, nxt, n_logprobs)
+                    scored[pos + 1] = self._logprob_entry(row, prompt_tokens[pos + 1],
+                                                          n_logprobs)
             self._load_prompt(prompt_tokens, reuse=False, on_logits=on_logits)
-            off = 0
-            for i in range(first, len(prompt_tokens)):
-                tok = prompt_tokens[i]
-                if i == first or i not in prompt_rows:
-                    echo_entries.append((self._piece_str(tok), off, None, None))
-                else:
-                    s, lp, top = prompt_rows[i]
-                    echo_entries.append((s, off, lp, top))
-                off += len(echo_entries[-1][0])
+            model = self._model
+            echo = echo_entries(prompt_tokens, model.token_bos(), scored,
+                                lambda t: piece_text(model, t))
         else:
             if self.cache is not None and not run.get("preloaded"):
                 self._restore_from_cache(prompt_tokens)
             self._load_prompt(prompt_tokens)
 
-        if run["echo"] and (run["prompt_text"] or echo_entries):
-            yield run["prompt_text"], echo_entries
+        if run["echo"] and (run["prompt_text"] or echo):
+            yield run["prompt_text"], echo
 
         fin = _Finish()
-        sp: _Sampling = run["sampling"]
+        sp: SamplingParams = run["sampling"]
         sampler: Optional[Sampler] = run["sampler"]
         if sampler is not None:
             self._accept_history(sampler, sp)
@@ -1139,9 +970,7 @@ class Llama:
                                        n_logprobs is not None, run["logits_processor"],
                                        run["stopping_criteria"], fin)
 
-        asm = TextAssembler(run["stop"])
-        pending: Deque[Tuple[str, int, float, Dict[str, float]]] = deque()
-        n_completion = 0
+        tt = TokenText(run["stop"], base=len(run["prompt_text"]))
         to_piece = self._model.token_to_piece
         special = run.get("special_tokens")      # chat: control tokens a parser must see
         if special:
@@ -1151,69 +980,52 @@ class Llama:
                 return plain(tok, tok in special)
         try:
             for tok, logits in prod:
-                n_completion += 1
-                offset = asm.decoded
-                out = asm.push(to_piece(tok))
-                entries = []
-                if n_logprobs is not None:
-                    s, lp, top = self._logprob_entry(logits, tok, n_logprobs)
-                    pending.append((s, base + offset, lp, top))
-                    while pending and pending[0][1] - base < asm.released:
-                        entries.append(pending.popleft())
-                if out or entries:
-                    yield out, entries
-                if asm.stopped:
+                entry = (self._logprob_entry(logits, tok, n_logprobs)
+                         if n_logprobs is not None else None)
+                text, entries = tt.push(to_piece(tok), entry)
+                if text or entries:
+                    yield text, entries
+                if tt.stopped:
                     break
         finally:
             prod.close()
             if sampler is not None:
                 sampler.close()
-        tail = asm.flush()
-        entries = []
-        while pending and (not asm.stopped or pending[0][1] - base < asm.released):
-            entries.append(pending.popleft())
-        if tail or entries:
-            yield tail, entries
-        reason = "stop" if asm.stopped else fin.reason
-        if reason is None:
-            reason = "stop"
-        run["finish_reason"] = reason
-        run["completion_tokens"] = n_completion
+        text, entries = tt.finish(fin.reason)
+        if text or entries:
+            yield text, entries
+        run["finish_reason"] = tt.finish_reason
+        run["completion_tokens"] = tt.n_tokens
         if self.cache is not None and self.n_tokens > 0 and not run.get("preloaded"):
             self.cache[self.input_ids[: self.n_tokens].tolist()] = self.save_state()
+
+    def _collect(self, run: Dict[str, Any]) -> Tuple[str, List[TextEntry]]:
+        """A whole completion: (text, logprob entries)."""
+        texts: List[str] = []
+        entries: List[TextEntry] = []
+        for text, ents in self._completion_events(run):
+            texts.append(text)
+            entries.extend(ents)
+        return "".join(texts), entries
 
     def _prepare_completion(self, prompt, suffix, max_tokens, temperature, top_p, min_p,
                             typical_p, logprobs, echo, stop, frequency_penalty,
                             presence_penalty, repeat_penalty, top_k, stream, seed,
-                            mirostat_mode, mirostat_tau, mirostat_eta, model,
+                            mirostat_mode, mirostat_tau, mirostat_eta, meta: ResponseMeta,
                             stopping_criteria, logits_processor, grammar, logit_bias):
         self._need_ctx()
-        if logprobs is not None:
-            if isinstance(logprobs, bool) or not isinstance(logprobs, (int, np.integer)) \
-                    or logprobs < 0:
-                raise ValueError(f"logprobs must be None or an integer >= 0, got {logprobs!r}")
-            logprobs = int(logprobs)
-        if max_tokens is not None and (isinstance(max_tokens, bool)
-                                       or not isinstance(max_tokens, (int, np.integer))):
-            raise TypeError(f"max_tokens must be an integer or None, got {max_tokens!r}")
-        stop_list = normalize_stop(stop)
-        sp = _Sampling(temp=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                       typical_p=typical_p, repeat_penalty=repeat_penalty,
-                       frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                       mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
-                       mirostat_eta=mirostat_eta, grammar=grammar, logit_bias=logit_bias)
+        logprobs = completion_logprobs_count(logprobs)
+        stop_list = stop_strings(stop)
+        sp = SamplingParams(temp=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                            typical_p=typical_p, repeat_penalty=repeat_penalty,
+                            frequency_penalty=frequency_penalty,
+                            presence_penalty=presence_penalty, mirostat_mode=mirostat_mode,
+                            mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
+                            grammar=grammar, logit_bias=logit_bias)
         prompt_tokens, prompt_text = self._prompt_tokens(prompt, suffix)
-        n_ctx = self._n_ctx
-        if len(prompt_tokens) >= n_ctx:
-            raise ContextOverflowError(
-                f"Requested tokens ({len(prompt_tokens)}) exceed context window of {n_ctx}: "
-                f"the prompt has {len(prompt_tokens)} tokens and the context holds {n_ctx}, "
-                f"with room needed for at least one generated token; shorten the prompt or "
-                f"create the Llama with a larger n_ctx")
-        room = n_ctx - len(prompt_tokens)
-        if max_tokens is None or max_tokens <= 0:
-            max_tokens = room
-        max_tokens = min(int(max_tokens), room)
+        max_tokens = token_budget(max_tokens, len(prompt_tokens), self._n_ctx,
+                                  hint="shorten the prompt or create the Llama with a larger "
+                                       "n_ctx")
         call_seed = self._call_seed(seed)
         if logits_processor:
             mode = "python"
@@ -1224,32 +1036,20 @@ class Llama:
             mode = ("fast" if not stream and logprobs is None and stopping_criteria is None
                     and not self._logits_all else "iter")
         return {
-            "id": f"cmpl-{uuid.uuid4()}", "created": int(time.time()),
-            "model": model if model is not None else self.model_path,
-            "prompt_tokens": prompt_tokens, "prompt_text": prompt_text, "echo": bool(echo),
-            "logprobs": logprobs, "stop": stop_list, "max_tokens": max_tokens,
-            "sampling": sp, "sampler": sampler, "seed": call_seed, "mode": mode,
-            "stopping_criteria": stopping_criteria, "logits_processor": logits_processor,
-            "finish_reason": None, "completion_tokens": 0,
-            "preloaded": isinstance(prompt, PreloadedPrompt),
+            "meta": meta, "prompt_tokens": prompt_tokens, "prompt_text": prompt_text,
+            "echo": bool(echo), "logprobs": logprobs, "stop": stop_list,
+            "max_tokens": max_tokens, "sampling": sp, "sampler": sampler, "seed": call_seed,
+            "mode": mode, "stopping_criteria": stopping_criteria,
+            "logits_processor": logits_processor, "finish_reason": None,
+            "completion_tokens": 0, "preloaded": isinstance(prompt, PreloadedPrompt),
         }
 
-    @staticmethod
-    def _logprobs_dict(entries) -> Dict[str, list]:
-        return {"tokens": [e[0] for e in entries], "text_offset": [e[1] for e in entries],
-                "token_logprobs": [e[2] for e in entries],
-                "top_logprobs": [e[3] for e in entries]}
-
-    def _stream_chunks(self, run):
-        def chunk(text, logprobs, finish):
-            return {"id": run["id"], "object": "text_completion", "created": run["created"],
-                    "model": run["model"],
-                    "choices": [{"text": text, "index": 0, "logprobs": logprobs,
-                                 "finish_reason": finish}]}
+    def _stream_chunks(self, run) -> Iterator[CreateCompletionResponse]:
+        meta = run["meta"]
         want = run["logprobs"] is not None
         for text, entries in self._completion_events(run):
-            yield chunk(text, self._logprobs_dict(entries) if want else None, None)
-        yield chunk("", None, run["finish_reason"])
+            yield completion_chunk(meta, 0, text, None, entries if want else None)
+        yield completion_chunk(meta, 0, "", run["finish_reason"])
 
     def create_completion(
         self,
@@ -1278,7 +1078,7 @@ class Llama:
         logits_processor: Optional[LogitsProcessorList] = None,
         grammar: Optional[LlamaGrammar] = None,
         logit_bias: Optional[Dict[int, float]] = None,
-    ):
+    ) -> Union[CreateCompletionResponse, Iterator[CreateCompletionResponse]]:
         """Complete `prompt` (text or token ids); an OpenAI-style text_completion dict, or with
         stream=True an iterator of chunks whose texts join to the same text.
 
@@ -1289,32 +1089,19 @@ class Llama:
         are checked when this is called (ValueError); with stream=True the prompt is evaluated
         at the first next().
         """
+        meta = ResponseMeta.completion(model if model is not None else self.model_path)
         run = self._prepare_completion(
             prompt, suffix, max_tokens, temperature, top_p, min_p, typical_p, logprobs, echo,
             stop, frequency_penalty, presence_penalty, repeat_penalty, top_k, stream, seed,
-            mirostat_mode, mirostat_tau, mirostat_eta, model, stopping_criteria,
+            mirostat_mode, mirostat_tau, mirostat_eta, meta, stopping_criteria,
             logits_processor, grammar, logit_bias)
         if stream:
             return self._stream_chunks(run)
-        texts: List[str] = []
-        all_entries: list = []
-        for text, entries in self._completion_events(run):
-            texts.append(text)
-            all_entries.extend(entries)
-        n_prompt = len(run["prompt_tokens"])
-        n_completion = run["completion_tokens"]
-        return {
-            "id": run["id"], "object": "text_completion", "created": run["created"],
-            "model": run["model"],
-            "choices": [{
-                "text": "".join(texts), "index": 0,
-                "logprobs": (self._logprobs_dict(all_entries)
-                             if run["logprobs"] is not None else None),
-                "finish_reason": run["finish_reason"],
-            }],
-            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
-                      "total_tokens": n_prompt + n_completion},
-        }
+        text, entries = self._collect(run)
+        choice = completion_choice(0, text, run["finish_reason"],
+                                   entries if run["logprobs"] is not None else None)
+        return completion_response(meta, [choice], usage(len(run["prompt_tokens"]),
+                                                          run["completion_tokens"]))
 
     def __call__(self, prompt: Union[str, List[int]], *args, **kwargs):
         """Same as create_completion()."""
@@ -1327,8 +1114,53 @@ class Llama:
         logprobs/top_logprobs and the sampling settings of create_completion().
         See pyllamacy.chat."""
         self._check()
-        from .chat import create_chat_completion
-        return create_chat_completion(self, messages, **kwargs)
+        return _create_chat_completion(self, messages, **kwargs)
+
+    def complete_chat(self, request: ChatRequest, prompt=None, *,
+                      max_tokens: Optional[int] = None, temperature: float = 0.2,
+                      top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
+                      logprobs: Optional[bool] = None, top_logprobs: Optional[int] = None,
+                      frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                      repeat_penalty: float = 1.0, top_k: int = 40, stream: bool = False,
+                      seed: Optional[int] = None, tfs_z: float = 1.0, mirostat_mode: int = 0,
+                      mirostat_tau: float = 5.0, mirostat_eta: float = 0.1,
+                      model: Optional[str] = None,
+                      stopping_criteria: Optional[StoppingCriteriaList] = None,
+                      logits_processor: Optional[LogitsProcessorList] = None,
+                      logit_bias: Optional[Dict[int, float]] = None
+                      ) -> Union[CreateChatCompletionResponse, Iterator[ChatCompletionChunk]]:
+        """The reply to a rendered chat (pyllamacy.chat.prepare_chat), shaped as
+        create_chat_completion() returns it: what chat handlers call to generate.
+
+        prompt: None for request.prompt_tokens, or a pyllamacy.MultimodalInput of the same
+        prompt with its media (chat_multimodal), evaluated here. The other arguments are
+        create_chat_completion()'s (tfs_z is ignored)."""
+        n_logprobs = chat_logprobs_count(logprobs, top_logprobs)
+        if prompt is None:
+            prompt = request.prompt_tokens
+        elif isinstance(prompt, MultimodalInput):
+            prompt = self._load_multimodal(prompt)
+        meta = ResponseMeta.chat(model if model is not None else self.model_path)
+        run = self._prepare_completion(
+            prompt, None, max_tokens, temperature, top_p, min_p, typical_p, n_logprobs,
+            False, request.stop, frequency_penalty, presence_penalty, repeat_penalty, top_k,
+            stream, seed, mirostat_mode, mirostat_tau, mirostat_eta, meta, stopping_criteria,
+            logits_processor, request.grammar, logit_bias)
+        run["special_tokens"] = request.special_tokens
+        if stream:
+            return self._chat_chunks(run, request)
+        text, entries = self._collect(run)
+        message, finish = chat_message(request, text, run["finish_reason"])
+        choice = chat_choice(0, message, finish, entries if n_logprobs is not None else None)
+        return chat_response(meta, [choice], usage(len(run["prompt_tokens"]),
+                                                    run["completion_tokens"]))
+
+    def _chat_chunks(self, run, request: ChatRequest) -> Iterator[ChatCompletionChunk]:
+        chunks = ChatChunks(run["meta"], 0, ChatDeltas(request), run["logprobs"] is not None)
+        yield chunks.start()
+        for text, entries in self._completion_events(run):
+            yield from chunks.push(text, entries)
+        yield from chunks.finish(run["finish_reason"])
 
     def create_chat_completion_openai_v1(self, *args, **kwargs):
         """create_chat_completion() returning the openai package's types (ChatCompletion, or

@@ -1,17 +1,31 @@
 """Small helper types of the high-level API, under llama-cpp-python's names.
 
-LlamaGrammar (a GBNF grammar), LlamaState (a saved context), and the list types that
-llama-cpp-python takes for `stopping_criteria=` and `logits_processor=`.
+LlamaGrammar (a GBNF grammar), LlamaState (a saved context), the list types that
+llama-cpp-python takes for `stopping_criteria=` and `logits_processor=`, and the TypedDicts of
+the OpenAI-shaped results (CreateCompletionResponse, CreateChatCompletionResponse,
+ChatCompletionChunk, ...), which pyllamacy.pipeline.responses builds for Llama and the server.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Literal, Optional, TypedDict, Union
 
 import numpy as np
 
 __all__ = ["LlamaGrammar", "LlamaState", "LogitsProcessor", "LogitsProcessorList",
-           "StoppingCriteria", "StoppingCriteriaList"]
+           "StoppingCriteria", "StoppingCriteriaList",
+           # the OpenAI-shaped results (llama-cpp-python's names)
+           "CompletionLogprobs", "CompletionChoice", "CompletionUsage",
+           "CreateCompletionResponse", "CreateCompletionStreamResponse", "CompletionChunk",
+           "Completion", "ChatCompletionTopLogprobToken", "ChatCompletionLogprobToken",
+           "ChatCompletionLogprobs", "ChatCompletionMessageToolCallFunction",
+           "ChatCompletionMessageToolCall", "ChatCompletionResponseFunctionCall",
+           "ChatCompletionResponseMessage", "ChatCompletionResponseChoice",
+           "CreateChatCompletionResponse", "ChatCompletion",
+           "ChatCompletionMessageToolCallChunkFunction", "ChatCompletionMessageToolCallChunk",
+           "ChatCompletionStreamResponseDelta", "ChatCompletionStreamResponseDeltaEmpty",
+           "ChatCompletionStreamResponseChoice", "CreateChatCompletionStreamResponse",
+           "ChatCompletionChunk", "EmbeddingUsage", "Embedding", "CreateEmbeddingResponse"]
 
 # (input_ids, scores) -> scores / -> bool, as in llama-cpp-python
 LogitsProcessor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -66,10 +80,29 @@ class LlamaGrammar:
     def root(self) -> str:
         return self._root
 
+    @property
+    def lazy_triggers(self):
+        """(trigger patterns, trigger tokens) of a chat grammar that waits for a trigger, or
+        None for a grammar that applies from the first token."""
+        return self._lazy
+
+    @property
+    def prefill(self) -> str:
+        """The text the grammar's root starts with (a chat template's generation prompt), fed
+        to the grammar before sampling; "" for none."""
+        return self._prefill
+
     @classmethod
     def from_string(cls, grammar: str, verbose: bool = True) -> "LlamaGrammar":
         """A grammar from GBNF text (`verbose` is accepted for compatibility)."""
         return cls(_grammar=grammar)
+
+    @classmethod
+    def for_chat(cls, grammar: str, *, lazy_triggers=None, prefill: str = "") -> "LlamaGrammar":
+        """A grammar that a chat template's rendering produced (pyllamacy.chat): lazy, waiting
+        for one of `lazy_triggers` = (regex patterns, token ids), or starting with `prefill`
+        text (the template's generation prompt)."""
+        return cls(_grammar=grammar, _lazy=lazy_triggers, _prefill=prefill)
 
     @classmethod
     def from_file(cls, file, verbose: bool = True) -> "LlamaGrammar":
@@ -110,3 +143,168 @@ class LlamaState:
 
     def __repr__(self) -> str:
         return f"<LlamaState n_tokens={self.n_tokens} size={self.llama_state_size} bytes>"
+
+
+# -- the OpenAI-shaped results (llama-cpp-python's llama_types names) ---------------------------
+# Optional keys are spelled with total=False subclasses (NotRequired needs Python 3.11).
+
+class EmbeddingUsage(TypedDict):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class Embedding(TypedDict):
+    index: int
+    object: str
+    embedding: Union[List[float], List[List[float]]]
+
+
+class CreateEmbeddingResponse(TypedDict):
+    object: Literal["list"]
+    model: str
+    data: List[Embedding]
+    usage: EmbeddingUsage
+
+
+class CompletionLogprobs(TypedDict):
+    text_offset: List[int]
+    token_logprobs: List[Optional[float]]
+    tokens: List[str]
+    top_logprobs: List[Optional[Dict[str, float]]]
+
+
+class CompletionChoice(TypedDict):
+    text: str
+    index: int
+    logprobs: Optional[CompletionLogprobs]
+    finish_reason: Optional[str]            # "stop", "length" (or "error" on the server)
+
+
+class CompletionUsage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class _CreateCompletionResponseBase(TypedDict):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: List[CompletionChoice]
+
+
+class CreateCompletionResponse(_CreateCompletionResponseBase, total=False):
+    usage: CompletionUsage                  # absent from stream chunks
+
+
+CreateCompletionStreamResponse = CreateCompletionResponse
+CompletionChunk = CreateCompletionResponse
+Completion = CreateCompletionResponse
+
+
+class ChatCompletionTopLogprobToken(TypedDict):
+    token: str
+    logprob: float
+    bytes: Optional[List[int]]
+
+
+class ChatCompletionLogprobToken(ChatCompletionTopLogprobToken):
+    top_logprobs: List[ChatCompletionTopLogprobToken]
+
+
+class ChatCompletionLogprobs(TypedDict):
+    content: Optional[List[ChatCompletionLogprobToken]]
+    refusal: Optional[List[ChatCompletionLogprobToken]]
+
+
+class ChatCompletionMessageToolCallFunction(TypedDict):
+    name: str
+    arguments: str
+
+
+class ChatCompletionMessageToolCall(TypedDict):
+    id: str
+    type: Literal["function"]
+    function: ChatCompletionMessageToolCallFunction
+
+
+ChatCompletionResponseFunctionCall = ChatCompletionMessageToolCallFunction
+
+
+class _ChatCompletionResponseMessageBase(TypedDict):
+    role: Literal["assistant"]
+    content: Optional[str]
+
+
+class ChatCompletionResponseMessage(_ChatCompletionResponseMessageBase, total=False):
+    tool_calls: List[ChatCompletionMessageToolCall]
+    function_call: ChatCompletionResponseFunctionCall      # the legacy functions API
+    reasoning_content: str                                  # pyllamacy / llama-server
+
+
+class ChatCompletionResponseChoice(TypedDict):
+    index: int
+    message: ChatCompletionResponseMessage
+    logprobs: Optional[ChatCompletionLogprobs]
+    finish_reason: Optional[str]            # "stop", "length", "tool_calls"
+
+
+class CreateChatCompletionResponse(TypedDict):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: List[ChatCompletionResponseChoice]
+    usage: CompletionUsage
+
+
+ChatCompletion = CreateChatCompletionResponse
+
+
+class _ChatCompletionMessageToolCallChunkFunctionBase(TypedDict):
+    arguments: str
+
+
+class ChatCompletionMessageToolCallChunkFunction(
+        _ChatCompletionMessageToolCallChunkFunctionBase, total=False):
+    name: Optional[str]                     # in a call's first chunk
+
+
+class _ChatCompletionMessageToolCallChunkBase(TypedDict):
+    index: int
+    function: ChatCompletionMessageToolCallChunkFunction
+
+
+class ChatCompletionMessageToolCallChunk(_ChatCompletionMessageToolCallChunkBase, total=False):
+    id: str                                 # in a call's first chunk
+    type: Literal["function"]
+
+
+class ChatCompletionStreamResponseDeltaEmpty(TypedDict):
+    pass
+
+
+class ChatCompletionStreamResponseDelta(TypedDict, total=False):
+    role: Literal["assistant"]
+    content: Optional[str]
+    tool_calls: List[ChatCompletionMessageToolCallChunk]
+    function_call: Dict[str, Any]           # the legacy functions API
+
+
+class ChatCompletionStreamResponseChoice(TypedDict):
+    index: int
+    delta: Union[ChatCompletionStreamResponseDelta, ChatCompletionStreamResponseDeltaEmpty]
+    finish_reason: Optional[str]
+    logprobs: Optional[ChatCompletionLogprobs]
+
+
+class CreateChatCompletionStreamResponse(TypedDict):
+    id: str
+    model: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    choices: List[ChatCompletionStreamResponseChoice]
+
+
+ChatCompletionChunk = CreateChatCompletionStreamResponse

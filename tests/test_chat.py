@@ -347,6 +347,30 @@ def test_chat_format_and_handler(smollm2_path):
             m.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=2)
 
 
+def test_function_style_format(smollm2_path):
+    """A register_chat_format function renders the prompt and stops; the reply is plain
+    content, streamed equal to non-streamed, with logprobs and stopping_criteria honoured."""
+    @chat.register_chat_format("test-plain-lines")
+    def fmt(messages, **kwargs):
+        prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        return chat.ChatFormatterResponse(prompt=prompt, stop="\n")
+    kw = dict(messages=[{"role": "user", "content": "Name a color."}], max_tokens=10,
+              temperature=0)
+    with Llama(smollm2_path, n_ctx=256, n_threads=1, verbose=False,
+               chat_format="test-plain-lines") as m:
+        r = m.create_chat_completion(logprobs=True, top_logprobs=1, **kw)
+        ch = r["choices"][0]
+        content = ch["message"]["content"]
+        assert "\n" not in content and ch["finish_reason"] in ("stop", "length")
+        assert "".join(e["token"] for e in ch["logprobs"]["content"]).startswith(content)
+        chunks = list(m.create_chat_completion(stream=True, **kw))
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == content
+        r = m.create_chat_completion(stopping_criteria=lambda ids, logits: True, **kw)
+        assert r["usage"]["completion_tokens"] == 0
+        with pytest.raises(TypeError):
+            m.create_chat_completion(no_such_argument=1, **kw)
+
+
 def test_bad_arguments(llm):
     with pytest.raises(ValueError):
         llm.create_chat_completion([{"role": "user", "content": "x"}], tools=TOOLS,

@@ -80,7 +80,7 @@ def test_prefix_reuse_and_cancel(model):
         eng.step()
         assert eng.cancel(rid)
         events = eng.step()
-        assert (rid, -1, "cancelled") in events
+        assert (rid, -1, "aborted") in events
         assert eng.n_active == 0
         assert not eng.cancel(rid)
 

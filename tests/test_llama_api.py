@@ -9,7 +9,7 @@ import pytest
 
 import pyllamacy
 from pyllamacy import ClosedError, ContextOverflowError, Llama, LlamaGrammar
-from pyllamacy._text import TextAssembler
+from pyllamacy.pipeline.text import TextAssembler
 from pyllamacy.llama_types import LlamaState, LogitsProcessorList, StoppingCriteriaList
 
 

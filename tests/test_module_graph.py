@@ -6,8 +6,8 @@ function-local ones included; nothing is imported or built):
   the compiled extensions (`_llama`, `_chat`), whose underscore is their module name's, or
   reaches one through a module it imported (`module._name`).
 
-The allow-lists hold what other changes under way still have to remove; keep them as short as
-possible, and empty them once those land.
+The allow-lists (empty now) are for what a change under way still has to remove; keep them
+empty, and the test fails when an entry is no longer needed.
 """
 from __future__ import annotations
 
@@ -21,12 +21,8 @@ EXTENSIONS = {"pyllamacy._llama", "pyllamacy._chat"}
 # import cycles still there, each as the sorted tuple of its modules
 ALLOWED_CYCLES: Set[Tuple[str, ...]] = set()
 
-# (importing module, imported module, name): private imports another engineer is removing
-# (issue #11, "one response pipeline": the server routes stop reaching into Llama and chat)
-ALLOWED_PRIVATE: Set[Tuple[str, str, str]] = {
-    ("pyllamacy.server.routes", "pyllamacy.llama", "_Sampling"),
-    ("pyllamacy.server.routes", "pyllamacy.chat", "_chat_logprobs"),
-}
+# (importing module, imported module, name): private imports still there
+ALLOWED_PRIVATE: Set[Tuple[str, str, str]] = set()
 
 
 def _modules() -> Dict[str, Tuple[Path, bool]]:

@@ -304,6 +304,34 @@ def test_chat_after_images_text_is_clean(mm, chat_llm, smollm2_path):
         temperature=0)["choices"][0]["message"]["content"] == want_chat
 
 
+def test_chat_handler_honours_every_argument(mm, chat_llm, monkeypatch):
+    """parallel_tool_calls, chat_template_kwargs and stopping_criteria reach the template and
+    the generation through the handler (they used to be dropped when a chat_handler was set)."""
+    from pyllamacy import chat_multimodal
+    _, _, images, _ = mm
+    seen = {}
+    real = chat_multimodal.prepare_chat
+
+    def spy(*args, **kw):
+        seen.update(kw)
+        return real(*args, **kw)
+    monkeypatch.setattr(chat_multimodal, "prepare_chat", spy)
+    msgs = _msgs({"type": "image_url", "image_url": images[0][0]})
+    full, r = _reply(chat_llm, msgs, parallel_tool_calls=True,
+                     chat_template_kwargs={"add_vision_id": False})
+    assert seen["parallel_tool_calls"] is True
+    assert seen["chat_template_kwargs"] == {"add_vision_id": False}
+    assert r["usage"]["completion_tokens"] > 0
+    calls = []
+
+    def stop_now(ids, logits):
+        calls.append(len(ids))
+        return True
+    _, r = _reply(chat_llm, msgs, stopping_criteria=stop_now)
+    assert calls and r["usage"]["completion_tokens"] == 0
+    assert r["choices"][0]["finish_reason"] == "stop"
+
+
 def test_chat_bad_media(mm, tmp_path):
     from pyllamacy import Llama
     from pyllamacy.chat_multimodal import MultimodalChatHandler

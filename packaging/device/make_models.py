@@ -3,10 +3,13 @@
 weights cannot travel.
 
     make_models.py template REAL.gguf OUT.gguf           # metadata only (tokenizer, chat template)
-    make_models.py random TEMPLATE.gguf OUT.gguf --shape 1b|135m [--layers N]
+    make_models.py random TEMPLATE.gguf OUT.gguf --shape 1b|135m|8b [--layers N] [--pool]
 
 Weights: normal(0, 0.02) as F16, norms 1.0; quantize afterwards with llama-quantize. The tokenizer
 and every other key come from the template, so tokenization matches the real model.
+--pool draws every tensor from one 16M-value normal pool (a random offset per tensor, tiled)
+instead of fresh numbers: the 8B shape (~14 GB of F16) is written without drawing 7 billion
+random numbers, and a benchmark's speed does not depend on which numbers the weights hold.
 Needs the `gguf` package (pure Python).
 """
 from __future__ import annotations
@@ -17,10 +20,12 @@ import sys
 import numpy as np
 import gguf
 
-# llama-architecture shapes: SmolLM2-135M and Llama-3.2-1B (with the 49k SmolLM2 vocabulary)
+# llama-architecture shapes: SmolLM2-135M, Llama-3.2-1B and Llama-3.1-8B (with the 49k SmolLM2
+# vocabulary)
 SHAPES = {
     "135m": dict(n_embd=576, n_layer=30, n_head=9, n_head_kv=3, n_ff=1536, rope_base=100000.0),
     "1b": dict(n_embd=2048, n_layer=16, n_head=32, n_head_kv=8, n_ff=8192, rope_base=500000.0),
+    "8b": dict(n_embd=4096, n_layer=32, n_head=32, n_head_kv=8, n_ff=14336, rope_base=500000.0),
 }
 _SKIP = {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count", "general.file_type",
          "general.quantization_version"}
@@ -47,7 +52,8 @@ def template(src: str, out: str) -> None:
     w.close()
 
 
-def random_model(tmpl: str, out: str, shape: str, layers: int | None, seed: int) -> None:
+def random_model(tmpl: str, out: str, shape: str, layers: int | None, seed: int,
+                 pool: bool = False) -> None:
     s = dict(SHAPES[shape])
     if layers:
         s["n_layer"] = layers
@@ -72,7 +78,13 @@ def random_model(tmpl: str, out: str, shape: str, layers: int | None, seed: int)
     rng = np.random.default_rng(seed)
     n_kv = head_dim * s["n_head_kv"]
 
+    values = ((rng.standard_normal(1 << 24, dtype=np.float32) * 0.02).astype(np.float16)
+              if pool else None)
+
     def mat(rows, cols):        # numpy (rows, cols) = ggml ne (cols, rows)
+        if values is not None:
+            start = int(rng.integers(values.size))
+            return np.resize(np.roll(values, -start), (rows, cols))
         return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float16)
 
     E, F = s["n_embd"], s["n_ff"]
@@ -107,11 +119,13 @@ def main(argv=None) -> int:
     rnd.add_argument("--shape", choices=sorted(SHAPES), default="1b")
     rnd.add_argument("--layers", type=int)
     rnd.add_argument("--seed", type=int, default=0)
+    rnd.add_argument("--pool", action="store_true",
+                     help="tile one random pool instead of fresh numbers per tensor (fast)")
     a = ap.parse_args(argv)
     if a.cmd == "template":
         template(a.src, a.out)
     else:
-        random_model(a.template, a.out, a.shape, a.layers, a.seed)
+        random_model(a.template, a.out, a.shape, a.layers, a.seed, a.pool)
     return 0
 
 

@@ -20,6 +20,15 @@
 #   call 3: bash packaging/device/run_gpu_proof.sh serve
 #     - benchmarks/server_bench.py: pyllamacy's server vs llama-server vs llama-cpp-python's,
 #       16 slots, all layers on the GPU; then both batching servers with backend sampling
+#   call 4: bash packaging/device/run_gpu_proof.sh prefill   (after `test`: needs the builds and
+#           smol.gguf; carry .device/m2 too if `test` did not run on this machine)
+#     - the 8B-shaped random model (Llama-3.1-8B dims, SmolLM2 vocabulary) written and quantized
+#       to Q4_0, unless an earlier call left it in /tmp/w
+#     - benchmarks/server_bench.py --workload prefill: 16 clients, one streamed chat request
+#       each with its own ~1,500-token prompt and 128 generated tokens, 16 slots, all layers on
+#       the GPU, pyllamacy's server vs llama-server, 8B shape then SmolLM2 (PREFILL_MODELS
+#       picks); results in $OUT/prefill-*.txt (table, then the end of both servers' logs) and
+#       .json (every request)
 set -u
 STAGE=${1:?build or test}
 R=$(pwd)
@@ -222,6 +231,40 @@ if [ "$STAGE" = serve ]; then
         --backend-sampling --only pyllamacy,llama-server 2>&1 | tee "$OUT/server-bench-bs.txt"
     cp /tmp/server_bench_*.log "$OUT/" 2>/dev/null
     say "serve stage done"
+    exit 0
+fi
+if [ "$STAGE" = prefill ]; then
+    # call 4: the prefill-heavy serving workload (issue 11), both servers on the same settings
+    wait_builds ${BUILD_WAIT_S:-400} || exit 1
+    after_builds
+    cd "$W"
+    if [ ! -f "$W/smol.gguf" ] && [ -f "$R/.device/m2/smol.sha256" ]; then
+        cat "$W/smol.part-aa" "$R"/.device/m2/smol.part-a[b-z] > "$W/smol.gguf"
+        sed "s#\.models/SmolLM2-135M-Instruct.Q4_1.gguf#smol.gguf#" "$R/.device/m2/smol.sha256" \
+            | sha256sum -c - || exit 1
+    fi
+    if [ ! -f "$W/r8b-q4_0.gguf" ]; then
+        say "making the 8B-shaped model"
+        PYTHONPATH=$W/gguf:$W/src python3 "$W/src/packaging/device/make_models.py" random \
+            "$W/smollm2-template.gguf" "$W/r8b-f16.gguf" --shape 8b --pool && \
+        "$W/b/core/bin/llama-quantize" "$W/r8b-f16.gguf" "$W/r8b-q4_0.gguf" q4_0 \
+            > "$OUT/quantize-8b.log" 2>&1
+        rm -f "$W/r8b-f16.gguf"; ls -la "$W"/*.gguf
+    fi
+    export PYTHONPATH=$W/site:$W/srvsite
+    nvidia-smi --query-gpu=name,memory.used --format=csv
+    for m in ${PREFILL_MODELS:-r8b-q4_0.gguf smol.gguf}; do
+        [ -f "$W/$m" ] || { say "no $m"; continue; }
+        say "prefill-heavy serving, $m"
+        python3 "$W/src/benchmarks/server_bench.py" --workload prefill --model "$W/$m" \
+            --ngl -1 --slots 16 --clients 16 --threads 8 --prompt-tokens 1500 --max-tokens 128 \
+            --llama-server "$W/b/core/bin/llama-server" --only pyllamacy,llama-server \
+            --json "$OUT/prefill-${m%.gguf}.json" 2>&1 | tee "$OUT/prefill-${m%.gguf}.txt"
+        # the end of both servers' logs (settings as each resolved them, timings) with the table
+        tail -n 40 /tmp/server_bench_pyllamacy.log /tmp/server_bench_llama-server.log \
+            >> "$OUT/prefill-${m%.gguf}.txt" 2>&1
+    done
+    say "prefill stage done"
     exit 0
 fi
 echo "unknown stage $STAGE"; exit 2

@@ -102,3 +102,8 @@ cdef extern from "mtmd-helper.h" nogil:
                                     const mtmd_input_chunks * chunks, llama_pos n_past,
                                     llama_seq_id seq_id, int32_t n_batch, bint logits_last,
                                     llama_pos * new_n_past)
+    # the same for one chunk (the Engine evaluates a slot's media chunks one at a time)
+    int32_t mtmd_helper_eval_chunk_single(mtmd_context * ctx, llama_context * lctx,
+                                          const mtmd_input_chunk * chunk, llama_pos n_past,
+                                          llama_seq_id seq_id, int32_t n_batch,
+                                          bint logits_last, llama_pos * new_n_past)

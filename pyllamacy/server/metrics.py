@@ -106,7 +106,9 @@ class Metrics:
                 ("queue", "gauge", "Requests waiting for a slot."),
                 ("steps", "counter", "Engine steps (llama_decode calls)."),
                 ("decoded_tokens", "counter", "Tokens decoded (prompt + generated)."),
-                ("reused_tokens", "counter", "Prompt tokens reused from a slot's cache.")):
+                ("reused_tokens", "counter", "Prompt tokens reused from a slot's cache."),
+                ("drafted_tokens", "counter", "Speculative draft tokens proposed."),
+                ("accepted_tokens", "counter", "Speculative draft tokens confirmed.")):
             name = f"pyllamacy_{key}" + ("_total" if typ == "counter" else "")
             family(name, typ, help_)
             for m, st in sorted(stats.items()):

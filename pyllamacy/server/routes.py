@@ -1,22 +1,34 @@
 """The routes: OpenAI's /v1/completions, /v1/chat/completions, /v1/embeddings, /v1/models,
-plus /health, /metrics and llama-cpp-python's /extras/tokenize, /extras/detokenize."""
+plus /health, /metrics and llama-cpp-python's /extras/tokenize, /extras/detokenize.
+
+The completion routes are thin: the request is checked and turned into tokens, a sampler and
+stops by pyllamacy.pipeline (and pyllamacy.chat for messages), the runner's events become text
+through pipeline.text.TokenText and objects through pipeline.responses -- the functions
+Llama.create_completion / create_chat_completion use. What stays here is HTTP: status codes,
+the server's limits, n choices side by side, disconnects, Server-Sent Events, metrics."""
 from __future__ import annotations
 
 import asyncio
 import json
 import random
 import time
-import uuid
-from collections import deque
-from typing import AsyncIterator, Deque, List, Optional, Tuple
+from typing import AsyncIterator, List, Optional, Tuple
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .._llama import LlamaError, SamplerError
-from .._text import TextAssembler, normalize_stop
-from ..llama import _Sampling, build_sampler
+from .._llama import LlamaError
+from ..chat import (ChatDeltas, ChatParseError, ChatTemplateError, SchemaError, chat_message,
+                    prepare_chat)
+from ..pipeline.options import (chat_logprobs_count, completion_logprobs_count, stop_strings,
+                                token_budget)
+from ..pipeline.prompts import prompt_tokens
+from ..pipeline.responses import (ChatChunks, ResponseMeta, chat_choice, chat_response,
+                                  completion_choice, completion_chunk, completion_response,
+                                  echo_entries, usage)
+from ..pipeline.sampling import SamplingParams, build_sampler, feed_history
+from ..pipeline.text import TextEntry, TokenText, piece_text
 from .errors import ApiError, error_body
 from .runner import EngineRunner, GenRequest, QueueFullError, RunnerClosedError
 from .state import ServerState
@@ -27,6 +39,7 @@ router = APIRouter()
 
 _POLL_S = 0.2            # how often a waiting handler checks that its client is still there
 _MAX_STOPS = 16
+_MAX_LOGPROBS = 20
 
 
 class _Disconnected(Exception):
@@ -37,73 +50,52 @@ def _state(request: Request) -> ServerState:
     return request.app.state.server
 
 
+def _checked(fn, *args, **kwargs):
+    """fn(...), with the pipeline's ValueError / TypeError answered by 400."""
+    try:
+        return fn(*args, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ApiError(400, str(e)) from None
+
+
 # -- shared: sampling, submit, events ------------------------------------------------------------
 
-def _sampling(state: ServerState, body, grammar=None) -> _Sampling:
+def _sampling(state: ServerState, body, grammar=None) -> SamplingParams:
     if body.n > state.settings.max_n:
         raise ApiError(400, f"n must be <= {state.settings.max_n}")
-    try:
-        return _Sampling(temp=body.temperature, top_k=body.top_k, top_p=body.top_p,
-                         min_p=body.min_p, typical_p=body.typical_p,
-                         repeat_penalty=body.repeat_penalty,
-                         frequency_penalty=body.frequency_penalty,
-                         presence_penalty=body.presence_penalty,
-                         mirostat_mode=body.mirostat_mode, mirostat_tau=body.mirostat_tau,
-                         mirostat_eta=body.mirostat_eta,
-                         grammar=grammar if grammar is not None else body.grammar,
-                         logit_bias=body.logit_bias)
-    except (SamplerError, TypeError, ValueError) as e:
-        raise ApiError(400, str(e)) from None
+    return _checked(SamplingParams, temp=body.temperature, top_k=body.top_k, top_p=body.top_p,
+                    min_p=body.min_p, typical_p=body.typical_p,
+                    repeat_penalty=body.repeat_penalty,
+                    frequency_penalty=body.frequency_penalty,
+                    presence_penalty=body.presence_penalty, mirostat_mode=body.mirostat_mode,
+                    mirostat_tau=body.mirostat_tau, mirostat_eta=body.mirostat_eta,
+                    grammar=grammar if grammar is not None else body.grammar,
+                    logit_bias=body.logit_bias)
 
 
 def _max_tokens(state: ServerState, runner: EngineRunner, requested: Optional[int],
                 n_prompt: int) -> int:
-    room = runner.n_ctx_slot - n_prompt
-    if room <= 0:
-        raise ApiError(400, f"the prompt has {n_prompt} tokens; a slot of this model holds "
-                            f"{runner.n_ctx_slot} (shorten the prompt)")
-    limit = state.settings.max_tokens_limit
-    if requested is not None and requested > limit:
-        raise ApiError(400, f"max_tokens must be <= {limit}")
-    if requested is None or requested <= 0:
-        requested = limit
-    return min(requested, room)
+    return _checked(token_budget, requested, n_prompt, runner.n_ctx_slot,
+                    limit=state.settings.max_tokens_limit, holder="a slot of this model")
 
 
-def _stops(stop) -> List[str]:
-    try:
-        out = normalize_stop(stop)
-    except TypeError as e:
-        raise ApiError(400, str(e)) from None
-    if len(out) > _MAX_STOPS:
-        raise ApiError(400, f"at most {_MAX_STOPS} stop strings")
-    return out
+def _model_seed(runner: EngineRunner) -> int:
+    """The seed of a request that names none: the model's, or a random one."""
+    seed = runner.settings.seed
+    return seed if seed != 0xFFFFFFFF else random.getrandbits(32)
 
 
-_MAX_LOGPROBS = 20
-
-
-def _check_logprobs(n: Optional[int], what: str) -> Optional[int]:
-    if n is not None and n > _MAX_LOGPROBS:
-        raise ApiError(400, f"{what} must be <= {_MAX_LOGPROBS}")
-    return n
-
-
-def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: _Sampling,
+def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: SamplingParams,
             seed: Optional[int], max_tokens: int, stop: List[str], special=None,
             logprobs: Optional[int] = None, prompt_logprobs: bool = False) -> GenRequest:
     ms = runner.settings
     if seed is None:
-        seed = ms.seed if ms.seed != 0xFFFFFFFF else random.getrandbits(32)
+        seed = _model_seed(runner)
     try:
         sampler = build_sampler(runner.model, sp, int(seed) & 0xFFFFFFFF, ms.last_n_tokens_size)
     except (LlamaError, ValueError, TypeError) as e:
         raise ApiError(400, f"bad sampling settings: {e}") from None
-    if sp.penalized and sp.grammar is None and ms.last_n_tokens_size != 0:
-        # the penalties see the end of the prompt, as in Llama and llama-server
-        n = ms.last_n_tokens_size
-        for t in (tokens if n < 0 else tokens[-n:]):
-            sampler.accept(t)
+    feed_history(sampler, sp, tokens, ms.last_n_tokens_size)
     req = GenRequest(tokens, sampler, max_tokens, stop, special, logprobs, prompt_logprobs)
     try:
         runner.submit(req)
@@ -117,6 +109,44 @@ def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: _Sa
         raise ApiError(503, str(e), "server_error",
                        {"Retry-After": str(state.settings.retry_after_s)}) from None
     return req
+
+
+def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int],
+              sp: SamplingParams, seed: Optional[int], max_tokens: int, stop: List[str],
+              special=None, logprobs: Optional[int] = None,
+              prompt_logprobs: bool = False) -> List[GenRequest]:
+    """n requests for n choices (choice i seeded seed + i); all or none: when one cannot be
+    queued, those already queued are cancelled and the error is raised."""
+    if n > 1 and seed is None:
+        seed = _model_seed(runner)
+    reqs: List[GenRequest] = []
+    try:
+        for i in range(n):
+            reqs.append(_submit(state, runner, tokens, sp,
+                                None if seed is None else (int(seed) + i) & 0xFFFFFFFF,
+                                max_tokens, stop, special, logprobs, prompt_logprobs))
+    except BaseException:
+        for r in reqs:
+            runner.cancel(r)
+        raise
+    return reqs
+
+
+def _engine_finish(fin) -> Tuple[str, Optional[BaseException]]:
+    """The runner's finish value -> (finish reason, error). Adapter for today's Engine, which
+    says "cancelled" and passes errors as "error: ..." strings; the pipeline takes "stop",
+    "length", "aborted" or "error" with an exception."""
+    if isinstance(fin, BaseException):
+        return "error", fin
+    if fin == "cancelled":
+        return "aborted", None
+    if isinstance(fin, str) and fin.startswith("error"):
+        return "error", RuntimeError(fin[len("error: "):] or "generation failed")
+    return fin, None
+
+
+def _error_message(tt: TokenText) -> str:
+    return str(tt.error) if tt.error is not None else "generation failed"
 
 
 async def _events(request: Request, req: GenRequest) -> AsyncIterator[tuple]:
@@ -138,46 +168,24 @@ async def _events(request: Request, req: GenRequest) -> AsyncIterator[tuple]:
             return
 
 
-async def _texts(request: Request, runner: EngineRunner, req: GenRequest, stop: List[str],
-                 base: int = 0):
-    """(text, None, entries) as it becomes final, then ("", finish_reason, entries). Cancels
-    the request if the client disconnects or this consumer is closed early.
-
-    entries: the logprob entries (token text, text offset, log-probability, top) of the tokens
-    whose text has been released (offsets count from `base`); always [] without logprobs.
-    Tokens cut by a stop string are not reported, as in Llama.create_completion."""
-    asm = TextAssembler(stop)
-    finish = None
-    pending: Deque[tuple] = deque()
-
-    def released():
-        out = []
-        while pending and pending[0][1] - base < asm.released:
-            out.append(pending.popleft())
-        return out
-
+async def _texts(request: Request, runner: EngineRunner, req: GenRequest, tt: TokenText):
+    """The request's events through `tt`: (text, entries, False) as text is released, then
+    (what was held back, entries, True) with tt.finish_reason / tt.error set. Cancels the
+    request once a stop string ended the text, and if the client disconnects or this consumer
+    is closed early."""
+    reason, error = None, None
     try:
         async for piece, fin, lp in _events(request, req):
-            if piece is not None and not asm.stopped:
-                offset = asm.decoded
-                out = asm.push(piece)
-                if lp is not None:
-                    pending.append((lp[0], base + offset, lp[1], lp[2]))
-                entries = released()
-                if out or entries:
-                    yield out, None, entries
-                if asm.stopped:
+            if piece is not None and not tt.stopped:
+                text, entries = tt.push(piece, lp)
+                if text or entries:
+                    yield text, entries, False
+                if tt.stopped:
                     runner.cancel(req)
             if fin is not None:
-                finish = fin
-        tail = asm.flush()
-        entries = released() if asm.stopped else list(pending)
-        pending.clear()
-        if tail or entries:
-            yield tail, None, entries
-        if asm.stopped or finish == "cancelled":
-            finish = "stop"
-        yield "", finish, []
+                reason, error = _engine_finish(fin)
+        text, entries = tt.finish(reason, error)
+        yield text, entries, True
     finally:
         if not req.done:
             runner.cancel(req)
@@ -200,100 +208,46 @@ def _sse(obj) -> bytes:
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def _sse_response(state: ServerState, runner: EngineRunner, route: str,
+                  reqs: List[GenRequest], n_prompt: int, t0: float,
+                  objects: AsyncIterator[dict]) -> StreamingResponse:
+    """Stream `objects` (chunks, or an error body: status 500) as Server-Sent Events ending
+    with [DONE]; record the requests when the stream ends (499 when the client left)."""
+    async def gen():
+        status = 200
+        try:
+            async for obj in objects:
+                if "error" in obj:
+                    status = 500
+                yield _sse(obj)
+            yield b"data: [DONE]\n\n"
+        except _Disconnected:
+            status = 499
+        finally:
+            await objects.aclose()         # cancels what is still running
+            for r in reqs:
+                _record(state, runner, route, r, n_prompt, status, t0)
+    return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
 async def _collect(request: Request, state, runner: EngineRunner, route: str, req: GenRequest,
-                   n_prompt: int, stop: List[str], t0: float, base: int = 0):
-    """Run a non-streamed request to its end and record it: (text, finish_reason, logprob
-    entries), or (None, None, None) when the client left; ApiError(500) when generation
-    failed."""
+                   n_prompt: int, tt: TokenText, t0: float):
+    """Run a non-streamed request to its end and record it: (text, logprob entries), or None
+    when the client left; ApiError(500) when generation failed."""
     texts: List[str] = []
-    entries: list = []
-    finish = None
+    entries: List[TextEntry] = []
     try:
-        async for text, fin, ents in _texts(request, runner, req, stop, base):
+        async for text, ents, _done in _texts(request, runner, req, tt):
             texts.append(text)
             entries.extend(ents)
-            finish = fin or finish
     except _Disconnected:
         _record(state, runner, route, req, n_prompt, 499, t0)
-        return None, None, None
-    err = _finish_error(finish)
-    _record(state, runner, route, req, n_prompt, 500 if err else 200, t0)
-    if err:
-        raise ApiError(500, err, "server_error")
-    return "".join(texts), finish, entries
-
-
-def _finish_error(finish: str) -> Optional[str]:
-    return finish[len("error: "):] if finish and finish.startswith("error") else None
-
-
-# -- /v1/completions ---------------------------------------------------------------------------
-
-def _prompt_tokens(runner: EngineRunner, prompt, suffix: Optional[str] = None
-                   ) -> Tuple[List[int], str]:
-    """The request's prompt -> (tokens, prompt text); with `suffix`, the fill-in-the-middle
-    prompt around it (the model's FIM tokens; 400 for a model without them)."""
-    model = runner.model
-    given: Optional[List[int]] = None
-    if isinstance(prompt, list):
-        if prompt and all(isinstance(p, str) for p in prompt):
-            if len(prompt) != 1:
-                raise ApiError(400, "one prompt per request (a list of several prompts is not "
-                                    "supported)")
-            prompt = prompt[0]
-        elif all(isinstance(p, int) for p in prompt):
-            n_vocab = model.n_vocab
-            if any(t < 0 or t >= n_vocab for t in prompt):
-                raise ApiError(400, f"token ids must be in 0..{n_vocab - 1}")
-            given = list(prompt)
-            prompt = model.detokenize(given).decode("utf-8", "replace") if given else ""
-            if not given and suffix is None:
-                raise ApiError(400, "empty prompt")
-    if not isinstance(prompt, str):
-        raise ApiError(400, "prompt must be a string or a list of token ids")
-    if suffix is not None:
-        from ..llama import infill_tokens
-        body = given if given is not None else (
-            model.tokenize(prompt.encode("utf-8"), add_special=False, parse_special=False)
-            if prompt else [])
-        suffix_toks = (model.tokenize(suffix.encode("utf-8"), add_special=False,
-                                      parse_special=False) if suffix else [])
-        try:
-            return infill_tokens(model, body, suffix_toks, runner.settings.spm_infill,
-                                 f"model {runner.name!r}"), prompt
-        except ValueError as e:
-            raise ApiError(400, str(e)) from None
-    if given is not None:
-        return given, prompt
-    toks = model.tokenize(prompt.encode("utf-8"), add_special=True, parse_special=True)
-    if not toks:
-        bos = model.token_bos()
-        if bos < 0:
-            raise ApiError(400, "empty prompt")
-        toks = [bos]
-    return toks, prompt
-
-
-def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int],
-              sp: _Sampling, seed: Optional[int], max_tokens: int, stop: List[str],
-              special=None, logprobs: Optional[int] = None,
-              prompt_logprobs: bool = False) -> List[GenRequest]:
-    """n requests for n choices (choice i seeded seed + i); all or none: when one cannot be
-    queued, those already queued are cancelled and the error is raised."""
-    if n > 1 and seed is None:
-        ms = runner.settings
-        seed = ms.seed if ms.seed != 0xFFFFFFFF else random.getrandbits(32)
-    reqs: List[GenRequest] = []
-    try:
-        for i in range(n):
-            reqs.append(_submit(state, runner, tokens, sp,
-                                None if seed is None else (int(seed) + i) & 0xFFFFFFFF,
-                                max_tokens, stop, special, logprobs, prompt_logprobs))
-    except BaseException:
-        for r in reqs:
-            runner.cancel(r)
-        raise
-    return reqs
+        return None
+    failed = tt.finish_reason == "error"
+    _record(state, runner, route, req, n_prompt, 500 if failed else 200, t0)
+    if failed:
+        raise ApiError(500, _error_message(tt), "server_error")
+    return "".join(texts), entries
 
 
 async def _merged(streams) -> AsyncIterator[tuple]:
@@ -329,25 +283,33 @@ async def _merged(streams) -> AsyncIterator[tuple]:
 
 
 async def _collect_n(request: Request, state, runner: EngineRunner, route: str,
-                     reqs: List[GenRequest], n_prompt: int, stop: List[str], t0: float,
-                     base: int = 0):
-    """_collect for each choice, concurrently: a list of (text, finish, entries), or None when
-    the client left; ApiError(500) when a choice failed."""
+                     reqs: List[GenRequest], n_prompt: int, tts: List[TokenText], t0: float):
+    """_collect for each choice, concurrently: a list of (text, entries), or None when the
+    client left; ApiError(500) when a choice failed."""
     results = await asyncio.gather(
-        *(_collect(request, state, runner, route, r, n_prompt, stop, t0, base) for r in reqs),
+        *(_collect(request, state, runner, route, r, n_prompt, tt, t0)
+          for r, tt in zip(reqs, tts)),
         return_exceptions=True)
     for r in results:
         if isinstance(r, BaseException):
             raise r
-    if any(r[0] is None for r in results):
+    if any(r is None for r in results):
         return None
     return results
 
 
-def _usage(n_prompt: int, reqs: List[GenRequest]) -> dict:
-    done = sum(r.n_tokens for r in reqs)
-    return {"prompt_tokens": n_prompt, "completion_tokens": done,
-            "total_tokens": n_prompt + done}
+def _client_left() -> JSONResponse:
+    return JSONResponse(error_body(499, "client closed the request", "cancelled"), 499)
+
+
+# -- /v1/completions ---------------------------------------------------------------------------
+
+def _echo_entries(runner: EngineRunner, req: GenRequest) -> List[TextEntry]:
+    """The prompt's logprob entries (from the engine's prompt log-probabilities), as
+    Llama.create_completion(echo=True, logprobs=N) gives them."""
+    model = runner.model
+    return echo_entries(req.tokens, model.token_bos(), req.prompt_entries,
+                        lambda t: piece_text(model, t))
 
 
 @router.post("/v1/completions")
@@ -355,116 +317,82 @@ async def completions(body: CompletionRequest, request: Request):
     t0 = time.perf_counter()
     state = _state(request)
     runner = state.runner(body.model)
-    n_logprobs = _check_logprobs(body.logprobs, "logprobs")
-    echo_lp = body.echo and n_logprobs is not None      # the prompt's log-probabilities too
+    n_logprobs = _checked(completion_logprobs_count, body.logprobs, _MAX_LOGPROBS)
+    want = n_logprobs is not None
+    echo_lp = body.echo and want               # the prompt's log-probabilities too
     # echo with max_tokens=0: the prompt alone (how evaluation harnesses score a text)
     prompt_only = body.echo and body.max_tokens == 0
-    toks, prompt_text = _prompt_tokens(runner, body.prompt, body.suffix)
-    max_tokens = 1 if prompt_only else _max_tokens(state, runner, body.max_tokens, len(toks))
-    if prompt_only and len(toks) >= runner.n_ctx_slot:
-        _max_tokens(state, runner, None, len(toks))               # the same 400
-    stop = _stops(body.stop)
+    toks, prompt_text = _checked(prompt_tokens, runner.model, body.prompt, body.suffix,
+                                 spm_infill=runner.settings.spm_infill,
+                                 model_name=f"model {runner.name!r}")
+    max_tokens = _max_tokens(state, runner, None if prompt_only else body.max_tokens,
+                             len(toks))
+    if prompt_only:
+        max_tokens = 1
+    stop = _checked(stop_strings, body.stop, _MAX_STOPS)
     sp = _sampling(state, body)
     reqs = _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, stop,
                      logprobs=n_logprobs, prompt_logprobs=echo_lp)
-    cid = f"cmpl-{uuid.uuid4()}"
-    created = int(time.time())
-    name = runner.name
-    base = len(prompt_text)           # text offsets count the prompt, as in Llama
+    meta = ResponseMeta.completion(runner.name)
+    # text offsets count the prompt, as in Llama
+    tts = [TokenText(stop, base=len(prompt_text)) for _ in reqs]
 
-    def choice(i, text, finish, entries=None):
-        return {"text": text, "index": i,
-                "logprobs": None if n_logprobs is None else _logprobs_dict(entries),
-                "finish_reason": finish}
-
-    def chunk(i, text, finish, entries=None):
-        return {"id": cid, "object": "text_completion", "created": created, "model": name,
-                "choices": [choice(i, text, finish, entries)]}
+    def lp(entries):
+        return entries if want else None
 
     if body.stream:
-        async def gen():
-            status = 200
+        async def chunks():
             echoed = set()
-            try:
-                if body.echo and not echo_lp:
-                    for i in range(len(reqs)):
-                        yield _sse(chunk(i, prompt_text, None))
-                async for i, (text, finish, entries) in _merged(
-                        [_texts(request, runner, r, stop, base) for r in reqs]):
-                    if echo_lp and i not in echoed:
-                        # the prompt's entries are complete once its first event is here
-                        echoed.add(i)
-                        yield _sse(chunk(i, prompt_text, None, _echo_entries(runner, reqs[i])))
-                    if prompt_only:
-                        text, entries = "", []
-                        if finish and not _finish_error(finish):
-                            finish = "length"
-                    err = _finish_error(finish)
-                    if err:
-                        status = 500
-                        yield _sse(error_body(500, err, "server_error"))
-                    elif text or finish or entries:
-                        yield _sse(chunk(i, text, finish, entries))
-                yield b"data: [DONE]\n\n"
-            except _Disconnected:
-                status = 499
-            finally:
-                for r in reqs:
-                    _record(state, runner, "completions", r, len(toks), status, t0)
-        return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
+            if body.echo and not echo_lp:
+                for i in range(len(reqs)):
+                    yield completion_chunk(meta, i, prompt_text)
+            async for i, (text, entries, done) in _merged(
+                    [_texts(request, runner, r, tt) for r, tt in zip(reqs, tts)]):
+                if echo_lp and i not in echoed:
+                    # the prompt's entries are complete once its first event is here
+                    echoed.add(i)
+                    yield completion_chunk(meta, i, prompt_text, None,
+                                           _echo_entries(runner, reqs[i]))
+                if prompt_only:
+                    text, entries = "", []
+                if text or entries:
+                    yield completion_chunk(meta, i, text, None, lp(entries))
+                if done:
+                    tt = tts[i]
+                    if tt.finish_reason == "error":
+                        yield error_body(500, _error_message(tt), "server_error")
+                    else:
+                        yield completion_chunk(meta, i, "",
+                                               "length" if prompt_only else tt.finish_reason)
+        return _sse_response(state, runner, "completions", reqs, len(toks), t0, chunks())
 
-    results = await _collect_n(request, state, runner, "completions", reqs, len(toks), stop,
-                               t0, base)
+    results = await _collect_n(request, state, runner, "completions", reqs, len(toks), tts, t0)
     if results is None:
-        return JSONResponse(error_body(499, "client closed the request", "cancelled"), 499)
+        return _client_left()
     choices = []
-    for i, (text, finish, entries) in enumerate(results):
+    for i, ((text, entries), tt) in enumerate(zip(results, tts)):
+        finish = tt.finish_reason
         if prompt_only:
             text, finish, entries = "", "length", []
         if echo_lp:
             entries = _echo_entries(runner, reqs[i]) + entries
-        choices.append(choice(i, prompt_text + text if body.echo else text, finish, entries))
-    usage = _usage(len(toks), reqs)
-    if prompt_only:
-        usage = _usage(len(toks), [])
-    return {"id": cid, "object": "text_completion", "created": created, "model": name,
-            "choices": choices, "usage": usage}
-
-
-def _echo_entries(runner: EngineRunner, req: GenRequest) -> list:
-    """The prompt's logprob entries, as Llama.create_completion(echo=True, logprobs=N) gives
-    them: from the first token after BOS, the first one without a log-probability."""
-    toks = req.tokens
-    first = 1 if toks and toks[0] == runner.model.token_bos() else 0
-    out, off = [], 0
-    for i in range(first, len(toks)):
-        ent = req.prompt_entries.get(i) if i > first else None
-        s = ent[0] if ent is not None else runner._piece_str(toks[i])
-        out.append((s, off, None, None) if ent is None else (s, off, ent[1], ent[2]))
-        off += len(s)
-    return out
-
-
-def _logprobs_dict(entries) -> dict:
-    entries = entries or []
-    return {"tokens": [e[0] for e in entries], "text_offset": [e[1] for e in entries],
-            "token_logprobs": [e[2] for e in entries], "top_logprobs": [e[3] for e in entries]}
+        choices.append(completion_choice(i, prompt_text + text if body.echo else text, finish,
+                                         lp(entries)))
+    n_completion = 0 if prompt_only else sum(tt.n_tokens for tt in tts)
+    return completion_response(meta, choices, usage(len(toks), n_completion))
 
 
 # -- /v1/chat/completions ----------------------------------------------------------------------
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    from ..chat import (ChatDeltas, ChatParseError, ChatTemplateError, SchemaError,
-                        _chat_logprobs, chat_message, prepare_chat)
     t0 = time.perf_counter()
     state = _state(request)
     runner = state.runner(body.model)
-    if body.top_logprobs is not None and not body.logprobs:
-        raise ApiError(400, "top_logprobs requires logprobs=true")
-    n_logprobs = _check_logprobs(body.top_logprobs or 0, "top_logprobs") if body.logprobs \
-        else None
-    stop = _stops(body.stop)
+    n_logprobs = _checked(chat_logprobs_count, body.logprobs, body.top_logprobs,
+                          _MAX_LOGPROBS)
+    want = n_logprobs is not None
+    stop = _checked(stop_strings, body.stop, _MAX_STOPS)
     try:
         creq = await run_in_threadpool(
             prepare_chat, state.chat_targets[runner.name], body.messages,
@@ -480,64 +408,37 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         else body.max_tokens
     max_tokens = _max_tokens(state, runner, requested, len(toks))
     sp = _sampling(state, body, grammar=creq.grammar)
-    stops = creq.stop
-    reqs = _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, stops,
+    reqs = _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, creq.stop,
                      creq.special_tokens, n_logprobs)
-    cid = f"chatcmpl-{uuid.uuid4()}"
-    created = int(time.time())
-    name = runner.name
+    meta = ResponseMeta.chat(runner.name)
+    tts = [TokenText(creq.stop) for _ in reqs]
 
     if body.stream:
-        def chunk(i, delta, finish=None, logprobs=None):
-            return {"id": cid, "object": "chat.completion.chunk", "created": created,
-                    "model": name, "choices": [{"index": i, "delta": delta,
-                                                "logprobs": logprobs, "finish_reason": finish}]}
+        async def chunks():
+            streams = [ChatChunks(meta, i, ChatDeltas(creq), want) for i in range(len(reqs))]
+            for cs in streams:
+                yield cs.start()
+            async for i, (text, entries, done) in _merged(
+                    [_texts(request, runner, r, tt) for r, tt in zip(reqs, tts)]):
+                for c in streams[i].push(text, entries):
+                    yield c
+                if done:
+                    tt = tts[i]
+                    if tt.finish_reason == "error":
+                        yield error_body(500, _error_message(tt), "server_error")
+                        return
+                    for c in streams[i].finish(tt.finish_reason):
+                        yield c
+        return _sse_response(state, runner, "chat", reqs, len(toks), t0, chunks())
 
-        async def gen():
-            status = 200
-            deltas = [ChatDeltas(creq) for _ in reqs]
-            try:
-                for i in range(len(reqs)):
-                    yield _sse(chunk(i, {"role": "assistant", "content": ""}))
-                async for i, (text, finish, entries) in _merged(
-                        [_texts(request, runner, r, stops) for r in reqs]):
-                    err = _finish_error(finish)
-                    if err:
-                        status = 500
-                        yield _sse(error_body(500, err, "server_error"))
-                        break
-                    lp = _chat_logprobs(entries) if n_logprobs is not None and entries \
-                        else None
-                    ds = deltas[i].feed(text) if text else []
-                    if not ds and lp is not None:
-                        ds = [{"content": ""}]
-                    for j, d in enumerate(ds):
-                        yield _sse(chunk(i, d, None, lp if j == 0 else None))
-                    if finish:
-                        last, fin = deltas[i].finish(finish)
-                        for d in last:
-                            yield _sse(chunk(i, d))
-                        yield _sse(chunk(i, {}, fin))
-                yield b"data: [DONE]\n\n"
-            except _Disconnected:
-                status = 499
-            finally:
-                for r in reqs:
-                    _record(state, runner, "chat", r, len(toks), status, t0)
-        return StreamingResponse(gen(), media_type="text/event-stream", headers=_SSE_HEADERS)
-
-    results = await _collect_n(request, state, runner, "chat", reqs, len(toks), stops, t0)
+    results = await _collect_n(request, state, runner, "chat", reqs, len(toks), tts, t0)
     if results is None:
-        return JSONResponse(error_body(499, "client closed the request", "cancelled"), 499)
+        return _client_left()
     choices = []
-    for i, (text, finish, entries) in enumerate(results):
-        message, finish = await run_in_threadpool(chat_message, creq, text, finish)
-        choices.append({"index": i, "message": message,
-                        "logprobs": _chat_logprobs(entries) if n_logprobs is not None
-                        else None,
-                        "finish_reason": finish})
-    return {"id": cid, "object": "chat.completion", "created": created, "model": name,
-            "choices": choices, "usage": _usage(len(toks), reqs)}
+    for i, ((text, entries), tt) in enumerate(zip(results, tts)):
+        message, finish = await run_in_threadpool(chat_message, creq, text, tt.finish_reason)
+        choices.append(chat_choice(i, message, finish, entries if want else None))
+    return chat_response(meta, choices, usage(len(toks), sum(tt.n_tokens for tt in tts)))
 
 
 # -- /v1/embeddings ----------------------------------------------------------------------------

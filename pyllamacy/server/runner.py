@@ -17,6 +17,7 @@ from typing import Deque, Dict, List, Optional, Set
 
 from .._llama import Engine, Sampler, set_log_level
 from ..loading import load
+from ..pipeline.text import logprob_entry
 from .settings import ModelSettings
 
 __all__ = ["EngineRunner", "GenRequest", "QueueFullError", "RunnerClosedError"]
@@ -227,10 +228,15 @@ class EngineRunner:
             req = self._running.get(rid)
             if req is not None:
                 req.prompt_entries[pos] = self._logprob_entry(tok, lp)
+        errors = self.engine.last_errors() if any(e[2] == "error" for e in events) else {}
         for rid, tok, fin, lp in events:
             req = self._running.get(rid)
             if req is None:
                 continue
+            if fin == "error":
+                fin = f"error: {errors.get(rid, 'generation failed')}"
+            elif fin == "aborted":
+                fin = "cancelled"
             ent = by_req.get(rid)
             if ent is None:
                 ent = by_req[rid] = [req, [], None]
@@ -253,17 +259,8 @@ class EngineRunner:
                 self.n_running = len(self._running)
         batch.extend(tuple(e) for e in by_req.values())
 
-    def _piece_str(self, tok: int) -> str:
-        return self.model.token_to_piece(tok).decode("utf-8", errors="ignore")
-
     def _logprob_entry(self, tok: int, lp):
-        tok_lp, top_pairs = lp
-        s = self._piece_str(tok)
-        top = {}
-        for t, v in top_pairs:
-            top.setdefault(self._piece_str(t), v)
-        top[s] = tok_lp
-        return s, tok_lp, top
+        return logprob_entry(self.model, tok, lp[0], lp[1])     # lp: (logprob, top pairs)
 
     def _flush(self, batch) -> None:
         if not batch:
@@ -283,4 +280,5 @@ class EngineRunner:
         eng = self.engine
         return {"slots_total": self.n_slots, "slots_busy": self.n_running,
                 "queue": self.n_waiting, "steps": eng.n_steps,
-                "decoded_tokens": eng.n_decoded_tokens, "reused_tokens": eng.n_reused_tokens}
+                "decoded_tokens": eng.n_decoded_tokens, "reused_tokens": eng.n_reused_tokens,
+                "drafted_tokens": eng.n_drafted, "accepted_tokens": eng.n_accepted}

@@ -1,0 +1,241 @@
+"""Turning generated token pieces into text: UTF-8 reassembly, stop strings, logprob entries.
+
+TokenText is the one consumer of a generation's tokens, for Llama and the server alike, streamed
+or not: (piece bytes, logprob entry or None) in, (released text, released logprob entries) out,
+then the finish reason. It builds on TextAssembler, so that the concatenated stream is identical
+to the non-streamed text:
+
+* token pieces are bytes, and a multi-byte character may be split over several tokens; an
+  incremental decoder holds an incomplete sequence back until it is complete (bytes that can
+  never be valid UTF-8 become U+FFFD; an incomplete sequence left at the very end, i.e. a
+  character cut by max_tokens, is dropped);
+* the text is cut before the first occurrence of any stop string, and text that could be the
+  beginning of a stop string is held back until the following text tells whether it is;
+* a token's logprob entry is released with the token's text, and dropped with it when a stop
+  string cuts the text before the token.
+"""
+from __future__ import annotations
+
+import codecs
+from collections import deque
+from typing import Deque, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+__all__ = ["TextAssembler", "normalize_stop", "TokenText", "LogprobEntry", "TextEntry",
+           "piece_text", "logprob_entry", "FINISH_REASONS"]
+
+# One token's log-probability: (token text, log-probability, {text: log-probability} of the top
+# N alternatives and of the token itself) -- the engine's and Llama's shape.
+LogprobEntry = Tuple[str, float, Dict[str, float]]
+# The same, placed in the text: (token text, text offset, log-probability, top). Echoed prompt
+# tokens without a log-probability carry None for both.
+TextEntry = Tuple[str, int, Optional[float], Optional[Dict[str, float]]]
+
+# why a generation ended, as producers report it, and what a response says for each
+FINISH_REASONS = {"stop": "stop", "length": "length", "aborted": "stop", "cancelled": "stop",
+                  "error": "error", None: "stop"}
+
+
+def normalize_stop(stop: Union[None, str, bytes, Iterable[Union[str, bytes]]]) -> List[str]:
+    """None / a string / a list of strings -> list of non-empty stop strings."""
+    if stop is None:
+        return []
+    if isinstance(stop, (str, bytes)):
+        stop = [stop]
+    out = []
+    for s in stop:
+        if isinstance(s, bytes):
+            s = s.decode("utf-8", "replace")
+        if not isinstance(s, str):
+            raise TypeError(f"stop strings must be str, got {type(s).__name__}")
+        if s and s not in out:
+            out.append(s)
+    return out
+
+
+class TextAssembler:
+    """Consumes token pieces (bytes), releases text that is safe to show.
+
+        t = TextAssembler(stop=["\\n\\n"])
+        for piece in pieces:
+            out += t.push(piece)
+            if t.stopped:
+                break
+        out += t.flush()
+
+    Attributes:
+        stopped:  a stop string was found; `push` ignores further input.
+        stop_hit: the stop string that ended the text (or None).
+        decoded:  characters decoded so far, before any cut (offset of the next token's text).
+        released: characters handed out so far (push + flush).
+    """
+
+    __slots__ = ("_dec", "_stop", "_max_hold", "_pending", "stopped", "stop_hit", "decoded",
+                 "released")
+
+    def __init__(self, stop: Optional[Sequence[str]] = None):
+        self._dec = codecs.getincrementaldecoder("utf-8")("replace")
+        self._stop = normalize_stop(stop)
+        self._max_hold = max((len(s) for s in self._stop), default=1) - 1
+        self._pending = ""
+        self.stopped = False
+        self.stop_hit: Optional[str] = None
+        self.decoded = 0
+        self.released = 0
+
+    def push(self, piece: bytes) -> str:
+        """Add one token's bytes; returns the text that can be released now (maybe "")."""
+        if self.stopped:
+            return ""
+        new = self._dec.decode(piece)
+        if not new:
+            return ""
+        self.decoded += len(new)
+        if not self._stop:
+            self.released += len(new)
+            return new
+        # the held-back text cannot contain a whole stop string (it would have been cut), so
+        # an occurrence can only end in `new`; searching from the start of the pending text is
+        # enough
+        buf = self._pending + new
+        cut = -1
+        hit = None
+        for s in self._stop:
+            i = buf.find(s)
+            if i != -1 and (cut == -1 or i < cut):
+                cut, hit = i, s
+        if cut != -1:
+            self.stopped = True
+            self.stop_hit = hit
+            self._pending = ""
+            out = buf[:cut]
+            self.released += len(out)
+            return out
+        hold = self._hold_len(buf)
+        if hold:
+            out, self._pending = buf[:-hold], buf[-hold:]
+        else:
+            out, self._pending = buf, ""
+        self.released += len(out)
+        return out
+
+    def _hold_len(self, buf: str) -> int:
+        """Length of the longest suffix of `buf` that is a proper prefix of a stop string."""
+        best = 0
+        n = min(self._max_hold, len(buf))
+        for s in self._stop:
+            for k in range(min(len(s) - 1, n), best, -1):
+                if buf.endswith(s[:k]):
+                    best = k
+                    break
+        return best
+
+    def flush(self) -> str:
+        """End of the text: release what was held back (unless a stop string was found).
+
+        An incomplete UTF-8 sequence left in the decoder (a character cut in the middle by
+        max_tokens) is dropped.
+        """
+        if self.stopped:
+            return ""
+        out, self._pending = self._pending, ""
+        self._dec.reset()
+        self.released += len(out)
+        return out
+
+
+def piece_text(model, token: int) -> str:
+    """A token's text as logprob entries show it (bytes that are no valid UTF-8 on their own,
+    such as part of a character, are dropped)."""
+    return model.token_to_piece(token).decode("utf-8", errors="ignore")
+
+
+def logprob_entry(model, token: int, logprob: float, top) -> LogprobEntry:
+    """The entry of `token` sampled with `logprob`; `top`: (token id, log-probability) pairs of
+    the most likely tokens, best first. Two tokens with the same text keep the likelier one's
+    value; the token itself is always in the top dict, with its own value."""
+    text = piece_text(model, token)
+    top_dict: Dict[str, float] = {}
+    for t, v in top:
+        top_dict.setdefault(piece_text(model, int(t)), float(v))
+    top_dict[text] = float(logprob)
+    return text, float(logprob), top_dict
+
+
+class TokenText:
+    """One generation's tokens -> released text and logprob entries, then its finish reason.
+
+        tt = TokenText(stop, base=len(prompt_text))
+        for piece, entry in tokens:                 # entry: LogprobEntry or None
+            text, entries = tt.push(piece, entry)
+            ...                                     # hand out text + entries
+            if tt.stopped:
+                break                               # (cancel the producer)
+        text, entries = tt.finish(reason, error)    # what was held back
+        tt.finish_reason                            # "stop", "length" or "error" (+ tt.error)
+
+    Text offsets of the entries count from `base` (the prompt's length in characters, as in
+    llama-cpp-python). An entry is released once its token's text is; the entries of tokens
+    that a stop string cut off are dropped.
+
+    Attributes:
+        n_tokens:      tokens pushed before the text stopped (the completion's token count)
+        stopped:       a stop string ended the text (further pushes are ignored)
+        finish_reason: None until finish(); then "stop", "length" or "error"
+        error:         with finish_reason "error", the exception that ended it (or None)
+    """
+
+    __slots__ = ("_asm", "_base", "_pending", "n_tokens", "finish_reason", "error")
+
+    def __init__(self, stop: Optional[Sequence[str]] = None, base: int = 0):
+        self._asm = TextAssembler(stop)
+        self._base = base
+        self._pending: Deque[TextEntry] = deque()
+        self.n_tokens = 0
+        self.finish_reason: Optional[str] = None
+        self.error: Optional[BaseException] = None
+
+    @property
+    def stopped(self) -> bool:
+        return self._asm.stopped
+
+    @property
+    def stop_hit(self) -> Optional[str]:
+        return self._asm.stop_hit
+
+    def _released(self) -> List[TextEntry]:
+        out = []
+        pending, limit = self._pending, self._base + self._asm.released
+        while pending and pending[0][1] < limit:
+            out.append(pending.popleft())
+        return out
+
+    def push(self, piece: bytes, entry: Optional[LogprobEntry] = None
+             ) -> Tuple[str, List[TextEntry]]:
+        """One token's bytes (and its logprob entry) -> (text, entries) released now."""
+        asm = self._asm
+        if asm.stopped:
+            return "", []
+        self.n_tokens += 1
+        offset = self._base + asm.decoded
+        text = asm.push(piece)
+        if entry is not None:
+            self._pending.append((entry[0], offset, entry[1], entry[2]))
+        return text, (self._released() if self._pending else [])
+
+    def finish(self, reason: Optional[str], error: Optional[BaseException] = None
+               ) -> Tuple[str, List[TextEntry]]:
+        """The generation ended (reason: "stop", "length", "aborted", "error" or None, with
+        `error` for "error") -> the (text, entries) held back until now. The finish reason of
+        the response: "stop" when a stop string ended the text, for "aborted" and for None."""
+        asm = self._asm
+        text = asm.flush()
+        if asm.stopped:
+            entries = self._released()
+            self._pending.clear()
+            self.finish_reason = "stop"
+        else:
+            entries = list(self._pending)
+            self._pending.clear()
+            self.finish_reason = FINISH_REASONS.get(reason, reason)
+        self.error = error if self.finish_reason == "error" else None
+        return text, entries
