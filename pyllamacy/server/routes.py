@@ -133,15 +133,10 @@ def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int
 
 
 def _engine_finish(fin) -> Tuple[str, Optional[BaseException]]:
-    """The runner's finish value -> (finish reason, error). Adapter for today's Engine, which
-    says "cancelled" and passes errors as "error: ..." strings; the pipeline takes "stop",
-    "length", "aborted" or "error" with an exception."""
+    """The runner's finish ("stop", "length", "aborted" or the exception that ended the
+    request) -> (finish reason, error), as the pipeline takes them."""
     if isinstance(fin, BaseException):
         return "error", fin
-    if fin == "cancelled":
-        return "aborted", None
-    if isinstance(fin, str) and fin.startswith("error"):
-        return "error", RuntimeError(fin[len("error: "):] or "generation failed")
     return fin, None
 
 

@@ -35,7 +35,8 @@ class RunnerClosedError(RuntimeError):
 
 class GenRequest:
     """One generation: prompt tokens + its own sampler; events arrive on `queue` as
-    (piece: bytes | None, finish_reason: str | None, logprob: LogprobEntry | None).
+    (piece: bytes | None, finish, logprob: LogprobEntry | None); finish is None while it goes
+    on, then "stop", "length", "aborted", or the exception that ended it.
 
     logprobs=N asks for each token's log-probability and the N most likely alternatives:
     LogprobEntry = (token text, log-probability, {text: log-probability} of the top N and the
@@ -162,7 +163,8 @@ class EngineRunner:
 
     # -- the runner thread ---------------------------------------------------------------------
 
-    def _fail(self, req: GenRequest, reason: str, batch) -> None:
+    def _fail(self, req: GenRequest, reason, batch) -> None:
+        """End `req` without tokens: reason "aborted" or an exception."""
         req.done = True
         batch.append((req, (), reason))
 
@@ -176,7 +178,8 @@ class EngineRunner:
                     self._cv.wait()
                 if self._closing:
                     for req in list(self._waiting) + list(self._running.values()):
-                        self._fail(req, "error: the server is shutting down", batch)
+                        self._fail(req, RunnerClosedError(
+                            f"model {self.name!r} is shutting down"), batch)
                     self._waiting.clear()
                     self._running.clear()
                     self._flush(batch)
@@ -190,7 +193,7 @@ class EngineRunner:
                         except ValueError:
                             continue
                         _close_sampler(req)
-                        self._fail(req, "cancelled", batch)
+                        self._fail(req, "aborted", batch)
                     else:
                         eng.cancel(req.rid)
                 self._to_cancel.clear()
@@ -202,7 +205,7 @@ class EngineRunner:
                                              req.prompt_logprobs)
                     except Exception as e:    # bad prompt: only this request fails
                         _close_sampler(req)
-                        self._fail(req, f"error: {e}", batch)
+                        self._fail(req, e, batch)
                         continue
                     self._running[req.rid] = req
                 self.n_waiting = len(self._waiting)
@@ -214,7 +217,7 @@ class EngineRunner:
                     log.exception("Engine.step failed")
                     with self._cv:
                         for req in self._running.values():
-                            self._fail(req, f"error: {e}", batch)
+                            self._fail(req, e, batch)
                         self._running.clear()
                     events = ()
                 self._collect(events, batch)
@@ -233,10 +236,8 @@ class EngineRunner:
             req = self._running.get(rid)
             if req is None:
                 continue
-            if fin == "error":
-                fin = f"error: {errors.get(rid, 'generation failed')}"
-            elif fin == "aborted":
-                fin = "cancelled"
+            if fin == "error":             # the finish is the exception that ended it
+                fin = errors.get(rid) or RuntimeError("generation failed")
             ent = by_req.get(rid)
             if ent is None:
                 ent = by_req[rid] = [req, [], None]
