@@ -175,8 +175,8 @@ def _normalize_messages(messages) -> List[dict]:
                     raise ValueError(
                         f"messages[{i}] holds a {part.get('type')!r} part: images and audio need "
                         "a multimodal projector (Llama(chat_handler=pyllamacy.chat_multimodal."
-                        "MultimodalChatHandler(clip_model_path=...))); the server does not "
-                        "take them yet")
+                        "MultimodalChatHandler(clip_model_path=...)), or clip_model_path in "
+                        "the server's model settings)")
         out.append(m)
     return out
 

@@ -43,13 +43,17 @@ from ._llama import MediaError, Projector
 __all__ = ["MultimodalChatHandler", "Llava15ChatHandler", "Llava16ChatHandler",
            "MoondreamChatHandler", "NanoLlavaChatHandler", "Llama3VisionAlphaChatHandler",
            "MiniCPMv26ChatHandler", "Qwen25VLChatHandler", "Gemma3ChatHandler",
-           "load_media"]
+           "load_media", "split_media", "has_media", "prepare_multimodal_chat",
+           "MAX_MEDIA_BYTES"]
 
 _MEDIA_TYPES = ("image_url", "input_audio", "image")
 
 
+MAX_MEDIA_BYTES = 50 << 20
+
+
 def load_media(part: dict, *, allow_files: bool = True, allow_urls: bool = True,
-               max_media_bytes: int = 50 << 20, timeout: float = 30.0):
+               max_media_bytes: int = MAX_MEDIA_BYTES, timeout: float = 30.0):
     """The bytes (or RGB array) of one media content part (see the module docstring)."""
     kind = part.get("type")
     if kind == "image":
@@ -120,7 +124,8 @@ class MultimodalChatHandler:
 
     def __init__(self, clip_model_path: str, verbose: bool = True, *, use_gpu: bool = True,
                  n_threads: Optional[int] = None, allow_files: bool = True,
-                 allow_urls: bool = True, max_media_bytes: int = 50 << 20, **projector_kw):
+                 allow_urls: bool = True, max_media_bytes: int = MAX_MEDIA_BYTES,
+                 **projector_kw):
         if not isinstance(clip_model_path, (str, os.PathLike)):
             raise TypeError(f"clip_model_path must be a path, not "
                             f"{type(clip_model_path).__name__}")
@@ -172,35 +177,8 @@ class MultimodalChatHandler:
     def split_messages(self, messages, marker: str) -> Tuple[List[dict], List[Any]]:
         """Messages with every media part replaced by `marker` text (content as one string),
         and the media in order."""
-        if not isinstance(messages, (list, tuple)):
-            raise TypeError("messages must be a list of {'role', 'content'} dicts")
-        out, media = [], []
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict):
-                m = dict(m)
-            content = m.get("content")
-            if not isinstance(content, (list, tuple)):
-                out.append(m)
-                continue
-            texts = []
-            for j, part in enumerate(content):
-                if isinstance(part, str):
-                    texts.append(part)
-                    continue
-                if not isinstance(part, dict):
-                    raise TypeError(f"messages[{i}].content[{j}] must be a dict part")
-                kind = part.get("type")
-                if kind == "text":
-                    texts.append(str(part.get("text", "")))
-                elif kind in _MEDIA_TYPES:
-                    media.append(load_media(part, allow_files=self.allow_files,
-                                            allow_urls=self.allow_urls,
-                                            max_media_bytes=self.max_media_bytes))
-                    texts.append(marker)
-                else:
-                    raise ValueError(f"messages[{i}].content[{j}] has an unknown type {kind!r}")
-            out.append(dict(m, content="".join(texts)))
-        return out, media
+        return split_media(messages, marker, allow_files=self.allow_files,
+                           allow_urls=self.allow_urls, max_media_bytes=self.max_media_bytes)
 
     def __call__(self, *, llama, messages, functions=None, function_call=None, tools=None,
                  tool_choice=None, response_format=None, grammar=None, stop=None,
@@ -208,20 +186,76 @@ class MultimodalChatHandler:
                  **kwargs):
         """llama-cpp-python's handler call: Llama.create_chat_completion's arguments (all of
         them, parallel_tool_calls, chat_template_kwargs and stopping_criteria included)."""
-        projector = self.projector(llama)
-        text_messages, media = self.split_messages(messages, projector.marker)
-        req = prepare_chat(
-            llama, text_messages, functions=functions, function_call=function_call,
-            tools=tools, tool_choice=tool_choice, response_format=response_format,
-            grammar=grammar, stop=stop, parallel_tool_calls=parallel_tool_calls,
+        req, prompt = prepare_multimodal_chat(
+            llama, self.projector(llama), messages, allow_files=self.allow_files,
+            allow_urls=self.allow_urls, max_media_bytes=self.max_media_bytes,
+            functions=functions, function_call=function_call, tools=tools,
+            tool_choice=tool_choice, response_format=response_format, grammar=grammar,
+            stop=stop, parallel_tool_calls=parallel_tool_calls,
             chat_template_kwargs=chat_template_kwargs)
-        prompt = None                        # text only: the request's own tokens
-        if media:
-            if req.plan is None:
-                raise ValueError("images need the model's own chat template; this Llama uses "
-                                 f"a function-style chat_format ({llama.chat_format!r})")
-            prompt = projector.tokenize(prompt_text(llama, req.plan), media)
         return llama.complete_chat(req, prompt, stopping_criteria=stopping_criteria, **kwargs)
+
+
+def split_media(messages, marker: str, *, allow_files: bool = True, allow_urls: bool = True,
+                max_media_bytes: int = MAX_MEDIA_BYTES) -> Tuple[List[dict], List[Any]]:
+    """Messages with every media part replaced by `marker` text (content as one string), and
+    the media (load_media) in order."""
+    if not isinstance(messages, (list, tuple)):
+        raise TypeError("messages must be a list of {'role', 'content'} dicts")
+    out, media = [], []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            m = dict(m)
+        content = m.get("content")
+        if not isinstance(content, (list, tuple)):
+            out.append(m)
+            continue
+        texts = []
+        for j, part in enumerate(content):
+            if isinstance(part, str):
+                texts.append(part)
+                continue
+            if not isinstance(part, dict):
+                raise TypeError(f"messages[{i}].content[{j}] must be a dict part")
+            kind = part.get("type")
+            if kind == "text":
+                texts.append(str(part.get("text", "")))
+            elif kind in _MEDIA_TYPES:
+                media.append(load_media(part, allow_files=allow_files, allow_urls=allow_urls,
+                                        max_media_bytes=max_media_bytes))
+                texts.append(marker)
+            else:
+                raise ValueError(f"messages[{i}].content[{j}] has an unknown type {kind!r}")
+        out.append(dict(m, content="".join(texts)))
+    return out, media
+
+
+def has_media(messages) -> bool:
+    """Whether any message holds an image or audio part."""
+    for m in messages if isinstance(messages, (list, tuple)) else ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, (list, tuple)) and any(
+                isinstance(p, dict) and p.get("type") in _MEDIA_TYPES for p in content):
+            return True
+    return False
+
+
+def prepare_multimodal_chat(target, projector: Projector, messages, *, allow_files: bool = True,
+                            allow_urls: bool = True, max_media_bytes: int = MAX_MEDIA_BYTES,
+                            **chat_kw):
+    """The chat request for messages with media: (ChatRequest, MultimodalInput or None when
+    there are no media). The template renders the projector's marker where each media part
+    was (as llama-server does); the projector tokenizes that text around the media. Shared by
+    MultimodalChatHandler and the server. target: a Llama, or what prepare_chat takes."""
+    text_messages, media = split_media(messages, projector.marker, allow_files=allow_files,
+                                       allow_urls=allow_urls, max_media_bytes=max_media_bytes)
+    req = prepare_chat(target, text_messages, **chat_kw)
+    if not media:
+        return req, None
+    if req.plan is None:
+        raise ValueError("images need the model's own chat template; this model uses a "
+                         f"function-style chat_format ({target.chat_format!r})")
+    return req, projector.tokenize(prompt_text(target, req.plan), media)
 
 
 # llama-cpp-python's names: one handler, the model's own template decides the format

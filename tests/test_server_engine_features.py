@@ -159,7 +159,7 @@ def test_server_lora_per_request(tiny):
         info = httpx.get(srv.url + "/lora-adapters").json()
         assert info == [{"id": 0, "path": adapter_path, "scale": 0.0}]
         for bad in ([{"id": 1, "scale": 1.0}], [{"id": 0, "scale": "x"}], [{"scale": 1.0}],
-                    [{"id": 0, "scale": float("inf")}], {"id": 0}):
+                    [{"id": -1, "scale": 1.0}], [{"id": True, "scale": 1.0}], {"id": 0}):
             with pytest.raises(openai.BadRequestError):
                 client.completions.create(model="m", prompt="x", max_tokens=2,
                                           extra_body={"lora": bad})

@@ -18,13 +18,15 @@ from .settings import ConfigFileSettings, ModelSettings, ServerSettings, load_co
 
 
 def _scalar(annotation):
-    """The argparse type of a pydantic field annotation (Optional[int] -> int ...)."""
+    """The argparse type of a pydantic field annotation (Optional[int] -> int ...); a list
+    field gives ("list", item type)."""
     args = typing.get_args(annotation)
     if args and type(None) in args:
         rest = [a for a in args if a is not type(None)]
         annotation = rest[0] if len(rest) == 1 else str
     if typing.get_origin(annotation) in (list, List):
-        return None
+        item = (typing.get_args(annotation) or (str,))[0]
+        return ("list", item if item in (int, float, str) else str)
     if annotation is bool:
         return bool
     if annotation in (int, float, str):
@@ -50,6 +52,10 @@ def _add_fields(parser, model_cls, group_name):
         flags = [f"--{name}"]
         if "_" in name:
             flags.append(f"--{name.replace('_', '-')}")
+        if isinstance(typ, tuple):
+            group.add_argument(*flags, dest=name, type=typ[1], nargs="+",
+                               default=argparse.SUPPRESS, help=field.description)
+            continue
         group.add_argument(*flags, dest=name, type=_bool if typ is bool else typ,
                            default=argparse.SUPPRESS, help=field.description)
 

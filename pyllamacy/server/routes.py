@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 from typing import AsyncIterator, List, Optional, Tuple
@@ -21,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from .._llama import LlamaError
 from ..chat import (ChatDeltas, ChatParseError, ChatTemplateError, SchemaError, chat_message,
                     prepare_chat)
+from ..chat_multimodal import has_media, prepare_multimodal_chat
 from ..pipeline.options import (chat_logprobs_count, completion_logprobs_count, stop_strings,
                                 token_budget)
 from ..pipeline.prompts import prompt_tokens
@@ -87,7 +89,8 @@ def _model_seed(runner: EngineRunner) -> int:
 
 def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: SamplingParams,
             seed: Optional[int], max_tokens: int, stop: List[str], special=None,
-            logprobs: Optional[int] = None, prompt_logprobs: bool = False) -> GenRequest:
+            logprobs: Optional[int] = None, prompt_logprobs: bool = False, media=None,
+            loras=None) -> GenRequest:
     ms = runner.settings
     if seed is None:
         seed = _model_seed(runner)
@@ -96,7 +99,8 @@ def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: Sam
     except (LlamaError, ValueError, TypeError) as e:
         raise ApiError(400, f"bad sampling settings: {e}") from None
     feed_history(sampler, sp, tokens, ms.last_n_tokens_size)
-    req = GenRequest(tokens, sampler, max_tokens, stop, special, logprobs, prompt_logprobs)
+    req = GenRequest(tokens, sampler, max_tokens, stop, special, logprobs, prompt_logprobs,
+                     media, loras)
     try:
         runner.submit(req)
     except QueueFullError as e:
@@ -114,7 +118,7 @@ def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: Sam
 def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int],
               sp: SamplingParams, seed: Optional[int], max_tokens: int, stop: List[str],
               special=None, logprobs: Optional[int] = None,
-              prompt_logprobs: bool = False) -> List[GenRequest]:
+              prompt_logprobs: bool = False, media=None, loras=None) -> List[GenRequest]:
     """n requests for n choices (choice i seeded seed + i); all or none: when one cannot be
     queued, those already queued are cancelled and the error is raised."""
     if n > 1 and seed is None:
@@ -124,12 +128,41 @@ def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int
         for i in range(n):
             reqs.append(_submit(state, runner, tokens, sp,
                                 None if seed is None else (int(seed) + i) & 0xFFFFFFFF,
-                                max_tokens, stop, special, logprobs, prompt_logprobs))
+                                max_tokens, stop, special, logprobs, prompt_logprobs, media,
+                                loras))
     except BaseException:
         for r in reqs:
             runner.cancel(r)
         raise
     return reqs
+
+
+def _lora(runner: EngineRunner, field):
+    """llama-server's per-request `lora: [{"id": i, "scale": s}, ...]` -> the request's adapter
+    set [(LoraAdapter, scale)] (adapters not listed are off), or None without the field (the
+    model's own scales)."""
+    if field is None:
+        return None
+    adapters = runner.loras
+    if not isinstance(field, list):
+        raise ApiError(400, "lora must be a list of {\"id\": int, \"scale\": number}")
+    out, seen = [], set()
+    for i, item in enumerate(field):
+        if not isinstance(item, dict) or "id" not in item:
+            raise ApiError(400, f"lora[{i}] must be {{\"id\": int, \"scale\": number}}")
+        lid, scale = item["id"], item.get("scale", 1.0)
+        if isinstance(lid, bool) or not isinstance(lid, int) or not 0 <= lid < len(adapters):
+            raise ApiError(400, f"lora[{i}].id must be an adapter id of this model "
+                                f"(0..{len(adapters) - 1}; see /lora-adapters), got {lid!r}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or \
+                not math.isfinite(scale):
+            raise ApiError(400, f"lora[{i}].scale must be a finite number, got {scale!r}")
+        if lid in seen:
+            raise ApiError(400, f"lora[{i}]: adapter {lid} is given twice")
+        seen.add(lid)
+        if scale != 0:
+            out.append((adapters[lid][0], float(scale)))
+    return out
 
 
 def _engine_finish(fin) -> Tuple[str, Optional[BaseException]]:
@@ -326,8 +359,9 @@ async def completions(body: CompletionRequest, request: Request):
         max_tokens = 1
     stop = _checked(stop_strings, body.stop, _MAX_STOPS)
     sp = _sampling(state, body)
+    loras = _lora(runner, body.lora)
     reqs = _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, stop,
-                     logprobs=n_logprobs, prompt_logprobs=echo_lp)
+                     logprobs=n_logprobs, prompt_logprobs=echo_lp, loras=loras)
     meta = ResponseMeta.completion(runner.name)
     # text offsets count the prompt, as in Llama
     tts = [TokenText(stop, base=len(prompt_text)) for _ in reqs]
@@ -388,23 +422,40 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                           _MAX_LOGPROBS)
     want = n_logprobs is not None
     stop = _checked(stop_strings, body.stop, _MAX_STOPS)
+    loras = _lora(runner, body.lora)
+    chat_kw = dict(functions=body.functions, function_call=body.function_call,
+                   tools=body.tools, tool_choice=body.tool_choice,
+                   response_format=body.response_format, grammar=body.grammar, stop=stop,
+                   parallel_tool_calls=body.parallel_tool_calls,
+                   chat_template_kwargs=body.chat_template_kwargs)
+    target = state.chat_targets[runner.name]
+    media = None
     try:
-        creq = await run_in_threadpool(
-            prepare_chat, state.chat_targets[runner.name], body.messages,
-            functions=body.functions, function_call=body.function_call, tools=body.tools,
-            tool_choice=body.tool_choice, response_format=body.response_format,
-            grammar=body.grammar, stop=stop, parallel_tool_calls=body.parallel_tool_calls,
-            chat_template_kwargs=body.chat_template_kwargs)
+        if runner.projector is not None and has_media(body.messages):
+            # the model's template with the projector's marker for each media part; the
+            # projector tokenizes the text around the media (as MultimodalChatHandler does)
+            ms = runner.settings
+            creq, media = await run_in_threadpool(
+                prepare_multimodal_chat, target, runner.media_tokenizer, body.messages,
+                allow_files=ms.media_allow_files, allow_urls=ms.media_allow_urls,
+                max_media_bytes=ms.media_max_bytes, **chat_kw)
+        else:
+            creq = await run_in_threadpool(prepare_chat, target, body.messages, **chat_kw)
     except (ValueError, TypeError, KeyError, ChatTemplateError, SchemaError,
             ChatParseError, LlamaError) as e:
         raise ApiError(400, f"{type(e).__name__}: {e}") from None
     toks = creq.prompt_tokens
+    n_prompt = len(toks)
+    if media is not None:
+        # positions of the text and the media; penalties see the text tokens alone
+        n_prompt = media.n_pos
+        toks = [t for kind, _n, _p, text in media.chunks() if kind == "text" for t in text]
     requested = body.max_completion_tokens if body.max_completion_tokens is not None \
         else body.max_tokens
-    max_tokens = _max_tokens(state, runner, requested, len(toks))
+    max_tokens = _max_tokens(state, runner, requested, n_prompt)
     sp = _sampling(state, body, grammar=creq.grammar)
     reqs = _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, creq.stop,
-                     creq.special_tokens, n_logprobs)
+                     creq.special_tokens, n_logprobs, media=media, loras=loras)
     meta = ResponseMeta.chat(runner.name)
     tts = [TokenText(creq.stop) for _ in reqs]
 
@@ -424,16 +475,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                         return
                     for c in streams[i].finish(tt.finish_reason):
                         yield c
-        return _sse_response(state, runner, "chat", reqs, len(toks), t0, chunks())
+        return _sse_response(state, runner, "chat", reqs, n_prompt, t0, chunks())
 
-    results = await _collect_n(request, state, runner, "chat", reqs, len(toks), tts, t0)
+    results = await _collect_n(request, state, runner, "chat", reqs, n_prompt, tts, t0)
     if results is None:
         return _client_left()
     choices = []
     for i, ((text, entries), tt) in enumerate(zip(results, tts)):
         message, finish = await run_in_threadpool(chat_message, creq, text, tt.finish_reason)
         choices.append(chat_choice(i, message, finish, entries if want else None))
-    return chat_response(meta, choices, usage(len(toks), sum(tt.n_tokens for tt in tts)))
+    return chat_response(meta, choices, usage(n_prompt, sum(tt.n_tokens for tt in tts)))
 
 
 # -- /v1/embeddings ----------------------------------------------------------------------------
@@ -469,6 +520,15 @@ async def models(request: Request):
     return {"object": "list",
             "data": [{"id": name, "object": "model", "owned_by": "me", "permissions": [],
                       "created": 0} for name in state.runners]}
+
+
+@router.get("/lora-adapters")
+async def lora_adapters(request: Request, model: Optional[str] = None):
+    """llama-server's list of a model's LoRA adapters: id (for a request's `lora` field),
+    path and the scale requests without that field use."""
+    runner = _state(request).runner(model)
+    return [{"id": i, "path": a.path, "scale": scale} for i, (a, scale) in
+            enumerate(runner.loras)]
 
 
 @router.get("/health")

@@ -16,9 +16,10 @@ import time
 from typing import Deque, Dict, List, Optional, Set
 
 from .._llama import Engine, Sampler, set_log_level
+from ..defaults import PROMPT_LOOKUP_MAX_NGRAM_SIZE
 from ..loading import load
 from ..pipeline.text import logprob_entry
-from .settings import ModelSettings
+from .settings import PROMPT_LOOKUP, ModelSettings
 
 __all__ = ["EngineRunner", "GenRequest", "QueueFullError", "RunnerClosedError"]
 
@@ -41,14 +42,19 @@ class GenRequest:
     logprobs=N asks for each token's log-probability and the N most likely alternatives:
     LogprobEntry = (token text, log-probability, {text: log-probability} of the top N and the
     token itself), the shape of llama-cpp-python's completion logprobs."""
-    __slots__ = ("tokens", "sampler", "max_tokens", "stop", "special", "logprobs",
-                 "prompt_logprobs", "prompt_entries", "queue", "loop", "rid", "done", "t_submit",
-                 "t_first", "n_tokens", "finish_reason")
+    __slots__ = ("tokens", "media", "loras", "sampler", "max_tokens", "stop", "special",
+                 "logprobs", "prompt_logprobs", "prompt_entries", "queue", "loop", "rid", "done",
+                 "t_submit", "t_first", "n_tokens", "finish_reason")
 
     def __init__(self, tokens: List[int], sampler: Sampler, max_tokens: int,
                  stop: List[str], special: Optional[Set[int]] = None,
-                 logprobs: Optional[int] = None, prompt_logprobs: bool = False):
+                 logprobs: Optional[int] = None, prompt_logprobs: bool = False,
+                 media=None, loras=None):
         self.tokens = tokens
+        # the prompt as a MultimodalInput (its text tokens are `tokens`), or None
+        self.media = media
+        # [(LoraAdapter, scale)] of this request, or None: the model's adapter set
+        self.loras = loras
         self.sampler = sampler
         self.max_tokens = max_tokens
         self.stop = stop
@@ -85,6 +91,20 @@ def _deliver(batch):
             q.put_nowait((None, finish, None))
 
 
+class _MediaTokenizer:
+    """The model's projector for the event loop's threads: marker, and tokenize() while the
+    runner thread is not stepping (a projector serves one call at a time)."""
+
+    def __init__(self, projector, lock: threading.Lock):
+        self._projector = projector
+        self._lock = lock
+        self.marker = projector.marker
+
+    def tokenize(self, text, media):
+        with self._lock:
+            return self._projector.tokenize(text, media)
+
+
 class EngineRunner:
     """Model + Context(n_seq_max=slots) + LoRA adapters (pyllamacy.loading) + Engine, stepped
     by one daemon thread. `model` is shared with the model's embeddings context."""
@@ -103,13 +123,35 @@ class EngineRunner:
             context_options=dict(n_threads=s.n_threads, n_threads_batch=s.n_threads_batch,
                                  flash_attn=s.flash_attn, type_k=s.type_k, type_v=s.type_v,
                                  kv_unified=False),
-            lora=[] if s.lora_path is None else [(s.lora_path, s.lora_scale)])
+            lora=s.adapters(),
+            clip_model_path=s.clip_model_path,
+            projector_options=dict(use_gpu=s.n_gpu_layers != 0, n_threads=s.n_threads),
+            draft_model_path=None if s.draft_model in (None, PROMPT_LOOKUP) else s.draft_model,
+            draft_options=dict(n_gpu_layers=s.n_gpu_layers, n_ctx=s.n_ctx,
+                               n_seq_max=self.n_slots, n_batch=s.n_batch,
+                               context_options=dict(n_threads=s.n_threads,
+                                                    n_threads_batch=s.n_threads_batch,
+                                                    kv_unified=False)))
         self.model = self.loaded.model
         self.ctx = self.loaded.ctx
-        self.loras = self.loaded.loras       # [(LoraAdapter, scale)] attached to ctx
+        # [(LoraAdapter, scale)] attached to ctx: the adapter set of requests without `lora`;
+        # a request's `lora` ids index this list
+        self.loras = self.loaded.loras
+        self.projector = self.loaded.projector
+        self._media_lock = threading.Lock()
+        # what the routes tokenize media prompts with: the projector, between engine steps
+        self.media_tokenizer = None if self.projector is None else \
+            _MediaTokenizer(self.projector, self._media_lock)
         self.engine: Optional[Engine] = None
         try:
-            self.engine = Engine(self.ctx, backend_sampling=s.backend_sampling)
+            draft = None
+            if s.draft_model == PROMPT_LOOKUP:
+                draft = "ngram"
+            elif self.loaded.draft is not None:
+                draft = self.loaded.draft.ctx
+            self.engine = Engine(self.ctx, backend_sampling=s.backend_sampling, draft=draft,
+                                 n_draft=s.draft_model_num_pred_tokens,
+                                 ngram_max=PROMPT_LOOKUP_MAX_NGRAM_SIZE)
             self.n_ctx_slot = self.ctx.n_ctx_seq
             self._cv = threading.Condition()
             self._waiting: Deque[GenRequest] = collections.deque()
@@ -200,9 +242,11 @@ class EngineRunner:
                 while self._waiting and len(self._running) < self.n_slots:
                     req = self._waiting.popleft()
                     try:
-                        req.rid = eng.submit(req.tokens, req.sampler, req.max_tokens, req.stop,
-                                             -1 if req.logprobs is None else req.logprobs,
-                                             req.prompt_logprobs)
+                        req.rid = eng.submit(
+                            req.tokens if req.media is None else req.media, req.sampler,
+                            req.max_tokens, req.stop,
+                            -1 if req.logprobs is None else req.logprobs, req.prompt_logprobs,
+                            loras=req.loras)
                     except Exception as e:    # bad prompt: only this request fails
                         _close_sampler(req)
                         self._fail(req, e, batch)
@@ -212,7 +256,8 @@ class EngineRunner:
                 self.n_running = len(self._running)
             if self._running:
                 try:
-                    events = eng.step(True)
+                    with self._media_lock:     # the projector: one user at a time
+                        events = eng.step(True)
                 except Exception as e:          # the engine itself failed: end everything
                     log.exception("Engine.step failed")
                     with self._cv:

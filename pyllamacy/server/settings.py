@@ -9,8 +9,11 @@ from typing import List, Optional, Union
 from pydantic import BaseModel, Field, model_validator
 
 from ..defaults import (LAST_N_TOKENS_SIZE, LORA_SCALE, MAIN_GPU, MAX_QUEUE, N_BATCH,
-                        N_CTX_SLOT, N_GPU_LAYERS, N_PARALLEL, N_UBATCH, SEED_RANDOM, SPLIT_MODE,
-                        USE_MLOCK, USE_MMAP)
+                        N_CTX_SLOT, N_GPU_LAYERS, N_PARALLEL, N_UBATCH,
+                        PROMPT_LOOKUP_MAX_NGRAM_SIZE, PROMPT_LOOKUP_NUM_PRED_TOKENS, SEED_RANDOM,
+                        SPLIT_MODE, USE_MLOCK, USE_MMAP)
+
+PROMPT_LOOKUP = "prompt-lookup-decoding"      # llama-cpp-python's draft_model value
 
 __all__ = ["ModelSettings", "ServerSettings", "ConfigFileSettings", "load_config_file"]
 
@@ -35,6 +38,25 @@ class ModelSettings(BaseModel):
                               "adapter.")
     lora_base: Optional[str] = Field(None, description="Accepted for llama-cpp-python's sake; "
                                      "no effect.")
+    lora_paths: Optional[List[str]] = Field(None, description="LoRA adapters (GGUF) loaded once; "
+                                            "a request picks scales with llama-server's field "
+                                            "lora: [{\"id\": i, \"scale\": s}] (ids count "
+                                            "lora_path first, then these).")
+    lora_scales: Optional[List[float]] = Field(None, description="Scales of lora_paths for "
+                                               "requests without a lora field (default 1.0 "
+                                               "each).")
+    # multimodal (llama-cpp-python's name)
+    clip_model_path: Optional[str] = Field(None, description="Multimodal projector (mmproj "
+                                           "GGUF): image/audio parts in chat messages.")
+    media_allow_files: bool = Field(False, description="Media parts may name local files.")
+    media_allow_urls: bool = Field(False, description="Media parts may be http(s) URLs the "
+                                   "server fetches.")
+    media_max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest media input.")
+    # speculative decoding (llama-cpp-python's names)
+    draft_model: Optional[str] = Field(None, description=f"'{PROMPT_LOOKUP}' (prompt lookup) "
+                                       "or a draft model GGUF with the same vocabulary.")
+    draft_model_num_pred_tokens: int = Field(PROMPT_LOOKUP_NUM_PRED_TOKENS, ge=1, le=64,
+                                             description="Draft tokens per step.")
     # context
     n_ctx: int = Field(N_CTX_SLOT, ge=0, description="Context of each slot, in tokens (0: the "
                                                      "model's own).")
@@ -62,6 +84,33 @@ class ModelSettings(BaseModel):
     backend_sampling: bool = Field(False, description="Sample inside the compute graph (on the "
                                    "GPU) where a request's sampler allows it (llama.cpp: "
                                    "experimental; llama-server's --backend-sampling).")
+
+    @model_validator(mode="after")
+    def _check_extras(self):
+        if self.lora_scales is not None:
+            if self.lora_paths is None or len(self.lora_scales) != len(self.lora_paths):
+                raise ValueError("lora_scales needs one scale per entry of lora_paths")
+            for v in self.lora_scales:
+                if v != v or v in (float("inf"), float("-inf")):
+                    raise ValueError(f"lora_scales must be finite, got {v}")
+        for name in ("clip_model_path", "lora_path"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ValueError(f"{name}: no file at {path!r}")
+        for path in self.lora_paths or ():
+            if not os.path.isfile(path):
+                raise ValueError(f"lora_paths: no file at {path!r}")
+        if self.draft_model is not None and self.draft_model != PROMPT_LOOKUP and \
+                not os.path.isfile(self.draft_model):
+            raise ValueError(f"draft_model must be {PROMPT_LOOKUP!r} or a GGUF file; no file at "
+                             f"{self.draft_model!r}")
+        return self
+
+    def adapters(self):
+        """[(path, scale)] of every LoRA adapter, in id order (lora_path, then lora_paths)."""
+        out = [] if self.lora_path is None else [(self.lora_path, self.lora_scale)]
+        scales = self.lora_scales or [1.0] * len(self.lora_paths or ())
+        return out + list(zip(self.lora_paths or (), scales))
 
 
 class ServerSettings(BaseModel):

@@ -39,6 +39,9 @@ class _Sampling(BaseModel):
     logit_bias: Optional[Dict[str, float]] = None
     grammar: Optional[str] = Field(None, max_length=200_000)
     user: Optional[str] = None
+    # llama-server's per-request LoRA: [{"id": adapter id, "scale": number}] (checked by the
+    # route, which names what is wrong)
+    lora: Optional[Any] = None
 
 
 class CompletionRequest(_Sampling):
