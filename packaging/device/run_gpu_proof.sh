@@ -149,6 +149,14 @@ EOF
     [ "${SKIP_LCP:-0}" = 1 ] || start_lcp
 
     start_builds
+    # MAKE_8B=1: write the 8B-shaped model while the builds run (it needs llama-quantize, so
+    # only the F16 file here; `issue11` quantizes it)
+    if [ "${MAKE_8B:-0}" = 1 ]; then
+        say "writing the 8B-shaped model (F16) while the builds run"
+        PYTHONPATH=$W/gguf:$W/src python3 "$W/src/packaging/device/make_models.py" random \
+            "$W/smollm2-template.gguf" "$W/r8b-f16.gguf" --shape 8b --pool
+        say "8B F16 written"
+    fi
     wait_builds ${BUILD_WAIT_S:-500} && after_builds
     say "lcp build: $(tail -c 300 $W/lcp-build.log | tr '\n' ' ')"
     say "build stage done"
@@ -265,6 +273,48 @@ if [ "$STAGE" = prefill ]; then
             >> "$OUT/prefill-${m%.gguf}.txt" 2>&1
     done
     say "prefill stage done"
+    exit 0
+fi
+if [ "$STAGE" = issue11 ]; then
+    # one call after `build` (MAKE_8B=1 SKIP_1B=1): the numbers issue 11 asks for, on the
+    # SmolLM2 Q4_1 and the 8B-shaped Q4_0, each against llama.cpp's own programs in the same call:
+    # single-stream tg vs llama-bench, server aggregate at 16 clients vs llama-server, and the
+    # prefill-heavy workload (16 streamed chats, unique ~1,500-token prompts, 128 tokens)
+    wait_builds ${BUILD_WAIT_S:-400} || exit 1
+    after_builds
+    cd "$W"
+    if [ ! -f "$W/smol.gguf" ]; then
+        cat "$W/smol.part-aa" "$R"/.device/m2/smol.part-a[b-z] > "$W/smol.gguf"
+        sed "s#\.models/SmolLM2-135M-Instruct.Q4_1.gguf#smol.gguf#" "$R/.device/m2/smol.sha256" \
+            | sha256sum -c - || exit 1
+    fi
+    if [ ! -f "$W/r8b-q4_0.gguf" ] && [ -f "$W/r8b-f16.gguf" ]; then
+        "$W/b/core/bin/llama-quantize" "$W/r8b-f16.gguf" "$W/r8b-q4_0.gguf" q4_0 \
+            > "$OUT/quantize-8b.log" 2>&1
+        rm -f "$W/r8b-f16.gguf"; ls -la "$W"/*.gguf
+    fi
+    export PYTHONPATH=$W/site:$W/srvsite
+    nvidia-smi --query-gpu=name,memory.used --format=csv
+    for m in ${ISSUE11_MODELS:-smol.gguf r8b-q4_0.gguf}; do
+        [ -f "$W/$m" ] || { say "no $m"; continue; }
+        b=${m%.gguf}
+        say "bench $m"
+        python3 -m pyllamacy bench -m "$W/$m" --ngl 99 -r 3 --inner-reps 5 -t 8 \
+            --llama-bench "$W/b/core/bin/llama-bench" --no-llama-cpp-python --markdown 2>&1 \
+            | tee "$OUT/i11-bench-$b.md"
+        say "server throughput $m"
+        python3 "$W/src/benchmarks/server_bench.py" --model "$W/$m" --ngl -1 --slots 16 \
+            --threads 8 --duration ${SERVE_S:-10} --max-tokens 64 --clients 16 \
+            --llama-server "$W/b/core/bin/llama-server" --only pyllamacy,llama-server 2>&1 \
+            | tee "$OUT/i11-serve-$b.txt"
+        say "prefill-heavy $m"
+        python3 "$W/src/benchmarks/server_bench.py" --workload prefill --model "$W/$m" \
+            --ngl -1 --slots 16 --clients 16,16 --threads 8 --prompt-tokens 1500 --max-tokens 128 \
+            --llama-server "$W/b/core/bin/llama-server" --only pyllamacy,llama-server \
+            --json "$OUT/i11-prefill-$b.json" 2>&1 | tee "$OUT/i11-prefill-$b.txt"
+        tail -n 30 /tmp/server_bench_pyllamacy.log >> "$OUT/i11-prefill-$b.txt" 2>&1
+    done
+    say "issue11 stage done"
     exit 0
 fi
 echo "unknown stage $STAGE"; exit 2
