@@ -283,7 +283,7 @@ if [ "$STAGE" = issue11 ]; then
     wait_builds ${BUILD_WAIT_S:-400} || exit 1
     after_builds
     cd "$W"
-    if [ ! -f "$W/smol.gguf" ]; then
+    if [ ! -f "$W/smol.gguf" ] && echo "${ISSUE11_MODELS:-smol.gguf}" | grep -q smol; then
         cat "$W/smol.part-aa" "$R"/.device/m2/smol.part-a[b-z] > "$W/smol.gguf"
         sed "s#\.models/SmolLM2-135M-Instruct.Q4_1.gguf#smol.gguf#" "$R/.device/m2/smol.sha256" \
             | sha256sum -c - || exit 1
@@ -298,8 +298,7 @@ if [ "$STAGE" = issue11 ]; then
     for m in ${ISSUE11_MODELS:-smol.gguf r8b-q4_0.gguf}; do
         [ -f "$W/$m" ] || { say "no $m"; continue; }
         b=${m%.gguf}
-        say "bench $m"
-        python3 -m pyllamacy bench -m "$W/$m" --ngl 99 -r 3 --inner-reps 5 -t 8 \
+        [ "${I11_BENCH:-1}" = 1 ] && say "bench $m" && python3 -m pyllamacy bench -m "$W/$m" --ngl 99 -r 3 --inner-reps 5 -t 8 \
             --llama-bench "$W/b/core/bin/llama-bench" --no-llama-cpp-python --markdown 2>&1 \
             | tee "$OUT/i11-bench-$b.md"
         say "server throughput $m"
@@ -309,7 +308,7 @@ if [ "$STAGE" = issue11 ]; then
             | tee "$OUT/i11-serve-$b.txt"
         say "prefill-heavy $m"
         python3 "$W/src/benchmarks/server_bench.py" --workload prefill --model "$W/$m" \
-            --ngl -1 --slots 16 --clients 16,16 --threads 8 --prompt-tokens 1500 --max-tokens 128 \
+            --ngl -1 --slots 16 --clients ${PREFILL_CLIENTS:-16,16} --threads 8 --prompt-tokens 1500 --max-tokens 128 \
             --llama-server "$W/b/core/bin/llama-server" --only pyllamacy,llama-server \
             --json "$OUT/i11-prefill-$b.json" 2>&1 | tee "$OUT/i11-prefill-$b.txt"
         tail -n 30 /tmp/server_bench_pyllamacy.log >> "$OUT/i11-prefill-$b.txt" 2>&1
