@@ -222,3 +222,36 @@ def test_draft_settings(smollm2_path, tmp_path):
     assert models[0].draft_model_num_pred_tokens == 5
     with pytest.raises(Exception):
         ModelSettings(model=smollm2_path, draft_model=str(tmp_path / "missing.gguf"))
+
+
+# -- the same results as Llama -------------------------------------------------------------------
+
+def test_server_n_choices_and_logprobs_equal_llama(smollm2_path):
+    """n > 1 (choice i seeded seed + i) and chat logprobs: the server's numbers are Llama's
+    (both go through pyllamacy.pipeline; the server's slots run the Engine)."""
+    srv = _Server([ModelSettings(model=smollm2_path, model_alias="m", n_parallel=4, **KW)])
+    prompt, seed = "Once upon a time", 5
+    try:
+        client = srv.client()
+        r = client.completions.create(model="m", prompt=prompt, max_tokens=12, n=3, seed=seed,
+                                      temperature=0.8, top_p=0.9)
+        got = sorted((c.index, c.text) for c in r.choices)
+        msgs = [{"role": "user", "content": "Name a color."}]
+        c = client.chat.completions.create(model="m", messages=msgs, max_tokens=6,
+                                           temperature=0, logprobs=True, top_logprobs=3)
+        with Llama(smollm2_path, n_ctx=256, n_threads=1, verbose=False) as llm:
+            want = [(i, llm(prompt, max_tokens=12, seed=seed + i, temperature=0.8,
+                            top_p=0.9)["choices"][0]["text"]) for i in range(3)]
+            lc = llm.create_chat_completion(messages=msgs, max_tokens=6, temperature=0,
+                                            logprobs=True, top_logprobs=3)
+        assert got == want
+        assert c.choices[0].message.content == lc["choices"][0]["message"]["content"]
+        ours = [(t.token, round(t.logprob, 3), [(a.token, round(a.logprob, 3))
+                                                for a in t.top_logprobs])
+                for t in c.choices[0].logprobs.content]
+        theirs = [(t["token"], round(t["logprob"], 3), [(a["token"], round(a["logprob"], 3))
+                                                       for a in t["top_logprobs"]])
+                  for t in lc["choices"][0]["logprobs"]["content"]]
+        assert ours == theirs
+    finally:
+        srv.stop()
