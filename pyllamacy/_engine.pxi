@@ -334,10 +334,10 @@ cdef class Engine:
             raise SamplerError("the sampler chain must end with greedy(), dist() or mirostat()")
         if sampler._owner != 0:
             raise BusyError("this Sampler is in use by another generation")
-        key = self._group(loras)
         with self.lock:
             if not self.batch_alive:
                 raise ClosedError("this Engine is closed")
+            key = self._group(loras)
             for i in range(self.n_slots):
                 if self.state[i] != SLOT_FREE:
                     continue
