@@ -109,8 +109,10 @@ def _log_tail(path: Path, n: int = 3000) -> str:
 def _start(cmd, log_path: Path, url: str, health: str, env=None,
            timeout: float = 120) -> subprocess.Popen:
     log = open(log_path, "wb")
+    # started from the log's folder: `python -m` puts the current folder first on sys.path, and
+    # in a source checkout the uncompiled pyllamacy/ there would shadow the installed package
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env=env)
+                            start_new_session=True, env=env, cwd=str(Path(log_path).parent))
     log.close()
     t0 = time.monotonic()
     try:
