@@ -696,12 +696,7 @@ class Llama:
         ctx = self._need_ctx()
         if self.n_tokens <= 0:
             raise ValueError("nothing to sample from: eval() some tokens first")
-        sp = SamplingParams(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
-                            typical_p=typical_p, repeat_penalty=repeat_penalty,
-                            frequency_penalty=frequency_penalty,
-                            presence_penalty=presence_penalty, mirostat_mode=mirostat_mode,
-                            mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
-                            grammar=grammar)
+        sp = SamplingParams(**_sampling_kwargs(locals()))
         ridx = -1 if idx is None else int(idx) - self.n_tokens
         base = (random.getrandbits(32) if self._seed == LLAMA_DEFAULT_SEED else self._seed)
         seed = _fmix(base, self.n_tokens)
@@ -860,12 +855,7 @@ class Llama:
         list of ids to append them after the last yielded token. The arguments are checked
         when this is called; the prompt is evaluated at the first next()."""
         self._need_ctx()
-        sp = SamplingParams(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
-                            typical_p=typical_p, repeat_penalty=repeat_penalty,
-                            frequency_penalty=frequency_penalty,
-                            presence_penalty=presence_penalty, mirostat_mode=mirostat_mode,
-                            mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
-                            grammar=grammar)
+        sp = SamplingParams(**_sampling_kwargs(locals()))
         toks = [int(t) for t in tokens]
         seed = (random.getrandbits(32) if self._seed == LLAMA_DEFAULT_SEED else self._seed)
         sampler = None if logits_processor else self._sampler(sp, seed)
@@ -1236,3 +1226,14 @@ def _unspecified(v):
     return None if v is None or (isinstance(v, int) and not isinstance(v, bool)
                                  and v == ENUM_UNSPECIFIED) else v
 
+
+_SAMPLING_ARGS = ("top_k", "top_p", "min_p", "typical_p", "repeat_penalty", "frequency_penalty",
+                  "presence_penalty", "mirostat_mode", "mirostat_tau", "mirostat_eta", "grammar")
+
+
+def _sampling_kwargs(args: Dict[str, Any]) -> Dict[str, Any]:
+    """SamplingParams' keywords from the arguments of Llama.sample() / generate() (llama-cpp-
+    python's names: `temp` for the temperature)."""
+    kw = {name: args[name] for name in _SAMPLING_ARGS}
+    kw["temp"] = args["temp"]
+    return kw
