@@ -11,7 +11,8 @@
   render() returned (also on partial output, for streaming).
 
 Templates and schemas are untrusted input: render() and json_schema_to_grammar() run in a
-forked child process with a time and memory budget (csrc/chat_shim.h says why); a template
+forked worker process (kept and reused; prestart_sandbox() forks them early) with a time and
+memory budget (csrc/chat_shim.h says why); a template
 that loops forever, recurses without end or renders gigabytes raises ChatTemplateError instead
 of hanging or killing the process. set_limits() changes the budgets.
 """
@@ -67,6 +68,29 @@ def set_limits(timeout=None, memory=None, max_output=None):
 
 def get_limits():
     return dict(_limits)
+
+
+def prestart_sandbox(int n=1):
+    """Fork up to n sandbox workers now (at most sandbox_max_workers()). A worker is forked
+    once and reused; forking is cheap while the process is small, so a server calls this
+    before it loads its models. Returns how many were started."""
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    cdef size_t mem = _limits["memory"]
+    cdef int made
+    with nogil:
+        made = C.sandbox_prestart(n, mem)
+    return made
+
+
+def sandbox_workers():
+    """Process ids of the live sandbox workers (idle or busy)."""
+    return list(C.sandbox_pids())
+
+
+def sandbox_max_workers():
+    """How many sandbox workers may run at once (jobs beyond that wait for one)."""
+    return C.sandbox_max_workers()
 
 
 cdef object _limit_error(int status, str what, str text, cls):

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import _chat
 from ._chat import (ChatParseError, ChatTemplateError, ChatTemplateLimitError, SchemaError,
-                    get_limits, set_limits)
+                    get_limits, prestart_sandbox, sandbox_max_workers, set_limits)
 from .chat_formats import chat_template_names, get_chat_template
 from .grammars import check_schema as _check_schema
 from .grammars import parse_schema as _parse_schema
@@ -42,7 +42,8 @@ from .llama_types import LlamaGrammar
 __all__ = ["create_chat_completion", "register_chat_format", "ChatFormatterResponse",
            "ChatRequest", "prepare_chat", "chat_message", "ChatDeltas",
            "schema_to_grammar", "render_chat", "ChatTemplateError", "ChatTemplateLimitError",
-           "SchemaError", "ChatParseError", "set_limits", "get_limits"]
+           "SchemaError", "ChatParseError", "set_limits", "get_limits", "prestart_sandbox",
+           "sandbox_max_workers"]
 
 _MEDIA_PART_TYPES = ("image_url", "input_audio", "image", "audio", "video", "input_image")
 

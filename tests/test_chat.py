@@ -160,6 +160,83 @@ def test_runaway_templates_are_stopped(tmpl, fast_limits):
     assert r["prompt"] == "ok"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        st = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return st.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+ECHO = "{{ messages[0]['content'] }}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_sandbox_workers_are_reused_and_replaced(fast_limits):
+    from pyllamacy import _chat
+    r = chat.render_chat(ECHO, [{"role": "user", "content": "one"}])
+    assert r["prompt"] == "one"
+    pids = _chat.sandbox_workers()
+    assert pids and all(_parent(p) == os.getpid() for p in pids)
+    assert len(pids) <= _chat.sandbox_max_workers()
+    # one job after another: the same worker serves them, no new process per call
+    for i in range(5):
+        assert chat.render_chat(ECHO, [{"role": "user", "content": f"m{i}"}])["prompt"] == f"m{i}"
+    assert set(_chat.sandbox_workers()) == set(pids)
+    # a runaway job: its worker is killed, and the next job gets a fresh one
+    chat.set_limits(timeout=1.0)
+    with pytest.raises(ChatTemplateLimitError):
+        chat.render_chat("{% for i in range(100000) %}{% for j in range(100000) %}"
+                         "{% endfor %}{% endfor %}", [{"role": "user", "content": "x"}])
+    dead = [p for p in pids if not _alive(p)]
+    assert dead, "the worker that ran past its budget is still alive"
+    assert chat.render_chat(ECHO, [{"role": "user", "content": "after"}])["prompt"] == "after"
+    assert not set(dead) & set(_chat.sandbox_workers())
+    # a worker killed from outside while idle: the next job still gets an answer
+    victim = _chat.sandbox_workers()[0]
+    os.kill(victim, 9)
+    time.sleep(0.1)
+    assert chat.render_chat(ECHO, [{"role": "user", "content": "again"}])["prompt"] == "again"
+    assert victim not in _chat.sandbox_workers()
+    # another memory budget: workers forked with the old one are retired
+    before = set(_chat.sandbox_workers())
+    chat.set_limits(memory=600 << 20)
+    assert chat.render_chat(ECHO, [{"role": "user", "content": "m"}])["prompt"] == "m"
+    assert not before & set(_chat.sandbox_workers())
+
+
+def test_sandbox_serves_threads_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+    from pyllamacy import _chat
+    texts = [f"request {i} " + "word " * (50 * i) for i in range(16)]
+    with ThreadPoolExecutor(8) as ex:
+        out = list(ex.map(lambda t: chat.render_chat(ECHO, [{"role": "user", "content": t}]),
+                          texts))
+    assert [o["prompt"] for o in out] == texts
+    assert 1 <= len(_chat.sandbox_workers()) <= _chat.sandbox_max_workers()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_sandbox_workers_end_with_their_process():
+    import subprocess
+    import sys
+    code = ("from pyllamacy import _chat; _chat.prestart_sandbox(2); "
+            "print(*_chat.sandbox_workers())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=os.getcwd())
+    assert out.returncode == 0, out.stderr
+    pids = [int(p) for p in out.stdout.split()]
+    assert pids
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids), "sandbox workers outlived their process"
+
+
 def test_template_syntax_error_is_clear():
     with pytest.raises(ChatTemplateError, match="template"):
         chat.render_chat("{% for x in %}", [{"role": "user", "content": "x"}])

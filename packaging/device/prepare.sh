@@ -20,6 +20,11 @@ grep -qx '/.device/' .gitignore || echo "warning: .device/ is not git-ignored" >
 
 sh packaging/device/snapshot.sh /tmp/pyllamacy-snap
 tar -C /tmp/pyllamacy-snap -cJf "$D/core-src.tar.xz" .
+# OLD_REF=<commit>: also pyllamacy/ + pyproject.toml of that commit (run_gpu_proof.sh's A/B)
+rm -f "$D/old-src.tar.xz"
+if [ -n "${OLD_REF:-}" ]; then
+    git archive "$OLD_REF" pyllamacy pyproject.toml | xz -9 > "$D/old-src.tar.xz"
+fi
 
 PY=${PYTHON:-python3}
 WHEEL_FLAGS="--no-deps --only-binary=:all: --python-version 3.12 --implementation cp

@@ -106,6 +106,31 @@ after_builds() {
     rm -f "$W/r1b-f16.gguf"; ls -la "$W"/*.gguf
     touch "$W/after.done"
 }
+# OLD_REF (prepare.sh) carries .device/old-src.tar.xz: pyllamacy/ and pyproject.toml of an
+# earlier commit. Its wheel is built against the same llama.cpp build (only the Cython and
+# Python parts differ: the llama.cpp libraries are up to date) and installed with the same CUDA
+# wheel into $W/site-old, for an A/B of the two in one call.
+build_old() {
+    [ -f "$R/.device/old-src.tar.xz" ] || return 0
+    [ -d "$W/site-old" ] && return 0
+    say "building the earlier commit's extension against the same llama.cpp build"
+    python3 -m pip install -q --no-index --no-deps --target "$W/cy" "$R"/.device/whl/cython-*.whl
+    export LDSHARED="$CXX -shared"
+    rm -rf "$W/new-parts"; mkdir -p "$W/new-parts" "$W/dist-old"
+    mv "$W/src/pyllamacy" "$W/src/pyproject.toml" "$W/new-parts/"
+    [ -d "$W/src/build" ] && mv "$W/src/build" "$W/new-parts/"
+    tar -xJf "$R/.device/old-src.tar.xz" -C "$W/src"
+    ( cd "$W/src" && PYTHONPATH=$W/cy PYLLAMACY_JOBS=16 PYLLAMACY_BUILD_DIR=$W/b/core \
+      PYLLAMACY_TOOLS=llama-bench,llama-quantize,llama-simple,llama-server \
+      python3 build_backends.py cpu --dist "$W/dist-old" > "$W/build-old.log" 2>&1; echo $? > "$W/old.rc" )
+    rm -rf "$W/src/pyllamacy" "$W/src/pyproject.toml" "$W/src/build"
+    mv "$W/new-parts/"* "$W/src/"
+    say "old build rc=$(cat $W/old.rc)"; tail -n 3 "$W/build-old.log"
+    [ "$(cat $W/old.rc)" = 0 ] || { tail -n 30 "$W/build-old.log"; return 0; }
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/site-old" \
+        "$W"/dist-old/pyllamacy-*.whl "$W"/dist/pyllamacy_cuda13-*.whl
+    (cd "$W" && PYTHONPATH=$W/site-old python3 -c 'import pyllamacy, sys; print("old:", pyllamacy.__file__, pyllamacy.build_info().get("git_commit"))')
+}
 install_wheels() {
     rm -rf "$W/site"
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/site" "$W"/dist/*.whl
@@ -282,6 +307,7 @@ if [ "$STAGE" = issue11 ]; then
     # prefill-heavy workload (16 streamed chats, unique ~1,500-token prompts, 128 tokens)
     wait_builds ${BUILD_WAIT_S:-400} || exit 1
     after_builds
+    build_old
     cd "$W"
     if [ ! -f "$W/smol.gguf" ] && echo "${ISSUE11_MODELS:-smol.gguf}" | grep -q smol; then
         cat "$W/smol.part-aa" "$R"/.device/m2/smol.part-a[b-z] > "$W/smol.gguf"
@@ -306,6 +332,17 @@ if [ "$STAGE" = issue11 ]; then
             --threads 8 --duration ${SERVE_S:-10} --max-tokens 64 --clients 16 \
             --llama-server "$W/b/core/bin/llama-server" --only pyllamacy,llama-server 2>&1 \
             | tee "$OUT/i11-serve-$b.txt"
+        if [ -d "$W/site-old" ]; then
+            # the same level with the earlier commit's server, then ours again (drift check)
+            say "server throughput $m: earlier commit, then this one again"
+            PYTHONPATH=$W/site-old:$W/srvsite python3 "$W/src/benchmarks/server_bench.py" \
+                --model "$W/$m" --ngl -1 --slots 16 --threads 8 --duration ${SERVE_S:-10} \
+                --max-tokens 64 --clients 16 --only pyllamacy 2>&1 | sed 's/"server": "pyllamacy"/"server": "pyllamacy-old"/' \
+                | tee -a "$OUT/i11-serve-$b.txt"
+            python3 "$W/src/benchmarks/server_bench.py" --model "$W/$m" --ngl -1 --slots 16 \
+                --threads 8 --duration ${SERVE_S:-10} --max-tokens 64 --clients 16 --only pyllamacy 2>&1 \
+                | tee -a "$OUT/i11-serve-$b.txt"
+        fi
         say "prefill-heavy $m"
         python3 "$W/src/benchmarks/server_bench.py" --workload prefill --model "$W/$m" \
             --ngl -1 --slots 16 --clients ${PREFILL_CLIENTS:-16,16} --threads 8 --prompt-tokens 1500 --max-tokens 128 \

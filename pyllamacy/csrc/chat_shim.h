@@ -9,11 +9,12 @@
 // but it has no step, memory or recursion limit: `range(10**12)`, nested loops or a macro that
 // calls itself would hang the process, exhaust its memory or overflow the stack. JSON-schema
 // conversion recurses without a depth limit as well. So the work that runs untrusted input
-// (template analysis + rendering, schema -> grammar) runs in a forked child process with a
-// wall-clock budget, an address-space budget, no core dumps and a cap on the size of its
-// answer. The parent waits without the GIL, kills the child when the budget runs out, and
-// reports what happened as a status code. A child only runs C++ (never Python) and leaves with
-// _exit(), so fork() in a multi-threaded process is safe here.
+// (template analysis + rendering, schema -> grammar) runs in a forked worker process with a
+// wall-clock budget per job, an address-space budget, no core dumps and a cap on the size of
+// its answer. The parent waits without the GIL, kills the worker when the budget runs out, and
+// reports what happened as a status code. A worker only runs C++ (never Python) and leaves with
+// _exit(), so fork() in a multi-threaded process is safe here. Workers are kept and reused
+// (sandbox_pool below): a fork per call cost more than the render itself.
 #pragma once
 
 #include "chat.h"
@@ -25,17 +26,24 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdint>
 #include <cstring>
+#include <mutex>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -65,19 +73,6 @@ inline void quiet_common_log() {
     common_log_set_verbosity_thold(-1);
 }
 
-static inline bool write_all(int fd, const char * p, size_t n) {
-    while (n > 0) {
-        ssize_t w = ::write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return false;
-        }
-        p += w;
-        n -= (size_t) w;
-    }
-    return true;
-}
-
 static inline size_t current_vm_bytes() {
     FILE * f = std::fopen("/proc/self/statm", "r");
     if (!f) return 0;
@@ -85,153 +80,6 @@ static inline size_t current_vm_bytes() {
     if (std::fscanf(f, "%lu", &pages) != 1) pages = 0;
     std::fclose(f);
     return (size_t) pages * (size_t) sysconf(_SC_PAGESIZE);
-}
-
-// Run fn() in a forked child. timeout_s: wall clock; mem_budget: bytes the child may add to
-// the address space it inherits; max_output: the largest answer accepted.
-inline result sandboxed(const std::function<std::string()> & fn, double timeout_s,
-                        size_t mem_budget, size_t max_output) {
-    result res;
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-        res.status = ST_SYSTEM;
-        res.text = std::string("pipe: ") + std::strerror(errno);
-        return res;
-    }
-    pid_t pid = ::fork();
-    if (pid < 0) {
-        res.status = ST_SYSTEM;
-        res.text = std::string("fork: ") + std::strerror(errno);
-        ::close(fds[0]);
-        ::close(fds[1]);
-        return res;
-    }
-    if (pid == 0) {
-        // ---- child: C++ only, leave with _exit ----
-        ::close(fds[0]);
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        // the parent's handlers (Python's faulthandler, our SIGINT hook) must not run here: a
-        // crash of the worker is an answer, not something to report from inside it
-        for (int sig : { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGINT, SIGTERM }) {
-            ::signal(sig, SIG_DFL);
-        }
-        struct rlimit rl;
-        rl.rlim_cur = rl.rlim_max = 0;
-        ::setrlimit(RLIMIT_CORE, &rl);
-        if (mem_budget > 0) {
-            size_t vm = current_vm_bytes();
-            if (vm > 0) {
-                rl.rlim_cur = rl.rlim_max = (rlim_t) (vm + mem_budget);
-                ::setrlimit(RLIMIT_AS, &rl);
-            }
-        }
-        if (timeout_s > 0) {
-            rl.rlim_cur = rl.rlim_max = (rlim_t) timeout_s + 2;   // backstop for the parent's kill
-            ::setrlimit(RLIMIT_CPU, &rl);
-        }
-        char tag = 'E';
-        std::string out;
-        try {
-            out = fn();
-            tag = 'O';
-            if (out.size() > max_output) {
-                tag = 'L';
-                out = std::to_string(out.size());
-            }
-        } catch (const std::bad_alloc &) {
-            tag = 'M';
-            out.clear();
-        } catch (const std::length_error &) {
-            tag = 'M';
-            out.clear();
-        } catch (const std::exception & e) {
-            tag = 'E';
-            try { out = e.what(); } catch (...) { out = "error"; }
-        } catch (...) {
-            tag = 'E';
-            out = "unknown C++ exception";
-        }
-        write_all(fds[1], &tag, 1);
-        write_all(fds[1], out.data(), out.size());
-        ::_exit(0);
-    }
-    // ---- parent ----
-    ::close(fds[1]);
-    std::string buf;
-    bool timed_out = false, too_large = false;
-    auto deadline = std::chrono::steady_clock::now() +
-                    std::chrono::milliseconds((long long) (timeout_s * 1000.0));
-    char chunk[65536];
-    for (;;) {
-        int wait_ms = -1;
-        if (timeout_s > 0) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                deadline - std::chrono::steady_clock::now()).count();
-            if (left <= 0) {
-                timed_out = true;
-                break;
-            }
-            wait_ms = (int) std::min<long long>(left, 1000 * 1000);
-        }
-        struct pollfd pfd = { fds[0], POLLIN, 0 };
-        int pr = ::poll(&pfd, 1, wait_ms);
-        if (pr < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (pr == 0) continue;   // re-check the deadline
-        ssize_t n = ::read(fds[0], chunk, sizeof(chunk));
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (n == 0) break;      // EOF: the child is done (or dead)
-        buf.append(chunk, (size_t) n);
-        if (buf.size() > max_output + 64) {
-            too_large = true;
-            break;
-        }
-    }
-    ::close(fds[0]);
-    if (timed_out || too_large) {
-        ::kill(pid, SIGKILL);
-    }
-    int wstatus = 0;
-    while (::waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
-    }
-    if (timed_out) {
-        res.status = ST_TIMEOUT;
-        return res;
-    }
-    if (too_large) {
-        res.status = ST_TOO_LARGE;
-        return res;
-    }
-    if (buf.empty()) {
-        if (WIFSIGNALED(wstatus)) {
-            int sig = WTERMSIG(wstatus);
-            if (sig == SIGXCPU || sig == SIGKILL) {
-                res.status = ST_TIMEOUT;
-                return res;
-            }
-            res.status = ST_CRASHED;
-            const char * name = strsignal(sig);
-            res.text = name ? name : ("signal " + std::to_string(sig));
-            return res;
-        }
-        res.status = ST_CRASHED;
-        res.text = "the worker exited without an answer";
-        return res;
-    }
-    char tag = buf[0];
-    res.text = buf.substr(1);
-    switch (tag) {
-        case 'O': res.status = ST_OK; break;
-        case 'M': res.status = ST_MEMORY; break;
-        case 'L': res.status = ST_TOO_LARGE; break;
-        default:  res.status = ST_ERROR; break;
-    }
-    return res;
 }
 
 // ---- template rendering --------------------------------------------------------------------
@@ -323,23 +171,452 @@ inline std::string apply_template(const std::string & request_text) {
     return out.dump();
 }
 
-inline result apply_template_sandboxed(const std::string & request_text, double timeout_s,
-                                       size_t mem_budget, size_t max_output) {
-    return sandboxed([&]() { return apply_template(request_text); }, timeout_s, mem_budget,
-                     max_output);
-}
-
 // ---- JSON schema -> GBNF ----------------------------------------------------------------------
 
 inline std::string schema_to_grammar(const std::string & schema_text, bool force_gbnf) {
     return json_schema_to_grammar(common_json::parse(schema_text), force_gbnf);
 }
 
+// ---- the sandbox: a small pool of persistent forked workers --------------------------------
+//
+// A worker is forked once and then serves jobs over a socket, one at a time: forking per call
+// copied the parent's page tables every time (~5 ms for a small process, ~65 ms with 3 GB
+// resident: the cost of every chat request in a server holding a model). The limits stay per
+// job: the parent waits for the answer up to the time budget and kills the worker when it runs
+// out; the worker arms RLIMIT_CPU before each job as a backstop should the parent die; the
+// address-space budget (bytes over what the worker inherited) is set once at the fork; a job
+// that hit the memory budget, crashed or was killed takes its worker with it, and the next job
+// gets a fresh one. A worker holds no descriptor of the parent other than its socket: it ends
+// when the parent's end closes (the parent exited).
+
+enum : char { JOB_TEMPLATE = 'T', JOB_SCHEMA_GBNF = 'G', JOB_SCHEMA = 'g' };
+
+inline std::string run_job(char kind, const std::string & payload);   // below the pool
+
+static inline bool read_all(int fd, void * dst, size_t n) {
+    char * p = (char *) dst;
+    while (n > 0) {
+        ssize_t r = ::read(fd, p, n);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        if (r == 0) return false;
+        p += r;
+        n -= (size_t) r;
+    }
+    return true;
+}
+
+static inline bool send_all(int fd, const char * p, size_t n) {
+    while (n > 0) {
+        ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        p += w;
+        n -= (size_t) w;
+    }
+    return true;
+}
+
+// a job: kind, timeout (s), max_output, payload length, payload
+struct job_head {
+    char kind;
+    double timeout_s;
+    uint64_t max_output;
+    uint64_t size;
+};
+// an answer: tag ('O' ok, 'E' error text, 'M' memory, 'L' too large: the size), length, text
+struct answer_head {
+    char tag;
+    uint64_t size;
+};
+
+static inline void close_other_fds(int keep) {
+    // everything but stdio and the socket (which is moved to fd 3)
+    if (keep != 3) {
+        ::dup2(keep, 3);
+    }
+#ifdef SYS_close_range
+    if (::syscall(SYS_close_range, 4u, ~0u, 0u) == 0) return;
+#endif
+    long max_fd = ::sysconf(_SC_OPEN_MAX);
+    if (max_fd < 0 || max_fd > 65536) max_fd = 65536;
+    for (int fd = 4; fd < max_fd; ++fd) ::close(fd);
+}
+
+[[noreturn]] static inline void worker_main(int sock, size_t mem_budget) {
+    ::prctl(PR_SET_NAME, "pyllamacy-sbx", 0, 0, 0);
+    close_other_fds(sock);
+    sock = 3;
+    // the parent's handlers (Python's faulthandler, our SIGINT hook) must not run here: a
+    // crash of the worker is an answer, not something to report from inside it
+    for (int sig : { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGINT, SIGTERM, SIGXCPU }) {
+        ::signal(sig, SIG_DFL);
+    }
+    ::signal(SIGPIPE, SIG_IGN);
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max = 0;
+    ::setrlimit(RLIMIT_CORE, &rl);
+    if (mem_budget > 0) {
+        size_t vm = current_vm_bytes();
+        if (vm > 0) {
+            rl.rlim_cur = rl.rlim_max = (rlim_t) (vm + mem_budget);
+            ::setrlimit(RLIMIT_AS, &rl);
+        }
+    }
+    for (;;) {
+        job_head h;
+        if (!read_all(sock, &h, sizeof(h))) ::_exit(0);     // the parent is gone
+        std::string payload;
+        try {
+            payload.resize(h.size);
+        } catch (...) {
+            ::_exit(3);
+        }
+        if (h.size > 0 && !read_all(sock, &payload[0], h.size)) ::_exit(0);
+        if (h.timeout_s > 0) {
+            // CPU backstop for this job: what the worker used so far plus the budget
+            struct rusage ru;
+            ::getrusage(RUSAGE_SELF, &ru);
+            rlim_t used = (rlim_t) (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1);
+            if (::getrlimit(RLIMIT_CPU, &rl) == 0) {
+                rl.rlim_cur = used + (rlim_t) h.timeout_s + 2;
+                if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max) {
+                    rl.rlim_cur = rl.rlim_max;
+                }
+                ::setrlimit(RLIMIT_CPU, &rl);
+            }
+        }
+        answer_head a = { 'E', 0 };
+        std::string out;
+        try {
+            out = run_job(h.kind, payload);
+            a.tag = 'O';
+            if (out.size() > h.max_output) {
+                a.tag = 'L';
+                out = std::to_string(out.size());
+            }
+        } catch (const std::bad_alloc &) {
+            a.tag = 'M';
+            out.clear();
+        } catch (const std::length_error &) {
+            a.tag = 'M';
+            out.clear();
+        } catch (const std::exception & e) {
+            a.tag = 'E';
+            try { out = e.what(); } catch (...) { out = "error"; }
+        } catch (...) {
+            a.tag = 'E';
+            out = "unknown C++ exception";
+        }
+        payload = std::string();
+        a.size = out.size();
+        if (!send_all(sock, (const char *) &a, sizeof(a)) ||
+            !send_all(sock, out.data(), out.size())) {
+            ::_exit(0);
+        }
+        if (a.tag == 'M' || a.tag == 'L') ::_exit(0);   // leave with the memory it took
+    }
+}
+
+class sandbox_pool {
+  public:
+    struct worker {
+        pid_t pid = -1;
+        int sock = -1;
+        size_t mem_budget = 0;
+    };
+
+    static sandbox_pool & get() {
+        static sandbox_pool * pool = new sandbox_pool();   // never destroyed: workers end on EOF
+        return *pool;
+    }
+
+    // Fork up to n idle workers now (cheap while the process is small: before loading models).
+    int prestart(int n, size_t mem_budget, std::string & err) {
+        std::unique_lock<std::mutex> lk(mu_);
+        int made = 0;
+        while ((int) idle_.size() < n && n_live_ < max_workers_) {
+            worker w;
+            if (!spawn(mem_budget, w, err)) break;
+            ++n_live_;
+            idle_.push_back(w);
+            ++made;
+        }
+        return made;
+    }
+
+    std::vector<int> pids() {
+        std::lock_guard<std::mutex> lk(mu_);
+        std::vector<int> out;
+        for (const auto & w : idle_) out.push_back((int) w.pid);
+        for (int p : busy_pids_) out.push_back(p);
+        return out;
+    }
+
+    int max_workers() const { return max_workers_; }
+
+    result call(char kind, const std::string & payload, double timeout_s, size_t mem_budget,
+                size_t max_output) {
+        result res;
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            worker w;
+            bool fresh = false;
+            if (!checkout(mem_budget, w, fresh, res)) return res;
+            job_head h = { kind, timeout_s, (uint64_t) max_output, (uint64_t) payload.size() };
+            auto t0 = std::chrono::steady_clock::now();
+            if (!send_all(w.sock, (const char *) &h, sizeof(h)) ||
+                !send_all(w.sock, payload.data(), payload.size())) {
+                // an idle worker that died in between (killed from outside): once more, fresh
+                int st = 0;
+                discard(w, true, st);
+                if (fresh) {
+                    res.status = ST_SYSTEM;
+                    res.text = "the sandboxed worker did not take the job";
+                    return res;
+                }
+                continue;
+            }
+            return wait_answer(w, t0, timeout_s, max_output);
+        }
+        res.status = ST_SYSTEM;
+        res.text = "no sandboxed worker could take the job";
+        return res;
+    }
+
+  private:
+    sandbox_pool() {
+        unsigned hc = std::thread::hardware_concurrency();
+        max_workers_ = (int) std::max(1u, std::min(4u, hc ? hc : 1u));
+    }
+
+    bool spawn(size_t mem_budget, worker & w, std::string & err) {
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+            err = std::string("socketpair: ") + std::strerror(errno);
+            return false;
+        }
+        pid_t pid = ::fork();
+        if (pid < 0) {
+            err = std::string("fork: ") + std::strerror(errno);
+            ::close(sv[0]);
+            ::close(sv[1]);
+            return false;
+        }
+        if (pid == 0) {
+            worker_main(sv[1], mem_budget);
+        }
+        ::close(sv[1]);
+        w.pid = pid;
+        w.sock = sv[0];
+        w.mem_budget = mem_budget;
+        return true;
+    }
+
+    // an idle worker with this memory budget (others are retired), else a new one, else wait
+    bool checkout(size_t mem_budget, worker & w, bool & fresh, result & res) {
+        std::unique_lock<std::mutex> lk(mu_);
+        for (;;) {
+            while (!idle_.empty()) {
+                worker c = idle_.back();
+                idle_.pop_back();
+                int st = 0;
+                bool dead = ::waitpid(c.pid, &st, WNOHANG) == c.pid;
+                if (dead || c.mem_budget != mem_budget) {
+                    if (!dead) ::kill(c.pid, SIGKILL);
+                    ::close(c.sock);
+                    if (!dead) {
+                        while (::waitpid(c.pid, &st, 0) < 0 && errno == EINTR) {
+                        }
+                    }
+                    --n_live_;
+                    continue;
+                }
+                w = c;
+                busy_pids_.push_back((int) w.pid);
+                fresh = false;
+                return true;
+            }
+            if (n_live_ < max_workers_) {
+                std::string err;
+                if (!spawn(mem_budget, w, err)) {
+                    res.status = ST_SYSTEM;
+                    res.text = err;
+                    return false;
+                }
+                ++n_live_;
+                busy_pids_.push_back((int) w.pid);
+                fresh = true;
+                return true;
+            }
+            cv_.wait(lk);
+        }
+    }
+
+    void checkin(const worker & w) {
+        std::lock_guard<std::mutex> lk(mu_);
+        unbusy(w.pid);
+        idle_.push_back(w);
+        cv_.notify_one();
+    }
+
+    // kill (when asked) and reap a worker that will not serve again; its exit status in st
+    void discard(const worker & w, bool kill_it, int & st) {
+        if (kill_it) ::kill(w.pid, SIGKILL);
+        ::close(w.sock);
+        st = 0;
+        while (::waitpid(w.pid, &st, 0) < 0 && errno == EINTR) {
+        }
+        std::lock_guard<std::mutex> lk(mu_);
+        unbusy(w.pid);
+        --n_live_;
+        cv_.notify_one();
+    }
+
+    void unbusy(pid_t pid) {
+        for (size_t i = 0; i < busy_pids_.size(); ++i) {
+            if (busy_pids_[i] == (int) pid) {
+                busy_pids_.erase(busy_pids_.begin() + (long) i);
+                return;
+            }
+        }
+    }
+
+    // read exactly n bytes before the deadline: 1 done, 0 EOF/error, -1 deadline passed
+    static int read_until(int fd, char * p, size_t n, std::chrono::steady_clock::time_point deadline,
+                          bool timed) {
+        while (n > 0) {
+            int wait_ms = -1;
+            if (timed) {
+                auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now()).count();
+                if (left <= 0) return -1;
+                wait_ms = (int) std::min<long long>(left, 1000 * 1000);
+            }
+            struct pollfd pfd = { fd, POLLIN, 0 };
+            int pr = ::poll(&pfd, 1, wait_ms);
+            if (pr < 0) {
+                if (errno == EINTR) continue;
+                return 0;
+            }
+            if (pr == 0) continue;   // re-check the deadline
+            ssize_t r = ::read(fd, p, n);
+            if (r < 0) {
+                if (errno == EINTR || errno == EAGAIN) continue;
+                return 0;
+            }
+            if (r == 0) return 0;
+            p += r;
+            n -= (size_t) r;
+        }
+        return 1;
+    }
+
+    result wait_answer(worker & w, std::chrono::steady_clock::time_point t0, double timeout_s,
+                       size_t max_output) {
+        result res;
+        bool timed = timeout_s > 0;
+        auto deadline = t0 + std::chrono::milliseconds((long long) (timeout_s * 1000.0));
+        answer_head a;
+        int rc = read_until(w.sock, (char *) &a, sizeof(a), deadline, timed);
+        std::string text;
+        if (rc == 1) {
+            if (a.size > max_output + 64) {
+                int st;
+                discard(w, true, st);
+                res.status = ST_TOO_LARGE;
+                return res;
+            }
+            try {
+                text.resize(a.size);
+            } catch (...) {
+                int st;
+                discard(w, true, st);
+                res.status = ST_MEMORY;
+                return res;
+            }
+            if (a.size > 0) rc = read_until(w.sock, &text[0], a.size, deadline, timed);
+        }
+        if (rc == -1) {
+            int st;
+            discard(w, true, st);
+            res.status = ST_TIMEOUT;
+            return res;
+        }
+        if (rc == 0) {
+            int st;
+            discard(w, true, st);
+            if (WIFSIGNALED(st)) {
+                int sig = WTERMSIG(st);
+                if (sig == SIGXCPU || sig == SIGKILL) {
+                    res.status = ST_TIMEOUT;
+                    return res;
+                }
+                res.status = ST_CRASHED;
+                const char * name = strsignal(sig);
+                res.text = name ? name : ("signal " + std::to_string(sig));
+                return res;
+            }
+            res.status = ST_CRASHED;
+            res.text = "the worker exited without an answer";
+            return res;
+        }
+        if (a.tag == 'M' || a.tag == 'L') {
+            int st;
+            discard(w, false, st);      // it leaves by itself
+        } else {
+            checkin(w);
+        }
+        res.text = std::move(text);
+        switch (a.tag) {
+            case 'O': res.status = ST_OK; break;
+            case 'M': res.status = ST_MEMORY; break;
+            case 'L': res.status = ST_TOO_LARGE; break;
+            default:  res.status = ST_ERROR; break;
+        }
+        return res;
+    }
+
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::vector<worker> idle_;
+    std::vector<int> busy_pids_;
+    int n_live_ = 0;
+    int max_workers_ = 1;
+};
+
+inline int sandbox_prestart(int n, size_t mem_budget) {
+    std::string err;
+    return sandbox_pool::get().prestart(n, mem_budget, err);
+}
+
+inline std::vector<int> sandbox_pids() { return sandbox_pool::get().pids(); }
+
+inline int sandbox_max_workers() { return sandbox_pool::get().max_workers(); }
+
+inline std::string run_job(char kind, const std::string & payload) {
+    switch (kind) {
+        case JOB_TEMPLATE: return apply_template(payload);
+        case JOB_SCHEMA_GBNF: return schema_to_grammar(payload, true);
+        case JOB_SCHEMA: return schema_to_grammar(payload, false);
+    }
+    throw std::invalid_argument("unknown sandbox job");
+}
+
+inline result apply_template_sandboxed(const std::string & request_text, double timeout_s,
+                                       size_t mem_budget, size_t max_output) {
+    return sandbox_pool::get().call(JOB_TEMPLATE, request_text, timeout_s, mem_budget,
+                                    max_output);
+}
+
 inline result schema_to_grammar_sandboxed(const std::string & schema_text, bool force_gbnf,
                                           double timeout_s, size_t mem_budget,
                                           size_t max_output) {
-    return sandboxed([&]() { return schema_to_grammar(schema_text, force_gbnf); }, timeout_s,
-                     mem_budget, max_output);
+    return sandbox_pool::get().call(force_gbnf ? JOB_SCHEMA_GBNF : JOB_SCHEMA, schema_text,
+                                    timeout_s, mem_budget, max_output);
 }
 
 // ---- output parsing -----------------------------------------------------------------------------

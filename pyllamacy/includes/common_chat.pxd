@@ -2,6 +2,7 @@
 # code (common/chat.h, common/json-schema-to-grammar.h). See that header for the request and
 # answer shapes and for why rendering runs in a sandboxed child process.
 from libcpp.string cimport string
+from libcpp.vector cimport vector
 
 cdef extern from "chat_shim.h" namespace "pyl_chat" nogil:
     int ST_OK
@@ -17,6 +18,10 @@ cdef extern from "chat_shim.h" namespace "pyl_chat" nogil:
         string text
 
     void quiet_common_log()
+
+    int sandbox_prestart(int n, size_t mem_budget)
+    vector[int] sandbox_pids()
+    int sandbox_max_workers()
 
     string apply_template(const string & request) except +
     result apply_template_sandboxed(const string & request, double timeout_s, size_t mem_budget,

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Deque, Dict, List, Optional, Set
 
-from .._llama import Engine, Sampler, set_log_level
+from .._llama import Engine, LlamaError, Sampler, set_log_level, supports_gpu_offload
 from ..defaults import PROMPT_LOOKUP_MAX_NGRAM_SIZE
 from ..loading import load
 from ..pipeline.text import logprob_entry
@@ -153,6 +153,8 @@ class EngineRunner:
                                  n_draft=s.draft_model_num_pred_tokens,
                                  ngram_max=PROMPT_LOOKUP_MAX_NGRAM_SIZE)
             self.n_ctx_slot = self.ctx.n_ctx_seq
+            if s.warmup:
+                self._warmup()
             self._cv = threading.Condition()
             self._waiting: Deque[GenRequest] = collections.deque()
             self._to_cancel: List[GenRequest] = []
@@ -166,6 +168,22 @@ class EngineRunner:
         except BaseException:
             self._free()
             raise
+
+    def _warmup(self) -> None:
+        """One decode into slot 0, then an empty cache (llama.cpp's warmup: BOS + EOS). With
+        layers on a GPU the batch is one full ubatch, so the kernels prompts use are loaded
+        before the first request too."""
+        m = self.model
+        toks = [t for t in (m.token_bos(), m.token_eos()) if t >= 0] or [0]
+        if self.settings.n_gpu_layers != 0 and supports_gpu_offload():
+            n = max(len(toks), min(self.ctx.n_ubatch, self.n_ctx_slot - 1))
+            toks = (toks * n)[:n]
+        try:
+            self.ctx.eval(toks, pos=0, seq_id=0, logits="last")
+        except LlamaError as e:          # not fatal: the first request pays instead
+            log.warning("warmup decode failed: %s", e)
+        finally:
+            self.ctx.memory_clear()
 
     # -- called from the event loop ------------------------------------------------------------
 

@@ -84,6 +84,9 @@ class ModelSettings(BaseModel):
     backend_sampling: bool = Field(False, description="Sample inside the compute graph (on the "
                                    "GPU) where a request's sampler allows it (llama.cpp: "
                                    "experimental; llama-server's --backend-sampling).")
+    warmup: bool = Field(True, description="One decode before serving (as llama-server does; a "
+                         "full ubatch when layers are on a GPU), so that the first request does "
+                         "not pay for first-use setup.")
 
     @model_validator(mode="after")
     def _check_extras(self):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Dict, List, Optional
 
+from ..chat import prestart_sandbox, sandbox_max_workers
 from ..embeddings import embed_texts
 from ..loading import LoadedModel, load
 from .errors import ApiError
@@ -80,6 +81,8 @@ class ServerState:
         self.started = False
 
     def start(self) -> None:
+        # the chat-template sandbox's workers, forked while this process is still small
+        prestart_sandbox(sandbox_max_workers())
         try:
             for ms in self.model_settings:
                 r = EngineRunner(ms)
