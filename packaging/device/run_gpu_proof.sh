@@ -64,7 +64,7 @@ build_core() {
     # one compiler for both, or libstdc++ copies mix and std::regex crashes in the tokenizer
     export LDSHARED="$CXX -shared"
     ( cd "$W/src" && PYTHONPATH=$W/cy PYLLAMACY_JOBS=16 PYLLAMACY_BUILD_DIR=$W/b/core \
-      PYLLAMACY_TOOLS=llama-bench,llama-quantize,llama-simple,llama-server \
+      PYLLAMACY_TOOLS=llama-bench,llama-quantize,llama-simple,llama-server,llama-batched-bench \
       python3 build_backends.py cpu --dist "$W/dist" > "$W/build-core.log" 2>&1; echo $? > "$W/core.rc" )
     say "core build rc=$(cat $W/core.rc)"; tail -n 3 "$W/build-core.log"
 }
@@ -121,7 +121,7 @@ build_old() {
     [ -d "$W/src/build" ] && mv "$W/src/build" "$W/new-parts/"
     tar -xJf "$R/.device/old-src.tar.xz" -C "$W/src"
     ( cd "$W/src" && PYTHONPATH=$W/cy PYLLAMACY_JOBS=16 PYLLAMACY_BUILD_DIR=$W/b/core \
-      PYLLAMACY_TOOLS=llama-bench,llama-quantize,llama-simple,llama-server \
+      PYLLAMACY_TOOLS=llama-bench,llama-quantize,llama-simple,llama-server,llama-batched-bench \
       python3 build_backends.py cpu --dist "$W/dist-old" > "$W/build-old.log" 2>&1; echo $? > "$W/old.rc" )
     rm -rf "$W/src/pyllamacy" "$W/src/pyproject.toml" "$W/src/build"
     mv "$W/new-parts/"* "$W/src/"
@@ -327,6 +327,12 @@ if [ "$STAGE" = issue11 ]; then
         [ "${I11_BENCH:-1}" = 1 ] && say "bench $m" && python3 -m pyllamacy bench -m "$W/$m" --ngl 99 -r 3 --inner-reps 5 -t 8 \
             --llama-bench "$W/b/core/bin/llama-bench" --no-llama-cpp-python --markdown 2>&1 \
             | tee "$OUT/i11-bench-$b.md"
+        if [ -x "$W/b/core/bin/llama-batched-bench" ]; then
+            # the ceiling without any server: 16 sequences decoded together, same sizes
+            say "llama-batched-bench $m (16 sequences, 16-token prompts, 64 tokens)"
+            "$W/b/core/bin/llama-batched-bench" -m "$W/$m" -ngl 99 -c 8192 -b 512 -ub 512 -t 8 \
+                -npp 16 -ntg 64 -npl 1,16 2>&1 | grep '^|' | tee "$OUT/i11-batched-$b.txt"
+        fi
         say "server throughput $m"
         python3 "$W/src/benchmarks/server_bench.py" --model "$W/$m" --ngl -1 --slots 16 \
             --threads 8 --duration ${SERVE_S:-10} --max-tokens 64 --clients 16 \
