@@ -297,7 +297,7 @@ cdef class Engine:
 
     def submit(self, prompt, Sampler sampler not None, int max_tokens=-1, stop_strings=None,
                int logprobs=-1, bint prompt_logprobs=False, *, loras=None, bint draft=True,
-               stop_tokens=None, stop_sequences=None):
+               stop_tokens=None, stop_sequences=None, double max_sample_ms=0):
         """Queue a prompt (token ids or a MultimodalInput); returns its request id.
         EngineFullError when no slot is free.
 
@@ -307,7 +307,10 @@ cdef class Engine:
         without drafts. prompt_logprobs=True (with logprobs >= 0): the same for every prompt
         token after the first, from last_prompt_logprobs() after each step; the whole prompt
         is decoded (no cached prefix is reused). loras: this request's adapter set (see the
-        class). draft=False: no speculative decoding for this request."""
+        class). draft=False: no speculative decoding for this request. max_sample_ms > 0:
+        a token whose choice takes longer (a costly grammar) ends the request with "error"
+        (GrammarError in last_errors()), so that one request cannot hold every other slot's
+        step for long."""
         cdef vector[L.llama_token] toks, text
         cdef vector[_Media] media
         cdef int i, best = -1
@@ -358,6 +361,8 @@ cdef class Engine:
                     best_common = media[j].at
             k = &self.k[i]
             _k_reset(k, max_tokens)
+            if max_sample_ms > 0:
+                k.max_sample_ns = <int64_t> (max_sample_ms * 1e6)
             _k_set_sampler(k, sampler, self.ctx._n_vocab)
             _k_set_stops(k, self.ctx.model, stop_tokens, stop_sequences, stop_strings)
             L.llama_memory_seq_rm(L.llama_get_memory(self.ctx._ctx), i, <int32_t> best_common,

@@ -92,6 +92,7 @@ cdef class Sampler:
     cdef readonly Model model
     cdef list _names
     cdef list _grammar_stages      # chain indices of grammar samplers
+    cdef list _lazy_grammars       # (GBNF, root) of lazy grammar stages, for grammar_cost()
     cdef bint _has_selector
     cdef long _owner
     # chain is [logit_bias..., greedy]: generation takes the argmax of the biased logits
@@ -112,6 +113,7 @@ cdef class Sampler:
             raise MemoryError("llama_sampler_chain_init failed")
         self._names = []
         self._grammar_stages = []
+        self._lazy_grammars = []
         self._has_selector = False
         self._owner = 0
         self._greedy_fast = False
@@ -444,7 +446,9 @@ cdef class Sampler:
                                                            toks.size())
         if s == NULL:
             raise GrammarError(f"invalid grammar: {_recent_log(mark) or 'parse failed'}")
-        return self._add(s, "grammar")
+        self._add(s, "grammar")
+        self._lazy_grammars.append((len(self._names) - 1, grammar, root))
+        return self
 
     def infill(self):
         self._check()
@@ -473,6 +477,35 @@ cdef class Sampler:
         if t < 0:
             raise _sample_error(t)
         return t
+
+    def grammar_cost(self, int max_tokens=8192):
+        """Seconds that constraining one token costs at worst with this chain's grammars: one
+        pass of each grammar over the whole vocabulary, in its current state (a lazy grammar:
+        in the state it starts from once triggered), estimated from at most `max_tokens`
+        tokens spread over the vocabulary (0: all). 0.0 without a grammar. The chain's state
+        does not change. A server refuses requests whose grammar costs too much per token
+        before they share a batch with others."""
+        self._check()
+        if not self._grammar_stages:
+            return 0.0
+        cdef int32_t nv = self._n_vocab("grammar")
+        cdef double total = 0.0, t
+        cdef L.llama_sampler * g
+        cdef dict lazy = {i: (text, root) for i, text, root in self._lazy_grammars}
+        cdef Sampler tmp
+        for i in self._grammar_stages:
+            if i in lazy:
+                tmp = Sampler(self.model).grammar(*lazy[i])
+                g = L.llama_sampler_chain_get(tmp._chain, 0)
+            else:
+                tmp = None
+                g = L.llama_sampler_chain_get(self._chain, i)
+            with nogil:
+                t = S.grammar_apply_seconds(g, nv, max_tokens)
+            if t < 0:
+                raise GrammarError("the grammar failed while constraining a token")
+            total += t
+        return total
 
     def accept(self, int32_t token):
         """Feed a token to the chain's state (penalties, grammar) as if it had been sampled."""
@@ -507,6 +540,7 @@ cdef class Sampler:
         s._chain = L.llama_sampler_clone(self._chain)
         s._names = list(self._names)
         s._grammar_stages = list(self._grammar_stages)
+        s._lazy_grammars = list(self._lazy_grammars)
         s._has_selector = self._has_selector
         s._greedy_fast = self._greedy_fast
         s._fast_bias = self._fast_bias

@@ -38,6 +38,9 @@ cdef object _sample_error(int code):
     if code == S.SAMPLE_NONE_ALLOWED:
         return GrammarError("no token can be generated: the grammar and the logit biases "
                             "together exclude every token")
+    if code == S.SAMPLE_TOO_SLOW:
+        return GrammarError("choosing one token took longer than this request may take per "
+                            "token (its grammar is too costly); the request was ended")
     if code == S.SAMPLE_NO_LOGITS:
         return LlamaError("no logits to sample from: eval() with logits for the last token")
     return SamplerError("a llama.cpp sampler failed while choosing a token")
@@ -75,6 +78,7 @@ cdef struct _Slot:
     S.TopkScratch topk_scratch
     vector[L.llama_token_data] cur  # candidates buffer, reused every step
     int sample_code                 # why the last choice failed (< 0)
+    int64_t max_sample_ns           # > 0: a choice that takes longer ends the request
     # -- the stop rules
     vector[vector[L.llama_token]] stop_seqs
     vector[string] stop_strs
@@ -111,6 +115,7 @@ cdef void _k_reset(_Slot * k, int max_tokens) noexcept:
     k.topk_k = 0
     k.bias = NULL
     k.sample_code = 0
+    k.max_sample_ns = 0
     k.stop_seqs.clear()
     k.stop_strs.clear()
     k.max_stop = 0
@@ -240,7 +245,21 @@ cdef L.llama_token _k_sample(_Slot * k, L.llama_context * c, int32_t idx,
                              const float * src) noexcept nogil:
     """The token for output row `idx` of the last decode (-1: the last row; `src`: logits
     to use instead of the decode's), through the fastest path that gives the chain's answer.
-    A negative result is an error code (S.SAMPLE_*)."""
+    A negative result is an error code (S.SAMPLE_*); S.SAMPLE_TOO_SLOW when the choice took
+    longer than k.max_sample_ns (a costly grammar: the slot must not hold the others)."""
+    cdef int64_t t0
+    cdef L.llama_token tok
+    if k.max_sample_ns <= 0:
+        return _k_sample_path(k, c, idx, src)
+    t0 = S.now_ns()
+    tok = _k_sample_path(k, c, idx, src)
+    if tok >= 0 and S.now_ns() - t0 > k.max_sample_ns:
+        return S.SAMPLE_TOO_SLOW
+    return tok
+
+
+cdef inline L.llama_token _k_sample_path(_Slot * k, L.llama_context * c, int32_t idx,
+                                         const float * src) noexcept nogil:
     if k.bs:
         return S.sample_backend_checked(k.chain, c, idx, k.n_vocab, k.cur)
     if k.greedy_fast:

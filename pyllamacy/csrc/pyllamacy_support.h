@@ -19,6 +19,7 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <chrono>
 #include <vector>
 
 #include <dlfcn.h>
@@ -208,7 +209,7 @@ inline void sigint_watch_end(AbortFlag * f) {
 // aborts when asked to accept an end-of-generation token it does not allow (e.g. every token
 // the grammar permits was banned by a logit bias). These do the same work with checks instead.
 
-enum { SAMPLE_NONE_ALLOWED = -1, SAMPLE_THREW = -2, SAMPLE_NO_LOGITS = -3 };
+enum { SAMPLE_NONE_ALLOWED = -1, SAMPLE_THREW = -2, SAMPLE_NO_LOGITS = -3, SAMPLE_TOO_SLOW = -4 };
 
 // Run `chain` over the candidates in `cur` and accept its choice; SAMPLE_NONE_ALLOWED when it
 // selects nothing or a token every stage ruled out (-inf / NaN). May throw (callers catch).
@@ -425,6 +426,39 @@ inline bool grammar_allows(llama_sampler * g, llama_token token) noexcept {
         return arr.size == 1 && d.logit != -INFINITY;
     } catch (...) {
         return false;
+    }
+}
+
+inline int64_t now_ns() noexcept {
+    return (int64_t) std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Seconds one apply() of grammar sampler `g` takes over the whole vocabulary (equal logits)
+// in its current state: what constraining one token costs at worst from there. At most
+// `max_tokens` tokens (spread evenly over the vocabulary) are tried and the time scaled up,
+// so that measuring a grammar costs less than using it. The grammar's state does not change.
+// -1 when it threw.
+inline double grammar_apply_seconds(llama_sampler * g, int32_t n_vocab,
+                                    int32_t max_tokens) noexcept {
+    try {
+        int32_t stride = 1;
+        if (max_tokens > 0 && n_vocab > max_tokens) {
+            stride = (n_vocab + max_tokens - 1) / max_tokens;
+        }
+        std::vector<llama_token_data> cur;
+        cur.reserve((size_t) (n_vocab / stride + 1));
+        for (int32_t i = 0; i < n_vocab; i += stride) {
+            cur.push_back({i, 0.0f, 0.0f});
+        }
+        llama_token_data_array arr = {cur.data(), cur.size(), -1, false};
+        size_t n = cur.size();
+        auto t0 = std::chrono::steady_clock::now();
+        llama_sampler_apply(g, &arr);
+        double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        return n > 0 ? t * ((double) n_vocab / (double) n) : 0.0;
+    } catch (...) {
+        return -1.0;
     }
 }
 

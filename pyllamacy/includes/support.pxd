@@ -2,7 +2,7 @@
 from libc.stdint cimport uint64_t
 from libcpp.string cimport string
 from libc.stdbool cimport bool as cbool
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, int64_t
 from libcpp.vector cimport vector
 from pyllamacy.includes.ggml cimport ggml_log_level
 from pyllamacy.includes.llama cimport (llama_context, llama_logit_bias, llama_sampler,
@@ -37,6 +37,7 @@ cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
     int SAMPLE_NONE_ALLOWED
     int SAMPLE_THREW
     int SAMPLE_NO_LOGITS
+    int SAMPLE_TOO_SLOW
     llama_token sample_checked(llama_sampler * chain, llama_context * ctx, int32_t idx,
                                const float * logits, int32_t n_vocab,
                                vector[llama_token_data] & cur)
@@ -57,6 +58,8 @@ cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
     void detach_free_sampler(llama_context * ctx, int32_t seq, llama_sampler * chain,
                              bint attached)
     bint grammar_allows(llama_sampler * g, llama_token token)
+    double grammar_apply_seconds(llama_sampler * g, int32_t n_vocab, int32_t max_tokens)
+    int64_t now_ns()
     int sampler_accept_checked(llama_sampler * s, llama_token token)
 
     # CPU backend variants

@@ -172,3 +172,25 @@ def feed_history(sampler: Sampler, sp: SamplingParams, context: Sequence[int],
         t = int(t)
         if t >= 0:
             sampler.accept(t)
+
+
+class GrammarCostError(ValueError):
+    """A request's grammar costs more per token than the server allows."""
+
+
+def check_grammar_cost(sampler: Sampler, limit_ms: float, field: str = "grammar") -> float:
+    """Milliseconds the grammars of `sampler` cost per token at worst (one pass over the
+    vocabulary from their starting state); GrammarCostError when above `limit_ms` (<= 0: no
+    limit, nothing measured). A cheap estimate on part of the vocabulary comes first, so that
+    a grammar far over the limit is refused without paying a full pass."""
+    if limit_ms <= 0 or "grammar" not in sampler.names:
+        return 0.0
+    ms = sampler.grammar_cost(4096) * 1000.0
+    if ms <= limit_ms:
+        ms = sampler.grammar_cost(0) * 1000.0
+    if ms > limit_ms:
+        raise GrammarCostError(
+            f"{field}: the grammar it makes costs about {ms:.0f} ms per token to apply, over "
+            f"this server's limit of {limit_ms:g} ms (grammar_max_ms_per_token); long enums "
+            f"or many alternatives are the usual cause")
+    return ms

@@ -29,7 +29,8 @@ from ..pipeline.prompts import prompt_tokens
 from ..pipeline.responses import (ChatChunks, ResponseMeta, chat_choice, chat_response,
                                   completion_choice, completion_chunk, completion_response,
                                   echo_entries, usage)
-from ..pipeline.sampling import SamplingParams, build_sampler, feed_history
+from ..pipeline.sampling import (GrammarCostError, SamplingParams, build_sampler,
+                                 check_grammar_cost, feed_history)
 from ..pipeline.text import TextEntry, TokenText, piece_text
 from .errors import ApiError, error_body
 from .runner import EngineRunner, GenRequest, QueueFullError, RunnerClosedError
@@ -90,7 +91,7 @@ def _model_seed(runner: EngineRunner) -> int:
 def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: SamplingParams,
             seed: Optional[int], max_tokens: int, stop: List[str], special=None,
             logprobs: Optional[int] = None, prompt_logprobs: bool = False, media=None,
-            loras=None) -> GenRequest:
+            loras=None, grammar_field: str = "grammar") -> GenRequest:
     ms = runner.settings
     if seed is None:
         seed = _model_seed(runner)
@@ -98,6 +99,11 @@ def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: Sam
         sampler = build_sampler(runner.model, sp, int(seed) & 0xFFFFFFFF, ms.last_n_tokens_size)
     except (LlamaError, ValueError, TypeError) as e:
         raise ApiError(400, f"bad sampling settings: {e}") from None
+    try:
+        check_grammar_cost(sampler, ms.grammar_max_ms_per_token, grammar_field)
+    except (GrammarCostError, LlamaError) as e:
+        sampler.close()
+        raise ApiError(400, str(e)) from None
     feed_history(sampler, sp, tokens, ms.last_n_tokens_size)
     req = GenRequest(tokens, sampler, max_tokens, stop, special, logprobs, prompt_logprobs,
                      media, loras)
@@ -118,7 +124,8 @@ def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: Sam
 def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int],
               sp: SamplingParams, seed: Optional[int], max_tokens: int, stop: List[str],
               special=None, logprobs: Optional[int] = None,
-              prompt_logprobs: bool = False, media=None, loras=None) -> List[GenRequest]:
+              prompt_logprobs: bool = False, media=None, loras=None,
+              grammar_field: str = "grammar") -> List[GenRequest]:
     """n requests for n choices (choice i seeded seed + i); all or none: when one cannot be
     queued, those already queued are cancelled and the error is raised."""
     if n > 1 and seed is None:
@@ -129,7 +136,7 @@ def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int
             reqs.append(_submit(state, runner, tokens, sp,
                                 None if seed is None else (int(seed) + i) & 0xFFFFFFFF,
                                 max_tokens, stop, special, logprobs, prompt_logprobs, media,
-                                loras))
+                                loras, grammar_field))
     except BaseException:
         for r in reqs:
             runner.cancel(r)
@@ -455,7 +462,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     max_tokens = _max_tokens(state, runner, requested, n_prompt)
     sp = _sampling(state, body, grammar=creq.grammar)
     reqs = _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, creq.stop,
-                     creq.special_tokens, n_logprobs, media=media, loras=loras)
+                     creq.special_tokens, n_logprobs, media=media, loras=loras,
+                     grammar_field=("grammar" if body.grammar else "response_format"
+                                    if body.response_format else "tools"))
     meta = ResponseMeta.chat(runner.name)
     tts = [TokenText(creq.stop) for _ in reqs]
 

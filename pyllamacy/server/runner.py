@@ -230,6 +230,7 @@ class EngineRunner:
 
     def _run(self) -> None:
         eng = self.engine
+        s = self.settings
         while True:
             batch = []
             with self._cv:
@@ -264,7 +265,7 @@ class EngineRunner:
                             req.tokens if req.media is None else req.media, req.sampler,
                             req.max_tokens, req.stop,
                             -1 if req.logprobs is None else req.logprobs, req.prompt_logprobs,
-                            loras=req.loras)
+                            loras=req.loras, max_sample_ms=4 * s.grammar_max_ms_per_token)
                     except Exception as e:    # bad prompt: only this request fails
                         _close_sampler(req)
                         self._fail(req, e, batch)

@@ -84,6 +84,11 @@ class ModelSettings(BaseModel):
     backend_sampling: bool = Field(False, description="Sample inside the compute graph (on the "
                                    "GPU) where a request's sampler allows it (llama.cpp: "
                                    "experimental; llama-server's --backend-sampling).")
+    grammar_max_ms_per_token: float = Field(
+        100.0, ge=0, description="Refuse (400) a request whose grammar (grammar, "
+        "response_format, tools) costs more than this per token to apply, measured when the "
+        "request arrives; a token that takes 4x this to choose ends its request. A costly "
+        "grammar would slow every request sharing the model's batch. 0: no limit.")
     warmup: bool = Field(True, description="One decode before serving (as llama-server does; a "
                          "full ubatch when layers are on a GPU), so that the first request does "
                          "not pay for first-use setup.")
