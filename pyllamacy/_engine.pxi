@@ -308,7 +308,8 @@ cdef class Engine:
         token after the first, from last_prompt_logprobs() after each step; the whole prompt
         is decoded (no cached prefix is reused). loras: this request's adapter set (see the
         class). draft=False: no speculative decoding for this request. max_sample_ms > 0:
-        a token whose choice takes longer (a costly grammar) ends the request with "error"
+        a token whose choice takes more CPU time (a costly grammar) ends the request with
+        "error"
         (GrammarError in last_errors()), so that one request cannot hold every other slot's
         step for long."""
         cdef vector[L.llama_token] toks, text

@@ -479,7 +479,7 @@ cdef class Sampler:
         return t
 
     def grammar_cost(self, int max_tokens=8192):
-        """Seconds that constraining one token costs at worst with this chain's grammars: one
+        """CPU seconds that constraining one token costs at worst with this chain's grammars: one
         pass of each grammar over the whole vocabulary, in its current state (a lazy grammar:
         in the state it starts from once triggered), estimated from at most `max_tokens`
         tokens spread over the vocabulary (0: all). 0.0 without a grammar. The chain's state

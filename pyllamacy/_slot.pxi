@@ -246,14 +246,15 @@ cdef L.llama_token _k_sample(_Slot * k, L.llama_context * c, int32_t idx,
     """The token for output row `idx` of the last decode (-1: the last row; `src`: logits
     to use instead of the decode's), through the fastest path that gives the chain's answer.
     A negative result is an error code (S.SAMPLE_*); S.SAMPLE_TOO_SLOW when the choice took
-    longer than k.max_sample_ns (a costly grammar: the slot must not hold the others)."""
+    more than k.max_sample_ns of CPU time (a costly grammar: the slot must not hold the
+    others)."""
     cdef int64_t t0
     cdef L.llama_token tok
     if k.max_sample_ns <= 0:
         return _k_sample_path(k, c, idx, src)
-    t0 = S.now_ns()
+    t0 = S.thread_cpu_ns()
     tok = _k_sample_path(k, c, idx, src)
-    if tok >= 0 and S.now_ns() - t0 > k.max_sample_ns:
+    if tok >= 0 and S.thread_cpu_ns() - t0 > k.max_sample_ns:
         return S.SAMPLE_TOO_SLOW
     return tok
 

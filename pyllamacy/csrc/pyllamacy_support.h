@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <mutex>
 #include <string>
@@ -429,12 +430,17 @@ inline bool grammar_allows(llama_sampler * g, llama_token token) noexcept {
     }
 }
 
-inline int64_t now_ns() noexcept {
-    return (int64_t) std::chrono::duration_cast<std::chrono::nanoseconds>(
-        std::chrono::steady_clock::now().time_since_epoch()).count();
+// CPU time of the calling thread, in ns: what a piece of work costs, whatever else the
+// machine is doing (wall time grows with the load; a cost limit must not)
+inline int64_t thread_cpu_ns() noexcept {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
+        return 0;
+    }
+    return (int64_t) ts.tv_sec * 1000000000LL + (int64_t) ts.tv_nsec;
 }
 
-// Seconds one apply() of grammar sampler `g` takes over the whole vocabulary (equal logits)
+// CPU seconds one apply() of grammar sampler `g` takes over the whole vocabulary (equal logits)
 // in its current state: what constraining one token costs at worst from there. At most
 // `max_tokens` tokens (spread evenly over the vocabulary) are tried and the time scaled up,
 // so that measuring a grammar costs less than using it. The grammar's state does not change.
@@ -453,9 +459,9 @@ inline double grammar_apply_seconds(llama_sampler * g, int32_t n_vocab,
         }
         llama_token_data_array arr = {cur.data(), cur.size(), -1, false};
         size_t n = cur.size();
-        auto t0 = std::chrono::steady_clock::now();
+        int64_t t0 = thread_cpu_ns();
         llama_sampler_apply(g, &arr);
-        double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        double t = (double) (thread_cpu_ns() - t0) * 1e-9;
         return n > 0 ? t * ((double) n_vocab / (double) n) : 0.0;
     } catch (...) {
         return -1.0;

@@ -59,7 +59,7 @@ cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
                              bint attached)
     bint grammar_allows(llama_sampler * g, llama_token token)
     double grammar_apply_seconds(llama_sampler * g, int32_t n_vocab, int32_t max_tokens)
-    int64_t now_ns()
+    int64_t thread_cpu_ns()
     int sampler_accept_checked(llama_sampler * s, llama_token token)
 
     # CPU backend variants
