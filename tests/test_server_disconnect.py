@@ -159,6 +159,18 @@ def test_streamed_disconnect_frees_slot(server):
     _check_freed(dt, n, step_s)
 
 
+def test_disconnect_frees_every_choice(server):
+    """n=2: both choices' slots are freed."""
+    sock = server.raw_post("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 2000,
+                                               "n": 2, "logit_bias": NO_EOS})
+    _wait(lambda: server.busy() == 2)
+    time.sleep(0.3)
+    t = time.perf_counter()
+    sock.close()
+    _wait(lambda: server.busy() == 0, timeout=30)
+    assert time.perf_counter() - t < 1.5
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_disconnect_during_prompt_frees_slot(server, stream):
     # ~3000 prompt tokens in steps of 32: a hundred steps of prompt processing
