@@ -105,10 +105,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("the server needs its extra: pip install 'pyllamacy[server]'", file=sys.stderr)
         return 2
     from .app import create_app
+    from .transport import uvicorn_options
     server, models = settings_from_args(argv)
     app = create_app(model_settings=models, server_settings=server)
     uvicorn.run(app, host=server.host, port=server.port, ssl_keyfile=server.ssl_keyfile,
-                ssl_certfile=server.ssl_certfile, log_level="warning", timeout_keep_alive=5)
+                ssl_certfile=server.ssl_certfile, log_level="warning",
+                **uvicorn_options(server))
     return 0
 
 

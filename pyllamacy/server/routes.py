@@ -88,25 +88,58 @@ def _model_seed(runner: EngineRunner) -> int:
     return seed if seed != 0xFFFFFFFF else random.getrandbits(32)
 
 
-def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: SamplingParams,
-            seed: Optional[int], max_tokens: int, stop: List[str], special=None,
-            logprobs: Optional[int] = None, prompt_logprobs: bool = False, media=None,
-            loras=None, grammar_field: str = "grammar") -> GenRequest:
+def _deadlines(state: ServerState, body) -> Tuple[Optional[float], Optional[float]]:
+    """(timeout_s, t_max_predict_ms) of a request: its own fields (`timeout` in seconds,
+    llama-server's `t_max_predict_ms`), capped by the server's request_timeout_s /
+    t_max_predict_ms, which are also the default; None (or 0) is no limit."""
+    def pick(asked, server_max):
+        asked = asked if asked else None            # 0: none asked for, as in llama-server
+        server_max = server_max if server_max else None
+        if asked is None:
+            return server_max
+        return asked if server_max is None else min(asked, server_max)
+    st = state.settings
+    return (pick(getattr(body, "timeout", None), st.request_timeout_s),
+            pick(getattr(body, "t_max_predict_ms", None), st.t_max_predict_ms))
+
+
+def _new_sampler(runner: EngineRunner, sp: SamplingParams, seed: int, tokens: List[int],
+                 grammar_field: str = "grammar"):
+    """The request's sampler; a grammar costing more per token than the model allows is
+    refused here (GrammarCostError), before the request shares a batch with others."""
     ms = runner.settings
-    if seed is None:
-        seed = _model_seed(runner)
-    try:
-        sampler = build_sampler(runner.model, sp, int(seed) & 0xFFFFFFFF, ms.last_n_tokens_size)
-    except (LlamaError, ValueError, TypeError) as e:
-        raise ApiError(400, f"bad sampling settings: {e}") from None
+    sampler = build_sampler(runner.model, sp, seed, ms.last_n_tokens_size)
     try:
         check_grammar_cost(sampler, ms.grammar_max_ms_per_token, grammar_field)
-    except (GrammarCostError, LlamaError) as e:
+    except BaseException:
         sampler.close()
-        raise ApiError(400, str(e)) from None
+        raise
     feed_history(sampler, sp, tokens, ms.last_n_tokens_size)
+    return sampler
+
+
+async def _submit(state: ServerState, runner: EngineRunner, tokens: List[int],
+                  sp: SamplingParams, seed: Optional[int], max_tokens: int, stop: List[str],
+                  special=None, logprobs: Optional[int] = None, prompt_logprobs: bool = False,
+                  media=None, loras=None, deadlines=(None, None),
+                  grammar_field: str = "grammar") -> GenRequest:
+    if seed is None:
+        seed = _model_seed(runner)
+    seed = int(seed) & 0xFFFFFFFF
+    try:
+        if sp.grammar is not None:
+            # a grammar is parsed (and a lazy one's patterns compiled) when the sampler is
+            # built: as long as the grammar makes it, so not on the event loop
+            sampler = await run_in_threadpool(_new_sampler, runner, sp, seed, tokens,
+                                              grammar_field)
+        else:
+            sampler = _new_sampler(runner, sp, seed, tokens)
+    except GrammarCostError as e:
+        raise ApiError(400, str(e)) from None
+    except (LlamaError, ValueError, TypeError) as e:
+        raise ApiError(400, f"bad sampling settings: {e}") from None
     req = GenRequest(tokens, sampler, max_tokens, stop, special, logprobs, prompt_logprobs,
-                     media, loras)
+                     media, loras, timeout_s=deadlines[0], t_max_predict_ms=deadlines[1])
     try:
         runner.submit(req)
     except QueueFullError as e:
@@ -121,11 +154,11 @@ def _submit(state: ServerState, runner: EngineRunner, tokens: List[int], sp: Sam
     return req
 
 
-def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int],
-              sp: SamplingParams, seed: Optional[int], max_tokens: int, stop: List[str],
-              special=None, logprobs: Optional[int] = None,
-              prompt_logprobs: bool = False, media=None, loras=None,
-              grammar_field: str = "grammar") -> List[GenRequest]:
+async def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int],
+                    sp: SamplingParams, seed: Optional[int], max_tokens: int, stop: List[str],
+                    special=None, logprobs: Optional[int] = None,
+                    prompt_logprobs: bool = False, media=None, loras=None,
+                    deadlines=(None, None), grammar_field: str = "grammar") -> List[GenRequest]:
     """n requests for n choices (choice i seeded seed + i); all or none: when one cannot be
     queued, those already queued are cancelled and the error is raised."""
     if n > 1 and seed is None:
@@ -133,10 +166,10 @@ def _submit_n(state: ServerState, runner: EngineRunner, n: int, tokens: List[int
     reqs: List[GenRequest] = []
     try:
         for i in range(n):
-            reqs.append(_submit(state, runner, tokens, sp,
-                                None if seed is None else (int(seed) + i) & 0xFFFFFFFF,
-                                max_tokens, stop, special, logprobs, prompt_logprobs, media,
-                                loras, grammar_field))
+            reqs.append(await _submit(state, runner, tokens, sp,
+                                      None if seed is None else (int(seed) + i) & 0xFFFFFFFF,
+                                      max_tokens, stop, special, logprobs, prompt_logprobs,
+                                      media, loras, deadlines, grammar_field))
     except BaseException:
         for r in reqs:
             runner.cancel(r)
@@ -184,9 +217,49 @@ def _error_message(tt: TokenText) -> str:
     return str(tt.error) if tt.error is not None else "generation failed"
 
 
+# put on a request's queue by _ClientWatch when the client has gone
+_LEFT = (None, None, None)
+
+
+class _ClientWatch:
+    """Waits on the ASGI receive channel for the client's http.disconnect while `reqs` run,
+    and then cancels them at once (the runner frees their slots at its next step) and wakes
+    their consumers (_events raises _Disconnected). The request body has been read by then
+    (FastAPI parses it before the route runs), so what receive() still brings is the
+    disconnect -- uvicorn answers it as soon as the connection is lost, or once the response
+    is complete (close() has stopped the watch by then). Starlette's StreamingResponse listens
+    on the same channel, which is fine: a disconnect wakes every receiver."""
+
+    def __init__(self, request: Request, runner: EngineRunner, reqs: List[GenRequest]):
+        self.left = False
+        self._task = asyncio.ensure_future(self._watch(request, runner, reqs))
+
+    async def _watch(self, request, runner, reqs) -> None:
+        try:
+            for _ in range(1000):             # a receive() that never waits: give up
+                if (await request.receive())["type"] == "http.disconnect":
+                    break
+                await asyncio.sleep(0)
+            else:
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception:                      # no receive channel: _events polls
+            return
+        self.left = True
+        for r in reqs:
+            if not r.done:
+                runner.cancel(r)
+                r.queue.put_nowait(_LEFT)
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
 async def _events(request: Request, req: GenRequest) -> AsyncIterator[tuple]:
     """(piece, finish_reason, logprob entry) until the request ends; _Disconnected when the
-    client leaves."""
+    client leaves (told by _ClientWatch at once; polled every _POLL_S without a token as a
+    fallback)."""
     q = req.queue
     while True:
         if q.empty():
@@ -198,6 +271,8 @@ async def _events(request: Request, req: GenRequest) -> AsyncIterator[tuple]:
                 continue
         else:
             item = q.get_nowait()
+        if item is _LEFT:
+            raise _Disconnected()
         yield item
         if item[1] is not None:
             return
@@ -243,13 +318,15 @@ def _sse(obj) -> bytes:
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _sse_response(state: ServerState, runner: EngineRunner, route: str,
+def _sse_response(request: Request, state: ServerState, runner: EngineRunner, route: str,
                   reqs: List[GenRequest], n_prompt: int, t0: float,
                   objects: AsyncIterator[dict]) -> StreamingResponse:
     """Stream `objects` (chunks, or an error body: status 500) as Server-Sent Events ending
-    with [DONE]; record the requests when the stream ends (499 when the client left)."""
+    with [DONE]; record the requests when the stream ends (499 when the client left).
+    A client that leaves has its requests cancelled at once (_ClientWatch)."""
     async def gen():
         status = 200
+        watch = _ClientWatch(request, runner, reqs)
         try:
             async for obj in objects:
                 if "error" in obj:
@@ -259,6 +336,9 @@ def _sse_response(state: ServerState, runner: EngineRunner, route: str,
         except _Disconnected:
             status = 499
         finally:
+            watch.close()
+            if watch.left:
+                status = 499
             await objects.aclose()         # cancels what is still running
             for r in reqs:
                 _record(state, runner, route, r, n_prompt, status, t0)
@@ -320,11 +400,16 @@ async def _merged(streams) -> AsyncIterator[tuple]:
 async def _collect_n(request: Request, state, runner: EngineRunner, route: str,
                      reqs: List[GenRequest], n_prompt: int, tts: List[TokenText], t0: float):
     """_collect for each choice, concurrently: a list of (text, entries), or None when the
-    client left; ApiError(500) when a choice failed."""
-    results = await asyncio.gather(
-        *(_collect(request, state, runner, route, r, n_prompt, tt, t0)
-          for r, tt in zip(reqs, tts)),
-        return_exceptions=True)
+    client left (its requests are cancelled as soon as it leaves: _ClientWatch); ApiError(500)
+    when a choice failed."""
+    watch = _ClientWatch(request, runner, reqs)
+    try:
+        results = await asyncio.gather(
+            *(_collect(request, state, runner, route, r, n_prompt, tt, t0)
+              for r, tt in zip(reqs, tts)),
+            return_exceptions=True)
+    finally:
+        watch.close()
     for r in results:
         if isinstance(r, BaseException):
             raise r
@@ -367,8 +452,9 @@ async def completions(body: CompletionRequest, request: Request):
     stop = _checked(stop_strings, body.stop, _MAX_STOPS)
     sp = _sampling(state, body)
     loras = _lora(runner, body.lora)
-    reqs = _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, stop,
-                     logprobs=n_logprobs, prompt_logprobs=echo_lp, loras=loras)
+    reqs = await _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, stop,
+                           logprobs=n_logprobs, prompt_logprobs=echo_lp, loras=loras,
+                           deadlines=_deadlines(state, body))
     meta = ResponseMeta.completion(runner.name)
     # text offsets count the prompt, as in Llama
     tts = [TokenText(stop, base=len(prompt_text)) for _ in reqs]
@@ -400,7 +486,7 @@ async def completions(body: CompletionRequest, request: Request):
                     else:
                         yield completion_chunk(meta, i, "",
                                                "length" if prompt_only else tt.finish_reason)
-        return _sse_response(state, runner, "completions", reqs, len(toks), t0, chunks())
+        return _sse_response(request, state, runner, "completions", reqs, len(toks), t0, chunks())
 
     results = await _collect_n(request, state, runner, "completions", reqs, len(toks), tts, t0)
     if results is None:
@@ -461,10 +547,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         else body.max_tokens
     max_tokens = _max_tokens(state, runner, requested, n_prompt)
     sp = _sampling(state, body, grammar=creq.grammar)
-    reqs = _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, creq.stop,
-                     creq.special_tokens, n_logprobs, media=media, loras=loras,
-                     grammar_field=("grammar" if body.grammar else "response_format"
-                                    if body.response_format else "tools"))
+    reqs = await _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, creq.stop,
+                           creq.special_tokens, n_logprobs, media=media, loras=loras,
+                           deadlines=_deadlines(state, body),
+                           grammar_field=("grammar" if body.grammar else "response_format"
+                                          if body.response_format else "tools"))
     meta = ResponseMeta.chat(runner.name)
     tts = [TokenText(creq.stop) for _ in reqs]
 
@@ -484,7 +571,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                         return
                     for c in streams[i].finish(tt.finish_reason):
                         yield c
-        return _sse_response(state, runner, "chat", reqs, n_prompt, t0, chunks())
+        return _sse_response(request, state, runner, "chat", reqs, n_prompt, t0, chunks())
 
     results = await _collect_n(request, state, runner, "chat", reqs, n_prompt, tts, t0)
     if results is None:
@@ -555,19 +642,23 @@ async def metrics(request: Request):
                              media_type="text/plain; version=0.0.4")
 
 
+def _tokenize_response(runner: EngineRunner, text: str, count: bool) -> JSONResponse:
+    """In a worker thread: a large input takes seconds to tokenize (the tokenizer runs
+    without the GIL) and its answer long to encode -- the JSON is made here too."""
+    toks = runner.model.tokenize(text.encode("utf-8"), add_special=True, parse_special=True)
+    return JSONResponse({"count": len(toks)} if count else {"tokens": toks})
+
+
 @router.post("/extras/tokenize")
 async def tokenize(body: TokenizeRequest, request: Request):
     runner = _state(request).runner(body.model)
-    toks = runner.model.tokenize(body.input.encode("utf-8"), add_special=True,
-                                 parse_special=True)
-    return {"tokens": toks}
+    return await run_in_threadpool(_tokenize_response, runner, body.input, False)
 
 
 @router.post("/extras/tokenize/count")
 async def tokenize_count(body: TokenizeRequest, request: Request):
     runner = _state(request).runner(body.model)
-    return {"count": len(runner.model.tokenize(body.input.encode("utf-8"), add_special=True,
-                                               parse_special=True))}
+    return await run_in_threadpool(_tokenize_response, runner, body.input, True)
 
 
 @router.post("/extras/detokenize")

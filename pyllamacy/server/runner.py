@@ -41,15 +41,22 @@ class GenRequest:
 
     logprobs=N asks for each token's log-probability and the N most likely alternatives:
     LogprobEntry = (token text, log-probability, {text: log-probability} of the top N and the
-    token itself), the shape of llama-cpp-python's completion logprobs."""
+    token itself), the shape of llama-cpp-python's completion logprobs.
+
+    Deadlines (None: none): `timeout_s` counts from the submit (the wait for a slot included),
+    `t_max_predict_ms` from the first generated token (llama-server's limit of the generation
+    phase). The runner ends a request whose deadline passed at its next step, with finish
+    "length" and the text generated so far; its slot is free for the step after."""
     __slots__ = ("tokens", "media", "loras", "sampler", "max_tokens", "stop", "special",
                  "logprobs", "prompt_logprobs", "prompt_entries", "queue", "loop", "rid", "done",
-                 "t_submit", "t_first", "n_tokens", "finish_reason")
+                 "t_submit", "t_first", "n_tokens", "finish_reason", "timeout_s",
+                 "t_max_predict_ms", "expired")
 
     def __init__(self, tokens: List[int], sampler: Sampler, max_tokens: int,
                  stop: List[str], special: Optional[Set[int]] = None,
                  logprobs: Optional[int] = None, prompt_logprobs: bool = False,
-                 media=None, loras=None):
+                 media=None, loras=None, timeout_s: Optional[float] = None,
+                 t_max_predict_ms: Optional[float] = None):
         self.tokens = tokens
         # the prompt as a MultimodalInput (its text tokens are `tokens`), or None
         self.media = media
@@ -72,6 +79,20 @@ class GenRequest:
         self.t_first: Optional[float] = None
         self.n_tokens = 0
         self.finish_reason: Optional[str] = None
+        self.timeout_s = timeout_s
+        self.t_max_predict_ms = t_max_predict_ms
+        self.expired = False           # ended by a deadline: its "aborted" reads "length"
+
+    @property
+    def has_deadline(self) -> bool:
+        return self.timeout_s is not None or self.t_max_predict_ms is not None
+
+    def past_deadline(self, now: float) -> bool:
+        """Whether a deadline of this request has passed at perf_counter() `now`."""
+        if self.timeout_s is not None and now - self.t_submit >= self.timeout_s:
+            return True
+        return self.t_max_predict_ms is not None and self.t_first is not None and \
+            (now - self.t_first) * 1000.0 >= self.t_max_predict_ms
 
 
 def _close_sampler(req: GenRequest) -> None:
@@ -159,6 +180,8 @@ class EngineRunner:
             self._waiting: Deque[GenRequest] = collections.deque()
             self._to_cancel: List[GenRequest] = []
             self._running: Dict[int, GenRequest] = {}
+            # requests (waiting or running) with a deadline: checked before every step
+            self._n_deadlines = 0
             self._closing = False
             self.n_running = 0           # read by /metrics without locks
             self.n_waiting = 0
@@ -197,6 +220,8 @@ class EngineRunner:
                                      f"{self.settings.max_queue} queue places are taken")
             self._waiting.append(req)
             self.n_waiting = len(self._waiting)
+            if req.has_deadline:
+                self._n_deadlines += 1
             self._cv.notify()
 
     def cancel(self, req: GenRequest) -> None:
@@ -224,9 +249,31 @@ class EngineRunner:
     # -- the runner thread ---------------------------------------------------------------------
 
     def _fail(self, req: GenRequest, reason, batch) -> None:
-        """End `req` without tokens: reason "aborted" or an exception."""
+        """End `req` without tokens: reason "aborted", "length" or an exception."""
         req.done = True
+        self._ended(req)
         batch.append((req, (), reason))
+
+    def _ended(self, req: GenRequest) -> None:
+        """Bookkeeping of a request that ended (under self._cv)."""
+        if req.has_deadline:
+            self._n_deadlines -= 1
+
+    def _expire(self, batch) -> None:
+        """Under self._cv, before a step: requests whose deadline passed end with "length".
+        A waiting one leaves the queue now; a running one is cancelled in the Engine, which
+        frees its slot at the start of the next step (its "aborted" reads "length")."""
+        now = time.perf_counter()
+        for req in [r for r in self._waiting if r.has_deadline and r.past_deadline(now)]:
+            self._waiting.remove(req)
+            _close_sampler(req)
+            req.expired = True
+            req.finish_reason = "length"
+            self._fail(req, "length", batch)
+        for req in self._running.values():
+            if not req.expired and req.has_deadline and req.past_deadline(now):
+                req.expired = True
+                self.engine.cancel(req.rid)
 
     def _run(self) -> None:
         eng = self.engine
@@ -258,6 +305,8 @@ class EngineRunner:
                     else:
                         eng.cancel(req.rid)
                 self._to_cancel.clear()
+                if self._n_deadlines:
+                    self._expire(batch)
                 while self._waiting and len(self._running) < self.n_slots:
                     req = self._waiting.popleft()
                     try:
@@ -312,6 +361,8 @@ class EngineRunner:
                 if req.t_first is None:
                     req.t_first = now
             if fin is not None:
+                if fin == "aborted" and req.expired:
+                    fin = "length"
                 ent[2] = fin
                 req.done = True
                 req.finish_reason = fin
@@ -321,6 +372,7 @@ class EngineRunner:
                 for rid, ent in by_req.items():
                     if ent[2] is not None:
                         self._running.pop(rid, None)
+                        self._ended(ent[0])
                 self.n_running = len(self._running)
         batch.extend(tuple(e) for e in by_req.values())
 

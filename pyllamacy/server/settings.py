@@ -139,6 +139,25 @@ class ServerSettings(BaseModel):
     max_n: int = Field(4, ge=1, le=64, description="Most choices (n) per request; each one is "
                        "a request of its own in a slot.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After of a 429/503.")
+    # deadlines of generation requests (0: none); a request's own `timeout` /
+    # `t_max_predict_ms` may be shorter, not longer
+    request_timeout_s: float = Field(0.0, ge=0, allow_inf_nan=False, description="Longest "
+                                     "time a completion request may take, its wait for a slot "
+                                     "included; it then ends with finish_reason 'length' and "
+                                     "its slot is freed (0: no limit; the default of a "
+                                     "request's `timeout` and its upper bound).")
+    t_max_predict_ms: float = Field(0.0, ge=0, allow_inf_nan=False, description="Longest "
+                                    "generation phase of a request in ms, from its first token "
+                                    "(llama-server's t_max_predict_ms; 0: no limit; the default "
+                                    "of a request's `t_max_predict_ms` and its upper bound).")
+    # connections (uvicorn, run by python -m pyllamacy.server / pyllamacy.server.serve)
+    timeout_keep_alive: float = Field(5.0, gt=0, allow_inf_nan=False, description="Close an "
+                                      "idle keep-alive connection after this many seconds.")
+    timeout_request_read: float = Field(60.0, gt=0, allow_inf_nan=False, description="A "
+                                        "request's headers and body must have arrived this "
+                                        "many seconds after the connection opened (or its "
+                                        "previous response ended), else the connection is "
+                                        "closed (slow or stalled clients).")
 
 
 class ConfigFileSettings(ServerSettings):

@@ -42,6 +42,11 @@ class _Sampling(BaseModel):
     # llama-server's per-request LoRA: [{"id": adapter id, "scale": number}] (checked by the
     # route, which names what is wrong)
     lora: Optional[Any] = None
+    # deadlines (0 or absent: the server's): seconds from arrival (the wait for a slot
+    # included) and llama-server's limit of the generation phase in milliseconds; the
+    # request then ends with finish_reason "length" and the text so far
+    timeout: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
+    t_max_predict_ms: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
 
 
 class CompletionRequest(_Sampling):
