@@ -1,7 +1,26 @@
 # Context: owns a llama_context (KV cache, compute buffers) over a Model it keeps alive.
 
 _STATE_MAGIC = b"PYLC"
-cdef uint32_t _STATE_VERSION = 1
+# 1: magic, version, n_logits, logits, llama.cpp's state; 2: the same with a CRC-32 of what
+# follows the 16-byte header (after n_logits), checked on load
+cdef uint32_t _STATE_VERSION = 2
+# a session file (llama.cpp's format) ends with this and the CRC-32 of what precedes it
+_SESSION_TRAILER = b"PYLCRC32"
+
+
+def _file_crc32(f, size):
+    """CRC-32 of the first `size` bytes of open file `f` (-1: all of it)."""
+    f.seek(0)
+    crc = 0
+    left = size
+    while left != 0:
+        chunk = f.read(1 << 24 if left < 0 else min(left, 1 << 24))
+        if not chunk:
+            break
+        crc = zlib.crc32(chunk, crc)
+        if left > 0:
+            left -= len(chunk)
+    return crc & 0xFFFFFFFF
 
 _POOLING = {None: L.LLAMA_POOLING_TYPE_UNSPECIFIED, "unspecified": L.LLAMA_POOLING_TYPE_UNSPECIFIED,
             "none": L.LLAMA_POOLING_TYPE_NONE, "mean": L.LLAMA_POOLING_TYPE_MEAN,
@@ -772,7 +791,7 @@ cdef class Context:
         cdef bytes out
         cdef uint8_t * buf
         cdef float * lg = NULL
-        cdef uint32_t n_logits = 0
+        cdef uint32_t n_logits = 0, crc
         cdef bytes magic
         try:
             if self._has_restored:
@@ -781,7 +800,7 @@ cdef class Context:
                 lg = L.llama_get_logits_ith(self._ctx, -1)
             if lg != NULL:
                 n_logits = self._n_vocab
-            head = 12 + n_logits * sizeof(float)
+            head = 16 + n_logits * sizeof(float)
             with nogil:
                 n = L.llama_state_get_size(self._ctx)
             out = PyBytes_FromStringAndSize(NULL, head + n)
@@ -791,11 +810,13 @@ cdef class Context:
             memcpy(buf + 4, &_STATE_VERSION, 4)
             memcpy(buf + 8, &n_logits, 4)
             if n_logits:
-                memcpy(buf + 12, lg, n_logits * sizeof(float))
+                memcpy(buf + 16, lg, n_logits * sizeof(float))
             with nogil:
                 written = L.llama_state_get_data(self._ctx, buf + head, n)
             if written != n:
                 raise StateError(f"llama_state_get_data wrote {written} of {n} bytes")
+            crc = zlib.crc32(memoryview(out)[16:]) & 0xFFFFFFFF
+            memcpy(buf + 12, &crc, 4)
             return out
         finally:
             self._leave()
@@ -804,7 +825,7 @@ cdef class Context:
         """Restore a state made by state_get() with the same model and context settings."""
         self._enter()
         cdef const uint8_t[::1] view
-        cdef size_t n, read, head
+        cdef size_t n, read, head, lg_at
         cdef uint32_t n_logits
         cdef uint64_t mark = S.log_mark()
         try:
@@ -815,18 +836,24 @@ cdef class Context:
             if n == 0:
                 raise StateError("empty state")
             head = 0
+            lg_at = 0
             n_logits = 0
             if n >= 12 and bytes(view[:4]) == _STATE_MAGIC:
                 version = int.from_bytes(bytes(view[4:8]), "little")
                 n_logits = int.from_bytes(bytes(view[8:12]), "little")
-                if version != _STATE_VERSION:
+                if version not in (1, 2):
                     raise StateError(f"unsupported pyllamacy state version {version}")
                 if n_logits not in (0, self._n_vocab):
                     raise StateError(f"state holds logits for {n_logits} tokens; this model's "
                                      f"vocabulary has {self._n_vocab}")
-                head = 12 + n_logits * sizeof(float)
+                lg_at = 12 if version == 1 else 16
+                head = lg_at + n_logits * sizeof(float)
                 if n <= head:
                     raise StateError("truncated state")
+                if version == 2:
+                    want = int.from_bytes(bytes(view[12:16]), "little")
+                    if zlib.crc32(view[16:]) & 0xFFFFFFFF != want:
+                        raise StateError("the state is corrupt (its checksum does not match)")
             with nogil:
                 read = L.llama_state_set_data(self._ctx, &view[head], n - head)
             self.epoch += 1
@@ -838,14 +865,16 @@ cdef class Context:
                                  f"context size?): {_recent_log(mark) or 'no reason given'}")
             if n_logits:
                 self._restored_logits.resize(n_logits)
-                memcpy(self._restored_logits.data(), &view[12], n_logits * sizeof(float))
+                memcpy(self._restored_logits.data(), &view[lg_at], n_logits * sizeof(float))
                 self._has_restored = True
             return read + head
         finally:
             self._leave()
 
     def state_save_file(self, path, tokens=()):
-        """Save the state and the token ids it was built from to a session file."""
+        """Save the state and the token ids it was built from to a session file: llama.cpp's
+        format, then a 12-byte trailer with its CRC-32 (state_load_file checks it; llama.cpp's
+        own loader wants the file without the trailer)."""
         self._enter()
         cdef vector[L.llama_token] toks
         cdef bytes bpath = os.fsencode(os.fspath(path))
@@ -857,6 +886,10 @@ cdef class Context:
                 ok = L.llama_state_save_file(self._ctx, c_path, toks.data(), toks.size())
             if not ok:
                 raise StateError(f"could not save the state to {os.fsdecode(bpath)}")
+            with open(bpath, "r+b") as f:
+                crc = _file_crc32(f, -1)
+                f.seek(0, 2)
+                f.write(_SESSION_TRAILER + crc.to_bytes(4, "little"))
         finally:
             self._leave()
 
@@ -874,6 +907,19 @@ cdef class Context:
             if not os.path.isfile(p):
                 raise FileNotFoundError(2, "state file not found", p)
             toks.resize(L.llama_n_ctx(self._ctx) + 1)
+            with open(p, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                trailer = b""
+                if size >= 12:
+                    f.seek(size - 12)
+                    trailer = f.read(12)
+                if trailer[:8] == _SESSION_TRAILER:
+                    if _file_crc32(f, size - 12) != int.from_bytes(trailer[8:], "little"):
+                        raise StateError(f"the state file {p} is corrupt (its checksum does "
+                                         "not match)")
+                    f.seek(0)
+                    return self._load_session(f.read(size - 12), p, mark)
             with nogil:
                 ok = L.llama_state_load_file(self._ctx, c_path, toks.data(), toks.size(), &n_out)
             self.epoch += 1
@@ -887,6 +933,38 @@ cdef class Context:
             return list(toks)
         finally:
             self._leave()
+
+    cdef list _load_session(self, bytes data, str p, uint64_t mark):
+        """A session file's content (llama.cpp's format, trailer removed) into this context:
+        what llama_state_load_file does, from memory."""
+        cdef const uint8_t * buf = <const uint8_t *> PyBytes_AS_STRING(data)
+        cdef size_t n = len(data), at, read
+        cdef uint32_t magic, version, n_tok
+        if n < 12:
+            raise StateError(f"the state file {p} is truncated")
+        memcpy(&magic, buf, 4)
+        memcpy(&version, buf + 4, 4)
+        memcpy(&n_tok, buf + 8, 4)
+        if magic != L.LLAMA_SESSION_MAGIC or version != L.LLAMA_SESSION_VERSION:
+            raise StateError(f"{p} is not a session file of this llama.cpp (magic {magic:08x}, "
+                             f"version {version})")
+        if n_tok > L.llama_n_ctx(self._ctx):
+            raise StateError(f"the state file {p} holds {n_tok} tokens, more than this "
+                             f"context's {L.llama_n_ctx(self._ctx)}")
+        at = 12 + <size_t> n_tok * 4
+        if at > n:
+            raise StateError(f"the state file {p} is truncated")
+        toks = list(memoryview(data)[12:at].cast("i"))
+        with nogil:
+            read = L.llama_state_set_data(self._ctx, buf + at, n - at)
+        self.epoch += 1
+        self._has_restored = False
+        self._logits_valid = False
+        if read != n - at:
+            L.llama_memory_clear(L.llama_get_memory(self._ctx), True)
+            raise StateError(f"could not load state from {p}: "
+                             f"{_recent_log(mark) or 'no reason given'}")
+        return toks
 
     def perf(self):
         """llama.cpp's timing counters for this context (needs no_perf=False)."""

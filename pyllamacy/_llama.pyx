@@ -46,6 +46,7 @@ import os
 import sys
 import threading
 import warnings
+import zlib
 
 import numpy as np
 

@@ -343,3 +343,40 @@ def test_seq_rm_invalidates_logits(model):
         ctx.seq_rm(0, len(toks) - 1, -1)
         with pytest.raises(pyllamacy.LlamaError, match="eval"):
             ctx.generate(Sampler(model).greedy())
+
+
+def test_state_checksums(model, tmp_path):
+    """A state or session file with a flipped byte is refused (issue 12); states of format 1
+    (no checksum) and llama.cpp's own session files (no trailer) still load."""
+    toks = model.tokenize(PROMPT)
+    with Context(model, n_ctx=256) as ctx:
+        ctx.eval(toks)
+        state = ctx.state_get()
+        want = ctx.generate(greedy(model), max_tokens=6).run()
+        for at in (20, len(state) // 2, len(state) - 1):
+            bad = bytearray(state)
+            bad[at] ^= 0x40
+            with pytest.raises(pyllamacy.StateError, match="corrupt"):
+                ctx.state_set(bytes(bad))
+        # format 1: the same without the checksum field
+        v1 = state[:4] + (1).to_bytes(4, "little") + state[8:12] + state[16:]
+        ctx.state_set(v1)
+        assert ctx.generate(greedy(model), max_tokens=6).run() == want
+        ctx.state_set(state)
+        ctx.state_save_file(tmp_path / "s.bin", toks)
+    raw = (tmp_path / "s.bin").read_bytes()
+    assert raw[-12:-4] == b"PYLCRC32"
+    (tmp_path / "plain.bin").write_bytes(raw[:-12])       # what llama.cpp itself writes
+    for at in (10, 12 + 4 * len(toks) + 100, len(raw) - 20):
+        bad = bytearray(raw)
+        bad[at] ^= 0x01
+        (tmp_path / "bad.bin").write_bytes(bytes(bad))
+        with Context(model, n_ctx=256) as ctx2, \
+                pytest.raises(pyllamacy.StateError, match="corrupt"):
+            ctx2.state_load_file(tmp_path / "bad.bin")
+    for name in ("s.bin", "plain.bin"):
+        with Context(model, n_ctx=256) as ctx2:
+            assert ctx2.state_load_file(tmp_path / name) == toks
+            ctx2.seq_rm(0, len(toks) - 1, -1)
+            ctx2.eval(toks[-1:])
+            assert ctx2.generate(greedy(model), max_tokens=6).run() == want
