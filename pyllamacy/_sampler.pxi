@@ -98,6 +98,9 @@ cdef class Sampler:
     # chain is [logit_bias..., greedy]: generation takes the argmax of the biased logits
     # directly (S.greedy_biased) instead of building an n_vocab candidate array
     cdef bint _greedy_fast
+    # chain is [logit_bias / grammar ..., greedy] with a grammar: the biased argmax is checked
+    # against the grammars first (S.greedy_grammar), the vocabulary constrained only if refused
+    cdef bint _greedy_grammar
     cdef vector[L.llama_logit_bias] _fast_bias      # one entry per token, sorted by token
     cdef dict _bias_sum                # token -> bias so far; None once a token repeats
     # chain is [logit_bias..., top_k(k), top_p/min_p/typical/temp/temp_ext..., dist]: the
@@ -117,6 +120,7 @@ cdef class Sampler:
         self._has_selector = False
         self._owner = 0
         self._greedy_fast = False
+        self._greedy_grammar = False
         self._bias_sum = {}
         self._topk_fast = 0
         self._topk_k = 0
@@ -186,6 +190,10 @@ cdef class Sampler:
             self._has_selector = True
         self._greedy_fast = (name == "greedy" and self._bias_sum is not None and
                              all(n == "logit_bias" for n in self._names[:len(self._names) - 1]))
+        self._greedy_grammar = (name == "greedy" and self._bias_sum is not None and
+                                "grammar" in self._names and
+                                all(n in ("logit_bias", "grammar")
+                                    for n in self._names[:len(self._names) - 1]))
         self._topk_fast = self._topk_k if (name == "dist" and self._topk_shape()) else 0
         return self
 
@@ -213,9 +221,13 @@ cdef class Sampler:
     @property
     def fast_path(self):
         """How generation samples with this chain: "greedy" (argmax of the biased logits),
-        "top_k" (the chain runs on the k best candidates), or None (the whole vocabulary)."""
+        "greedy_grammar" (that argmax, checked against the grammars; the whole vocabulary only
+        when they refuse it), "top_k" (the chain runs on the k best candidates), or None (the
+        whole vocabulary)."""
         if self._greedy_fast:
             return "greedy"
+        if self._greedy_grammar:
+            return "greedy_grammar"
         if self._topk_fast > 0:
             return "top_k"
         return None
@@ -543,6 +555,7 @@ cdef class Sampler:
         s._lazy_grammars = list(self._lazy_grammars)
         s._has_selector = self._has_selector
         s._greedy_fast = self._greedy_fast
+        s._greedy_grammar = self._greedy_grammar
         s._fast_bias = self._fast_bias
         s._bias_sum = None if self._bias_sum is None else dict(self._bias_sum)
         s._topk_fast = self._topk_fast

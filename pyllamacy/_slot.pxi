@@ -73,6 +73,8 @@ cdef struct _Slot:
     bint bs                         # the chain runs in the compute graph: llama.cpp returns
                                     # the token, not the logits
     bint greedy_fast                # [logit_bias..., greedy]: argmax of the biased logits
+    bint greedy_grammar             # [logit_bias / grammar..., greedy]: that argmax, checked
+    vector[L.llama_sampler *] grammars  # ... against these stages of the chain
     int32_t topk_k                  # > 0: the top-k fast path with this k
     const _BiasVec * bias           # the Sampler's fast-path bias (one entry per token)
     S.TopkScratch topk_scratch
@@ -112,6 +114,8 @@ cdef void _k_reset(_Slot * k, int max_tokens) noexcept:
     k.chain = NULL
     k.bs = False
     k.greedy_fast = False
+    k.greedy_grammar = False
+    k.grammars.clear()
     k.topk_k = 0
     k.bias = NULL
     k.sample_code = 0
@@ -152,6 +156,11 @@ cdef int _k_set_sampler(_Slot * k, Sampler sampler, int32_t n_vocab) except -1:
     """Use `sampler`'s chain and fast paths (checked by the caller)."""
     k.chain = sampler._chain
     k.greedy_fast = sampler._greedy_fast
+    k.greedy_grammar = sampler._greedy_grammar
+    k.grammars.clear()
+    if k.greedy_grammar:
+        for i in sampler._grammar_stages:
+            k.grammars.push_back(L.llama_sampler_chain_get(sampler._chain, i))
     k.topk_k = sampler._topk_fast
     k.bias = &sampler._fast_bias
     k.bs = False
@@ -169,6 +178,8 @@ cdef L.llama_sampler * _k_backend_chain(_Slot * k, Sampler sampler) noexcept:
     if clone != NULL:
         k.chain = clone
         k.greedy_fast = False
+        k.greedy_grammar = False
+        k.grammars.clear()
         k.topk_k = 0
     return clone
 
@@ -265,6 +276,8 @@ cdef inline L.llama_token _k_sample_path(_Slot * k, L.llama_context * c, int32_t
         return S.sample_backend_checked(k.chain, c, idx, k.n_vocab, k.cur)
     if k.greedy_fast:
         return S.greedy_biased(k.chain, c, idx, src, k.n_vocab, k.bias[0])
+    if k.greedy_grammar:
+        return S.greedy_grammar(k.chain, k.grammars, c, idx, src, k.n_vocab, k.bias[0], k.cur)
     if k.topk_k > 0:
         return S.sample_topk(k.chain, c, idx, src, k.n_vocab, k.topk_k, k.bias[0],
                              k.topk_scratch, k.cur)

@@ -131,3 +131,29 @@ def test_server_refuses_a_costly_grammar_and_keeps_serving(server):
     after = c.chat.completions.create(model="smol", messages=msgs, max_tokens=8,
                                       temperature=0).choices[0].message.content
     assert after == before
+
+
+@pytest.mark.parametrize("gbnf", [
+    'root ::= "The answer is " [0-9]+ "."',
+    _enum_grammar(40),
+    LlamaGrammar.from_json_schema(json.dumps({
+        "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"]})).grammar,
+])
+def test_greedy_grammar_fast_path_equals_the_full_chain(smollm2_path, gbnf):
+    """[grammar, greedy] checks the argmax against the grammar first; the tokens are those of
+    the same chain over the whole vocabulary (a temp(1.0) stage turns the fast path off)."""
+    with pyllamacy.Model(smollm2_path) as m, \
+            pyllamacy.Context(m, n_ctx=512, n_batch=64, n_threads=2) as ctx:
+        prompt = m.tokenize("Describe a person as JSON. Answer:", add_special=True)
+        outs = []
+        for extra in (False, True):
+            s = pyllamacy.Sampler(m).logit_bias({m.token_eos(): -2.0}).grammar(gbnf)
+            if extra:
+                s.temp(1.0)
+            s.greedy()
+            assert s.fast_path == (None if extra else "greedy_grammar")
+            ctx.memory_clear()
+            ctx.eval(prompt)
+            outs.append(ctx.generate(s, max_tokens=40).run())
+        assert outs[0] == outs[1] and len(outs[0]) > 3

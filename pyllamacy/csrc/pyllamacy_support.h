@@ -468,6 +468,48 @@ inline double grammar_apply_seconds(llama_sampler * g, int32_t n_vocab,
     }
 }
 
+// Chains [logit_bias..., grammar..., greedy] (in any order before greedy): the argmax of the
+// biased logits is checked against the grammars alone; when they all allow it, it is the
+// chain's answer (the first maximum of the biased logits is also the first maximum of those
+// the grammars leave), and the whole vocabulary is never constrained. Otherwise the full chain
+// runs. Exact; a grammar's cost per token drops from n_vocab checks to one when the model
+// follows it.
+inline llama_token greedy_grammar(llama_sampler * chain, const std::vector<llama_sampler *> & grammars,
+                                  llama_context * ctx, int32_t idx, const float * logits,
+                                  int32_t n_vocab, const std::vector<llama_logit_bias> & bias,
+                                  std::vector<llama_token_data> & cur) noexcept {
+    try {
+        if (logits == nullptr) {
+            logits = llama_get_logits_ith(ctx, idx);
+            if (logits == nullptr) {
+                return SAMPLE_NO_LOGITS;
+            }
+        }
+        if (n_vocab <= 0) {
+            return SAMPLE_NONE_ALLOWED;
+        }
+        float best;
+        const int32_t sel = greedy_biased_scan(logits, n_vocab, bias, &best);
+        if (!std::isnan(best) && best != -INFINITY) {
+            bool ok = true;
+            for (llama_sampler * g : grammars) {
+                if (!grammar_allows(g, sel)) {
+                    ok = false;
+                    break;
+                }
+            }
+            if (ok) {
+                llama_sampler_accept(chain, sel);
+                return sel;
+            }
+        }
+        fill_candidates(logits, n_vocab, cur);
+        return apply_and_accept(chain, cur);
+    } catch (...) {
+        return SAMPLE_THREW;
+    }
+}
+
 inline int sampler_accept_checked(llama_sampler * s, llama_token token) noexcept {
     try {
         llama_sampler_accept(s, token);

@@ -58,6 +58,10 @@ cdef extern from "pyllamacy_support.h" namespace "pyllamacy" nogil:
     void detach_free_sampler(llama_context * ctx, int32_t seq, llama_sampler * chain,
                              bint attached)
     bint grammar_allows(llama_sampler * g, llama_token token)
+    llama_token greedy_grammar(llama_sampler * chain, const vector[llama_sampler *] & grammars,
+                               llama_context * ctx, int32_t idx, const float * logits,
+                               int32_t n_vocab, const vector[llama_logit_bias] & bias,
+                               vector[llama_token_data] & cur)
     double grammar_apply_seconds(llama_sampler * g, int32_t n_vocab, int32_t max_tokens)
     int64_t thread_cpu_ns()
     int sampler_accept_checked(llama_sampler * s, llama_token token)
