@@ -478,6 +478,7 @@ def _check_hparams(h: GGUFHeader, overrides: Mapping[str, Any]) -> None:
         return          # llama.cpp reads no hyperparameters of a CLIP file
     src = _Source(h, overrides)
     _check_layers(src, arch)
+    _check_heads(src, arch)
     _check_experts(src, arch)
     _check_epsilons(src, arch)
 
@@ -499,6 +500,27 @@ def _check_layers(src: "_Source", arch: str) -> None:
     nextn = _ints(src, nk)
     if nextn and not 0 <= nextn[0] <= bc[0]:
         src.fail(nk, f"is {nextn[0]}; it must be 0..block_count ({bc[0]})")
+
+
+def _check_heads(src: "_Source", arch: str) -> None:
+    """Grouped-query attention: each layer's query heads must be a multiple of its key/value
+    heads (ggml asserts at the first decode otherwise). Scalars or per-layer arrays."""
+    hk, kk = f"{arch}.attention.head_count", f"{arch}.attention.head_count_kv"
+    heads = _ints(src, hk)
+    kv_heads = _ints(src, kk)
+    if not heads or not kv_heads:
+        return
+    n = max(len(heads), len(kv_heads))
+    if len(heads) not in (1, n) or len(kv_heads) not in (1, n):
+        return          # arrays of other lengths: llama.cpp reports them
+    for il in range(n):
+        h = heads[il if len(heads) > 1 else 0]
+        k = kv_heads[il if len(kv_heads) > 1 else 0]
+        if h > 0 and k > 0 and h % k:
+            where = f" (layer {il})" if n > 1 else ""
+            src.fail(kk if src.overridden(kk) or not src.overridden(hk) else hk,
+                     f"does not fit: {h} attention heads are not a multiple of {k} key/value "
+                     f"heads{where}")
 
 
 def _check_experts(src: "_Source", arch: str) -> None:

@@ -45,9 +45,11 @@ def tokenizer(smollm2_path):
     return out
 
 
-def _write(path, tokenizer, tok=None, kv=None, alignment=None, pad=0, tensor_types=None):
+def _write(path, tokenizer, tok=None, kv=None, alignment=None, pad=0, tensor_types=None,
+           n_head_kv=None):
     """The tiny model: `tok` replaces tokenizer keys, `kv` hyperparameters, `tensor_types`
-    stores tensors as "f16" or "q8_0"; `pad` bytes of a string key shift the data section."""
+    stores tensors as "f16" or "q8_0"; `pad` bytes of a string key shift the data section;
+    `n_head_kv` sizes the key/value weights (and sets the key) for that many heads."""
     tokd = dict(tokenizer)
     tokd.update(tok or {})
     w = gguf.GGUFWriter(str(path), arch="llama")
@@ -66,11 +68,18 @@ def _write(path, tokenizer, tok=None, kv=None, alignment=None, pad=0, tensor_typ
           "llama.attention.head_count_kv": (TINY["n_head_kv"], V.UINT32),
           "llama.rope.dimension_count": (E // TINY["n_head"], V.UINT32),
           "llama.attention.layer_norm_rms_epsilon": (1e-5, V.FLOAT32)}
+    if n_head_kv:
+        hp["llama.attention.head_count_kv"] = (n_head_kv, V.UINT32)
     hp.update(kv or {})
     for k, (v, t) in hp.items():
         w.add_key_value(k, v, t)
     weights = tiny_weights(len(tokd["tokenizer.ggml.tokens"][0]))
     del weights["output.weight"]           # tied to token_embd: a smaller file
+    if n_head_kv:
+        rows = E // TINY["n_head"] * n_head_kv
+        for name in list(weights):
+            if name.endswith(("attn_k.weight", "attn_v.weight")):
+                weights[name] = np.full((rows, E), 0.01, dtype=np.float32)
     for name, arr in weights.items():
         kind = (tensor_types or {}).get(name)
         if kind == "f16":
@@ -114,6 +123,8 @@ CASES = {
         lambda t: dict(kv={"llama.expert_count": (4, V.UINT32),
                            "llama.expert_used_count": (8, V.UINT32)}),
         "ModelLoadError", "ModelLoadError"),
+    "heads_not_multiple_of_kv_heads": (lambda t: dict(n_head_kv=3), "ModelLoadError",
+                                       "ModelLoadError"),
     "alignment_8": (lambda t: dict(alignment=8, pad=3), "ok", "ModelLoadError"),
     "alignment_1": (lambda t: dict(alignment=1, pad=1), "ok", "ModelLoadError"),
     "eps_nan": (lambda t: dict(kv={"llama.attention.layer_norm_rms_epsilon":
@@ -133,6 +144,7 @@ OVERRIDES = {
     "block_count_600": {"llama.block_count": 600},
     "expert_count_5000": {"llama.expert_count": 5000},
     "expert_used_3": {"llama.expert_used_count": 3},
+    "kv_heads_3": {"llama.attention.head_count_kv": 3},
     "eps_nan": {"llama.attention.layer_norm_rms_epsilon": float("nan")},
     "eps_negative": {"llama.attention.layer_norm_rms_epsilon": -1e-5},
 }
