@@ -569,17 +569,12 @@ def _check_epsilons(src: "_Source", arch: str) -> None:
 
 
 def check_kv_overrides(overrides: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """Type-check a kv_overrides mapping; returns it as a dict."""
+    """kv_overrides as a dict of str keys (as Model passes them to llama.cpp: str(key))."""
     if not overrides:
         return {}
     if not isinstance(overrides, Mapping):
         raise TypeError(f"kv_overrides must be a mapping, not {type(overrides).__name__}")
-    out = {}
-    for k, v in overrides.items():
-        if not isinstance(k, str):
-            raise TypeError(f"kv_overrides keys must be str, got {k!r}")
-        out[k] = v
-    return out
+    return {str(k): v for k, v in overrides.items()}
 
 
 def check_model_file(path, *, vocab_only: bool = False, use_mmap: bool = True,
