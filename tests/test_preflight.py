@@ -381,8 +381,9 @@ def test_metadata_many_keys(tmp_path, tokenizer):
             assert md[f"test.key_{i}"] == (str(i) if i % 2 else f"value {i}")
         assert md["tokenizer.ggml.model"] == "gpt2"
         assert "tokenizer.ggml.tokens" not in md          # arrays are not in llama.cpp's map
-        # by index this took about a minute (quadratic); by key it takes milliseconds
-        assert elapsed < 20, elapsed
+        # by index this took 20-60 s (quadratic); by key it takes milliseconds: a bound far
+        # from both
+        assert elapsed < 5, elapsed
     finally:
         m.close()
 
