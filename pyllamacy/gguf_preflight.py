@@ -402,9 +402,9 @@ def _check_vocab(h: GGUFHeader) -> None:
             continue
         if v[0] != T_ARRAY or v[1].type not in types:
             _fail(path, f"{key} must be an array of numbers")
-        if v[1].n != n:
+        if v[1].n < n:
             _fail(path, f"{key} has {v[1].n} entries but tokenizer.ggml.tokens has {n}; "
-                        f"the vocabulary arrays must be the same length")
+                        f"it needs one per token")
     # llama.cpp maps each token's text to its id and asserts the map has one entry per token;
     # an empty text is stored as "[EMPTY_<id>]"
     seen: Dict[bytes, int] = {}

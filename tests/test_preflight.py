@@ -105,6 +105,9 @@ CASES = {
     # name: (writer keywords (a function of the tokenizer), vocab_only result, full result)
     "duplicate_token": (lambda t: dict(tok=_tokens_with_duplicate(t)), "ModelLoadError",
                         "ModelLoadError"),
+    "token_type_short": (lambda t: dict(tok={"tokenizer.ggml.token_type": ([1] * 100, V.ARRAY,
+                                                                           V.INT32)}),
+                         "ModelLoadError", "ModelLoadError"),
     "spm_over_byte_level": (lambda t: dict(tok={"tokenizer.ggml.model": ("llama", V.STRING,
                                                                          None)}),
                             "ModelLoadError", "ModelLoadError"),
@@ -252,7 +255,7 @@ def test_good_override_still_applies(files):
 
 def test_messages_name_the_problem(files):
     cases = {"duplicate_token": "same text", "spm_over_byte_level": "byte-level",
-             "tokenizer_none": "no vocabulary", "block_count_0": "llama.block_count is 0",
+             "tokenizer_none": "no vocabulary", "token_type_short": "one per token", "block_count_0": "llama.block_count is 0",
              "expert_count_2000": "llama.expert_count is 2000",
              "eps_nan": "layer_norm_rms_epsilon is nan", "alignment_8": "use_mmap=False",
              "norm_f16": "'output_norm.weight' is stored as F16"}
