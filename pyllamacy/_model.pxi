@@ -7,51 +7,16 @@ cdef object _MAIN_THREAD_IDENT = threading.main_thread().ident
 _SPLIT_MODES = {"none": L.LLAMA_SPLIT_MODE_NONE, "layer": L.LLAMA_SPLIT_MODE_LAYER,
                 "row": L.LLAMA_SPLIT_MODE_ROW}
 
-# GGUF header: magic "GGUF", uint32 version, uint64 n_tensors, uint64 n_kv (little endian)
-_GGUF_MAGIC = b"GGUF"
-_GGUF_MIN_VERSION = 2
-_GGUF_MAX_VERSION = 3
-
-
 def check_gguf(path, what="model"):
     """Validate a GGUF file's header without loading it.
 
     Raises FileNotFoundError / IsADirectoryError / PermissionError for path problems and
-    ModelLoadError (a ValueError) naming the reason for an empty, truncated, non-GGUF or
-    wrong-version file. `what` names the file in messages ("model", "LoRA adapter").
-    Returns (version, n_tensors, n_kv).
+    ModelLoadError (a ValueError) naming the reason for a non-regular (FIFO, device), empty,
+    truncated, non-GGUF or wrong-version file. `what` names the file in messages ("model",
+    "LoRA adapter"). Returns (version, n_tensors, n_kv). (pyllamacy.gguf_preflight does it.)
     """
-    if not isinstance(path, (str, bytes, os.PathLike)):
-        raise TypeError(f"{what} path must be str or os.PathLike, not {type(path).__name__}")
-    path = os.fspath(path)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    if "\0" in path:
-        raise ValueError(f"{what} path contains a NUL byte")
-    if not os.path.exists(path):
-        raise FileNotFoundError(2, f"{what} file not found", path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(21, f"{what} path is a directory, not a GGUF file", path)
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:           # PermissionError surfaces here
-        head = f.read(24)
-    if size == 0:
-        raise ModelLoadError(f"{path}: the file is empty (0 bytes), not a GGUF {what}")
-    if head[:4] != _GGUF_MAGIC:
-        raise ModelLoadError(f"{path}: not a GGUF file (magic bytes {head[:4]!r}, expected b'GGUF')")
-    if len(head) < 24:
-        raise ModelLoadError(f"{path}: truncated GGUF header ({size} bytes)")
-    version = int.from_bytes(head[4:8], "little")
-    if not (_GGUF_MIN_VERSION <= version <= _GGUF_MAX_VERSION):
-        raise ModelLoadError(f"{path}: unsupported GGUF version {version} "
-                             f"(this build reads versions {_GGUF_MIN_VERSION}..{_GGUF_MAX_VERSION})")
-    n_tensors = int.from_bytes(head[8:16], "little")
-    n_kv = int.from_bytes(head[16:24], "little")
-    # every key/value needs >= 12 bytes and every tensor record >= 24: cheap sanity bound
-    if n_kv * 12 + n_tensors * 24 > size:
-        raise ModelLoadError(f"{path}: truncated or corrupt GGUF file: header announces {n_kv} "
-                             f"metadata keys and {n_tensors} tensors but the file has {size} bytes")
-    return version, n_tensors, n_kv
+    from pyllamacy import gguf_preflight
+    return gguf_preflight.check_header(path, what)
 
 
 cdef cbool _progress_trampoline(float progress, void * user_data) noexcept with gil:
@@ -87,6 +52,7 @@ cdef class Model:
     cdef int _users            # live Contexts / Samplers borrowing this model
     cdef bint _close_pending
     cdef int32_t _n_vocab
+    cdef object _meta_keys     # the file's non-array metadata keys (read by the pre-flight)
     cdef object __weakref__
 
     def __cinit__(self):
@@ -101,7 +67,12 @@ cdef class Model:
                  progress_callback=None):
         if self._model != NULL:
             raise RuntimeError("Model.__init__ called twice")
-        check_gguf(path)
+        # the file (and kv_overrides) checked for what would make llama.cpp abort the process
+        from pyllamacy import gguf_preflight
+        header = gguf_preflight.check_model_file(path, vocab_only=vocab_only, use_mmap=use_mmap,
+                                                 kv_overrides=kv_overrides)
+        self._meta_keys = header.scalar_keys()
+        del header
         self.path = os.fspath(path)
         self.vocab_only = vocab_only
         cdef L.llama_model_params p = L.llama_model_default_params()
@@ -285,10 +256,23 @@ cdef class Model:
 
     @property
     def metadata(self):
-        """All GGUF metadata as a dict of str -> str."""
+        """All GGUF metadata as a dict of str -> str (llama.cpp leaves out arrays such as the
+        vocabulary), in the file's order."""
         self._check()
         cdef int32_t i, n = L.llama_model_meta_count(self._model)
         out = {}
+        keys = self._meta_keys
+        if keys is not None and len(keys) == n:
+            # by key: a hash lookup each (by index, llama.cpp walks its map up to the index
+            # on every call, which is quadratic in the number of keys)
+            for key in keys:
+                val = _meta_value(self._model, key)
+                if val is None:
+                    break           # not the keys llama.cpp holds: fall back to indices
+                out[key] = val
+            else:
+                return out
+            out = {}
         for i in range(n):
             key = _meta_string(self._model, i, True)
             out[key] = _meta_string(self._model, i, False)
@@ -426,22 +410,26 @@ cdef class Model:
         cdef vector[L.llama_token] out
         cdef int32_t n
         out.resize(n_text + 4 if n_text < (1 << 20) else (n_text // 2) + 4)
-        if n_text > 4096:
-            with nogil:
-                n = L.llama_tokenize(self._vocab, c_text, n_text, out.data(), <int32_t> out.size(),
-                                     add_special, parse_special)
-        else:
-            n = L.llama_tokenize(self._vocab, c_text, n_text, out.data(), <int32_t> out.size(),
-                                 add_special, parse_special)
+        try:
+            if n_text > 4096:
+                with nogil:
+                    n = L.llama_tokenize(self._vocab, c_text, n_text, out.data(),
+                                         <int32_t> out.size(), add_special, parse_special)
+            else:
+                n = L.llama_tokenize(self._vocab, c_text, n_text, out.data(),
+                                     <int32_t> out.size(), add_special, parse_special)
+            if n < 0 and n != INT32_MIN:
+                out.resize(-n)
+                with nogil:
+                    n = L.llama_tokenize(self._vocab, c_text, n_text, out.data(),
+                                         <int32_t> out.size(), add_special, parse_special)
+        except _CPP_ERRORS as e:
+            raise TokenizeError(f"llama.cpp failed to tokenize the text ({type(e).__name__}: "
+                                f"{e}); the model's vocabulary is probably broken") from e
         if n == INT32_MIN:
             raise TokenizeError("tokenization overflowed: too many tokens")
         if n < 0:
-            out.resize(-n)
-            with nogil:
-                n = L.llama_tokenize(self._vocab, c_text, n_text, out.data(), <int32_t> out.size(),
-                                     add_special, parse_special)
-            if n < 0:
-                raise TokenizeError(f"tokenization failed (code {n})")
+            raise TokenizeError(f"tokenization failed (code {n})")
         out.resize(n)
         return list(out)
 
@@ -461,17 +449,26 @@ cdef class Model:
         cdef vector[char] buf
         cdef int32_t n
         buf.resize(toks.size() * 8 + 16)
-        with nogil:
-            n = L.llama_detokenize(self._vocab, toks.data(), <int32_t> toks.size(), buf.data(),
-                                   <int32_t> buf.size(), remove_special, unparse_special)
-            if n < 0:
-                buf.resize(-n)
+        try:
+            with nogil:
                 n = L.llama_detokenize(self._vocab, toks.data(), <int32_t> toks.size(),
                                        buf.data(), <int32_t> buf.size(), remove_special,
                                        unparse_special)
+                if n < 0:
+                    buf.resize(-n)
+                    n = L.llama_detokenize(self._vocab, toks.data(), <int32_t> toks.size(),
+                                           buf.data(), <int32_t> buf.size(), remove_special,
+                                           unparse_special)
+        except _CPP_ERRORS as e:
+            raise TokenizeError(f"llama.cpp failed to detokenize ({type(e).__name__}: {e})") \
+                from e
         if n < 0:
             raise TokenizeError(f"detokenization failed (code {n})")
         return PyBytes_FromStringAndSize(buf.data(), n)
+
+
+# what Cython makes of a C++ exception (std::out_of_range -> IndexError, ...; not bad_alloc)
+_CPP_ERRORS = (IndexError, ValueError, ArithmeticError, RuntimeError, TypeError)
 
 
 cdef bytes _piece(const L.llama_vocab * vocab, L.llama_token token, bint special, int lstrip):
@@ -508,6 +505,21 @@ cdef str _meta_string(const L.llama_model * model, int32_t i, bint key,
     if n >= <int32_t> buf.size():
         buf.resize(n + 1)
         n = _meta_at(model, adapter, i, key, buf.data(), buf.size())
+    return PyBytes_FromStringAndSize(buf.data(), n).decode("utf-8", "replace")
+
+
+cdef object _meta_value(const L.llama_model * model, str key):
+    """The metadata value of `key` as a str, or None when the model has no such key."""
+    cdef bytes bkey = key.encode("utf-8", "surrogateescape")
+    cdef vector[char] buf
+    cdef int32_t n
+    buf.resize(256)
+    n = L.llama_model_meta_val_str(model, bkey, buf.data(), buf.size())
+    if n < 0:
+        return None
+    if n >= <int32_t> buf.size():
+        buf.resize(n + 1)
+        n = L.llama_model_meta_val_str(model, bkey, buf.data(), buf.size())
     return PyBytes_FromStringAndSize(buf.data(), n).decode("utf-8", "replace")
 
 

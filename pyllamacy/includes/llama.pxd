@@ -1080,7 +1080,7 @@ cdef extern from "llama.h" nogil:
             llama_token * tokens,
             int32_t n_tokens_max,
             bint add_special,
-            bint parse_special)
+            bint parse_special) except +   # a C++ exception from a broken vocabulary
 
     # Token Id -> Piece.
     # Does not write null terminator to the buffer.
@@ -1104,7 +1104,7 @@ cdef extern from "llama.h" nogil:
             char * text,
             int32_t text_len_max,
             bint remove_special,
-            bint unparse_special)
+            bint unparse_special) except +
 
     #
     # Chat templates
