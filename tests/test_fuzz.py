@@ -61,7 +61,6 @@ def test_bounded_fuzz_run_has_no_aborts(smollm2_path, tmp_path):
     s = runner.run(n, seed, jobs=min(2, os.cpu_count() or 1), timeout=20, smollm2=smollm2_path,
                    workdir=str(tmp_path), quiet=True)
     report = runner.format_report(s)
-    print(report)
     if s["failures"]:
         pytest.fail("native aborts/hangs (each with its reproducing command):\n" + report,
                     pytrace=False)

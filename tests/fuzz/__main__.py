@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 
 from . import gguf_doc as G
 from . import mutators as M
@@ -20,8 +21,9 @@ def _one(args) -> int:
                        classes)
     shown = {k: (v if not isinstance(v, str) or len(v) < 400 else v[:400] + "...") for k, v in case.items()}
     print(json.dumps(shown, indent=1, ensure_ascii=False), flush=True)
-    workdir = args.keep or os.getcwd()
+    workdir = args.keep or tempfile.mkdtemp(prefix="pyllamacy-fuzz-case-")
     os.makedirs(workdir, exist_ok=True)
+    print("files in:", workdir, flush=True)
     env = worker.Env(workdir, smollm2, sandbox=not args.no_sandbox)
     if case["kind"] == "gguf":
         doc, notes = M.apply_gguf(env.base, case)
