@@ -7,7 +7,6 @@ grammar (GBNF through the grammar sampler), schema (from_json_schema, then its g
 from __future__ import annotations
 
 import json
-import math
 import random
 import struct
 from pathlib import Path

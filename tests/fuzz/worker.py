@@ -5,13 +5,11 @@ the runner knows which case killed it."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import resource
 import sys
 import time
-import traceback
 
 from . import gguf_doc as G
 from . import mutators as M
