@@ -233,8 +233,13 @@ def _gpu_devices():
     return [d for d in pyllamacy.devices() if d["type"] == "gpu"]
 
 
-gpu = pytest.mark.skipif(not _gpu_devices(), reason="no GPU backend with a device loaded "
-                                                     "(pip install 'pyllamacy[cuda13]')")
+_skip_without_gpu = pytest.mark.skipif(not _gpu_devices(), reason="no GPU backend with a device "
+                                       "loaded (pip install 'pyllamacy[cuda13]')")
+
+
+def gpu(test):
+    """Marker `gpu` + skip without a GPU (a hardware skip: stays a skip under CI=true)."""
+    return pytest.mark.gpu(_skip_without_gpu(test))
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):",
            "Once upon a time, in a small village,"]

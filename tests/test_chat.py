@@ -21,14 +21,6 @@ TOOLS = [{"type": "function", "function": {
                    "required": ["city"]}}}]
 
 
-def _templates_dir() -> Path:
-    src = pyllamacy.build_info().get("llama_cpp_source")
-    for d in ([Path(src)] if src else []) + [Path(__file__).parent.parent / "vendor" / "llama.cpp"]:
-        if (d / "models" / "templates").is_dir():
-            return d / "models" / "templates"
-    pytest.skip("llama.cpp's models/templates folder is not available")
-
-
 @pytest.fixture(scope="module")
 def llm(smollm2_path):
     with Llama(smollm2_path, n_ctx=1024, n_threads=2, verbose=False, seed=1) as m:
@@ -57,8 +49,8 @@ def test_smollm2_template_renders_expected_prompt(llm):
 
 @pytest.mark.parametrize("case", json.loads((FIXTURES / "expected_prompts.json").read_text()),
                          ids=lambda c: c["template"])
-def test_family_templates_render_expected_prompts(case):
-    src = (_templates_dir() / case["template"]).read_text()
+def test_family_templates_render_expected_prompts(case, templates_dir):
+    src = (templates_dir / case["template"]).read_text()
     msgs = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there"},
             {"role": "user", "content": "Weather in Paris?"}]
     r = chat.render_chat(src, msgs, bos_token=case["bos"], eos_token=case["eos"])
@@ -88,8 +80,8 @@ def test_named_formats(name, expected):
     assert r["prompt"] == expected
 
 
-def test_multi_turn_with_tool_messages_renders():
-    src = (_templates_dir() / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text()
+def test_multi_turn_with_tool_messages_renders(templates_dir):
+    src = (templates_dir / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text()
     msgs = [{"role": "user", "content": "Weather in Paris?"},
             {"role": "assistant", "content": None, "tool_calls": [
                 {"id": "call_1", "type": "function",
@@ -104,9 +96,9 @@ def test_multi_turn_with_tool_messages_renders():
 
 @pytest.mark.parametrize("case", json.loads((FIXTURES / "recorded_tool_calls.json").read_text()),
                          ids=lambda c: c["template"])
-def test_tool_calls_parsed_from_recorded_outputs(case):
+def test_tool_calls_parsed_from_recorded_outputs(case, templates_dir):
     from pyllamacy._chat import ChatParser
-    src = (_templates_dir() / case["template"]).read_text()
+    src = (templates_dir / case["template"]).read_text()
     r = chat.render_chat(src, [{"role": "user", "content": "Weather?"}], bos_token=case["bos"],
                          eos_token=case["eos"], tools=TOOLS,
                          parallel_tool_calls=case.get("parallel", False))

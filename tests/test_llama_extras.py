@@ -64,6 +64,7 @@ HUB_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.optional_deps
 def test_from_pretrained_offline_cache(tmp_path, smollm2_path):
     pytest.importorskip("huggingface_hub")
     repo = _fake_hub_cache(tmp_path, os.path.abspath(smollm2_path))
@@ -127,6 +128,7 @@ def test_ram_cache_lookup_and_eviction():
         LlamaRAMCache(capacity_bytes=-1)
 
 
+@pytest.mark.optional_deps
 def test_disk_cache_survives_the_instance(tmp_path):
     pytest.importorskip("diskcache")
     c = LlamaDiskCache(cache_dir=str(tmp_path / "dc"), capacity_bytes=1 << 20)
@@ -153,7 +155,7 @@ def _count_evals(llm):
     return counts
 
 
-@pytest.mark.parametrize("kind", ["ram", "disk"])
+@pytest.mark.parametrize("kind", ["ram", pytest.param("disk", marks=pytest.mark.optional_deps)])
 def test_set_cache_restores_an_earlier_prompt(smollm2_path, tmp_path, kind):
     if kind == "disk":
         pytest.importorskip("diskcache")
@@ -198,6 +200,7 @@ def test_eval_logits(smollm2_path):
         assert len(llm.eval_logits) == 0
 
 
+@pytest.mark.optional_deps
 def test_create_chat_completion_openai_v1(smollm2_path):
     pytest.importorskip("openai")
     from openai.types.chat import ChatCompletion, ChatCompletionChunk

@@ -291,6 +291,7 @@ def test_llama_lora_errors(tiny, smollm2_path):
 
 # -- server -----------------------------------------------------------------------------------
 
+@pytest.mark.optional_deps
 def test_server_lora_path(tiny, smollm2_path):
     """A served model with lora_path answers like the merged model, batched or not."""
     pytest.importorskip("fastapi")
@@ -341,6 +342,7 @@ def _has_gpu():
     return any(d["type"] == "gpu" for d in pc.devices())
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not _has_gpu(), reason="no GPU backend with a device loaded")
 def test_gpu_adapter_equals_merged_weights(tiny, smollm2_path):
     """Every layer offloaded: the adapter's tensors live beside the weights on the device."""

@@ -20,6 +20,7 @@ gguf = pytest.importorskip("gguf")
 
 import pyllamacy as pc  # noqa: E402
 
+from conftest import missing_prerequisite  # noqa: E402
 from gguf_fixtures import (TINY, png_bytes, tiny_weights, write_tiny_mmproj,  # noqa: E402
                            write_tiny_model)
 
@@ -72,11 +73,11 @@ def _mtmd_cli():
     exe = os.path.join(d, "llama-mtmd-cli") if d else None
     if exe and os.path.exists(exe):
         return exe
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"llama-mtmd-cli not built in {d!r}; the build must produce it")
-    pytest.skip("llama.cpp's llama-mtmd-cli is not built here")
+    missing_prerequisite("llama_tools", f"llama.cpp's llama-mtmd-cli is not built in {d!r}; "
+                                        "the build must produce it")
 
 
+@pytest.mark.llama_tools
 def test_matches_llama_mtmd_cli(mm, loaded):
     exe = _mtmd_cli()
     text, proj, images, _ = mm

@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 
 import pyllamacy
+from conftest import missing_prerequisite
+
+# llama.cpp's ggml-vocab-*.gguf files and their .inp/.out vectors (its source tree)
+pytestmark = pytest.mark.llama_templates
 
 SEP = b"\n__ggml_vocab_test__\n"
 
@@ -37,6 +41,9 @@ VOCABS = _vocab_files()
 
 
 def test_vocab_vectors_present():
+    if not VOCABS:
+        missing_prerequisite("llama_templates", "no ggml-vocab-*.gguf test vectors in llama.cpp's "
+                             "models folder (pyllamacy.build_info()['llama_cpp_source'])")
     assert len(VOCABS) >= 10, "expected llama.cpp's tokenizer vectors in the vendored models/"
 
 
