@@ -134,6 +134,10 @@ class ServerSettings(BaseModel):
     max_n: int = Field(4, ge=1, le=64, description="Most choices (n) per request; each one is "
                        "a request of its own in a slot.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After of a 429/503.")
+    allow_unconstrained_patterns: bool = Field(
+        False, description="A JSON schema `pattern` (response_format, tool parameters) that "
+        "llama.cpp cannot turn into grammar leaves that string unconstrained, with a warning, "
+        "instead of a 400 (a request may also set allow_unconstrained_patterns: true).")
 
 
 class ConfigFileSettings(ServerSettings):
