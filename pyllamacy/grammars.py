@@ -233,12 +233,14 @@ def unsupported_patterns(schema, path: str = "#"):
     """(JSON pointer, pattern, reason) of each `pattern` in `schema` that llama.cpp's converter
     cannot turn into grammar (see unsupported_pattern)."""
     out = []
-    stack = [(schema, path)]
+    # unused: a string schema directly in an allOf (or an alternative of an anyOf / oneOf
+    # there) contributes nothing to the converter's merged object (_visit_all_of)
+    stack = [(schema, path, False)]
     while stack:
-        node, at = stack.pop()
+        node, at, unused = stack.pop()
         if isinstance(node, dict):
             p = node.get("pattern")
-            if isinstance(p, str) and _is_string_schema(node):
+            if isinstance(p, str) and not unused and _is_string_schema(node):
                 why = unsupported_pattern(p)
                 if why is not None:
                     out.append((f"{at}/pattern", p, why))
@@ -246,10 +248,15 @@ def unsupported_patterns(schema, path: str = "#"):
                 if k in _SCHEMA_VALUES:
                     continue
                 key = str(k).replace("~", "~0").replace("/", "~1")
-                stack.append((v, f"{at}/{key}"))
+                if isinstance(v, list) and (k == "allOf" or (unused and k in ("anyOf",
+                                                                               "oneOf"))):
+                    for i, item in enumerate(v):
+                        stack.append((item, f"{at}/{key}/{i}", True))
+                else:
+                    stack.append((v, f"{at}/{key}", False))
         elif isinstance(node, list):
             for i, v in enumerate(node):
-                stack.append((v, f"{at}/{i}"))
+                stack.append((v, f"{at}/{i}", False))
     out.sort(key=lambda x: x[0])
     return out
 

@@ -166,6 +166,64 @@ def test_unsupported_pattern(pattern, supported):
     assert (unsupported_pattern(pattern) is None) == supported
 
 
+SCHEMA_CASES = [
+    ({"pattern": "x"}, True),
+    ({"type": ["string", "null"], "pattern": "x"}, True),
+    ({"anyOf": [{"type": "string", "pattern": "\\d"}]}, True),
+    ({"additionalProperties": True, "pattern": "x"}, True),
+    ({"$defs": {"s": {"type": "string", "pattern": "(?=a)"}}, "type": "object",
+      "properties": {"a": {"$ref": "#/$defs/s"}}}, True),
+    ({"allOf": [{"type": "object", "properties": {"a": {"type": "string", "pattern": "\\d"}}}]},
+     True),
+    ({"properties": {"a": {"type": "integer"}}, "pattern": "x"}, False),
+    ({"type": "integer", "pattern": "x"}, False),
+    ({"additionalProperties": False, "pattern": "x"}, False),
+    ({"items": {"type": "string"}, "pattern": "x"}, False),
+    ({"enum": ["a"], "pattern": "x"}, False),
+    ({"type": "string", "pattern": "^ok$"}, False),
+    ({"type": "object", "properties": {"a": {"allOf": [{"type": "string", "pattern": "x"}]}}},
+     False),
+    ({"type": "object", "properties": {"c": {"const": {"pattern": "x"}}}}, False),
+]
+PATTERNS = ["^abc$", "(?=x)abc", "^\\d{3}$", "^[a-z]+$", "^[\\d]$", "^a{2,}$", "^a{x}$",
+            "^a{1,2,3}$", "^a}$", "^\\.$", "^\\u00e9$", "^a$b$", "^(a|b)*$", "^a{,3}$",
+            "^\\w+@\\w+$", "^(?:ab)+c?$", "^a{99999999999}$", "^a{ 3}$", "^a{3x}$", "^a.b$",
+            "^(?P<x>a)$", "^[\\x41-\\x5A]$", "^\\x4$", "^[\\-]$", "^(((a)))$", "^é+$"]
+
+_CONVERT = r"""
+import json, os, sys
+from pyllamacy import _chat
+for sc in json.loads(sys.stdin.read()):
+    os.write(2, b"\n@@@\n")
+    try:
+        _chat.json_schema_to_grammar(sc, True)
+    except Exception:
+        pass
+"""
+
+
+def test_unsupported_patterns_agree_with_llama_cpp():
+    """The Python mirror says "unsupported" exactly where llama.cpp's converter warns (its
+    warning goes to stderr; the converter runs in a subprocess here)."""
+    import os
+    import subprocess
+    import sys
+    from pyllamacy.grammars import unsupported_patterns
+    schemas = [sc for sc, _ in SCHEMA_CASES] + [{"type": "string", "pattern": p}
+                                                for p in PATTERNS]
+    root = os.path.dirname(os.path.dirname(pyllamacy.__file__))
+    r = subprocess.run([sys.executable, "-c", _CONVERT], input=json.dumps(schemas),
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": root})
+    blocks = r.stderr.split("\n@@@\n")[1:]
+    assert len(blocks) == len(schemas), r.stderr[-2000:]
+    for sc, block in zip(schemas, blocks):
+        warned = "conversion was incomplete" in block
+        assert warned == bool(unsupported_patterns(sc)), (sc, block[:300])
+    for sc, expected in SCHEMA_CASES:
+        assert bool(unsupported_patterns(sc)) == expected, sc
+
+
 def test_check_patterns_refuses_or_drops(caplog):
     schema = {"type": "object", "properties": {
         "ok": {"type": "string", "pattern": "^[a-z]+$"},
