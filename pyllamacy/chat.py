@@ -184,7 +184,8 @@ def _normalize_messages(messages) -> List[dict]:
 
 
 def _normalize_tools(tools, functions, allow_unconstrained_patterns=False):
-    if tools is None and functions:
+    legacy = tools is None and bool(functions)          # named functions[i] in errors
+    if legacy:
         tools = [{"type": "function", "function": f} for f in functions]
     if not tools:
         return []
@@ -192,16 +193,17 @@ def _normalize_tools(tools, functions, allow_unconstrained_patterns=False):
     for i, t in enumerate(tools):
         if not isinstance(t, dict) or t.get("type", "function") != "function" or \
                 not isinstance(t.get("function"), dict) or not t["function"].get("name"):
-            raise ValueError(f"each tool must be {{'type': 'function', 'function': {{'name': ..., "
-                             f"'parameters': ...}}}}, got {t!r}")
+            where = f"functions[{i}]" if legacy else f"tools[{i}]"
+            shown = repr(t) if len(repr(t)) <= 200 else repr(t)[:200] + "..."
+            raise ValueError(f"{where}: each tool must be {{'type': 'function', 'function': "
+                             f"{{'name': ..., 'parameters': ...}}}}, got {shown}")
         fn = dict(t["function"])
         params = fn.get("parameters")
         if params is not None:
             _check_schema(params)
             fn["parameters"] = _check_patterns(
                 params, allow_unconstrained_patterns,
-                f"{'functions' if functions and tools is None else 'tools'}[{i}]"
-                f".{'' if functions and tools is None else 'function.'}parameters")
+                f"functions[{i}].parameters" if legacy else f"tools[{i}].function.parameters")
         out.append({"type": "function", "function": fn})
     return out
 

@@ -411,6 +411,11 @@ PROBES = [
     ("/v1/chat/completions", _chat(',"response_format":{"type":"json_schema","json_schema":'
                                    '{"name":"a","schema":{"type":"string","pattern":"'
                                    + "y" * BIG + '"}}}'), "#/pattern"),
+    ("/v1/chat/completions", _chat(',"functions":[{"name":"f","parameters":{"type":"object",'
+                                   '"properties":{"a":{"type":"string","pattern":"\\\\w"}}}}]'),
+     "functions[0].parameters #/properties/a/pattern"),
+    ("/v1/chat/completions", _chat(',"tools":[{"type":"function","function":{}}]'), "tools[0]"),
+    ("/v1/chat/completions", _chat(',"functions":[{}]'), "functions[0]"),
     # other limits
     ("/v1/completions", _cmp(',"seed":99999999999999999999999'), "seed"),
     ("/v1/completions", _cmp(',"n":1000000'), "n must be"),
