@@ -540,3 +540,12 @@ def test_zz_same_greedy_answer_after_probes(server, baseline):
     """Runs last in this module: after every probe, the server answers as before them."""
     assert _greedy(server) == baseline
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+
+
+def test_pattern_opt_in_cli_setting(smollm2_path):
+    from pyllamacy.server.__main__ import settings_from_args
+    server, _models = settings_from_args(["--model", smollm2_path,
+                                          "--allow-unconstrained-patterns", "true"])
+    assert server.allow_unconstrained_patterns is True
+    server, _models = settings_from_args(["--model", smollm2_path])
+    assert server.allow_unconstrained_patterns is False
