@@ -34,6 +34,7 @@ from . import _chat
 from ._chat import (ChatParseError, ChatTemplateError, ChatTemplateLimitError, SchemaError,
                     get_limits, prestart_sandbox, sandbox_max_workers, set_limits)
 from .chat_formats import chat_template_names, get_chat_template
+from .grammars import check_patterns as _check_patterns
 from .grammars import check_schema as _check_schema
 from .grammars import parse_schema as _parse_schema
 from .grammars import schema_to_grammar
@@ -182,21 +183,27 @@ def _normalize_messages(messages) -> List[dict]:
     return out
 
 
-def _normalize_tools(tools, functions):
-    if tools is None and functions:
+def _normalize_tools(tools, functions, allow_unconstrained_patterns=False):
+    legacy = tools is None and bool(functions)          # named functions[i] in errors
+    if legacy:
         tools = [{"type": "function", "function": f} for f in functions]
     if not tools:
         return []
     out = []
-    for t in tools:
+    for i, t in enumerate(tools):
         if not isinstance(t, dict) or t.get("type", "function") != "function" or \
                 not isinstance(t.get("function"), dict) or not t["function"].get("name"):
-            raise ValueError(f"each tool must be {{'type': 'function', 'function': {{'name': ..., "
-                             f"'parameters': ...}}}}, got {t!r}")
+            where = f"functions[{i}]" if legacy else f"tools[{i}]"
+            shown = repr(t) if len(repr(t)) <= 200 else repr(t)[:200] + "..."
+            raise ValueError(f"{where}: each tool must be {{'type': 'function', 'function': "
+                             f"{{'name': ..., 'parameters': ...}}}}, got {shown}")
         fn = dict(t["function"])
         params = fn.get("parameters")
         if params is not None:
             _check_schema(params)
+            fn["parameters"] = _check_patterns(
+                params, allow_unconstrained_patterns,
+                f"functions[{i}].parameters" if legacy else f"tools[{i}].function.parameters")
         out.append({"type": "function", "function": fn})
     return out
 
@@ -226,7 +233,7 @@ def _normalize_tool_choice(tool_choice, function_call, tools):
     raise TypeError(f"tool_choice must be a str or a dict, not {type(tool_choice).__name__}")
 
 
-def _response_schema(response_format):
+def _response_schema(response_format, allow_unconstrained_patterns=False):
     if response_format is None:
         return None
     if not isinstance(response_format, dict):
@@ -236,13 +243,15 @@ def _response_schema(response_format):
         return None
     if typ == "json_object":
         schema = response_format.get("schema")
-        return _parse_schema(schema) if schema else {"type": "object"}
+        return _parse_schema(schema, allow_unconstrained_patterns,
+                             "response_format.schema") if schema else {"type": "object"}
     if typ == "json_schema":
         wrapper = response_format.get("json_schema") or {}
         schema = wrapper.get("schema", response_format.get("schema"))
         if schema is None:
             raise ValueError("response_format json_schema needs json_schema.schema")
-        schema = _parse_schema(schema)
+        schema = _parse_schema(schema, allow_unconstrained_patterns,
+                               "response_format.json_schema.schema")
         return schema if schema else {"type": "object"}
     raise ValueError(f"response_format type must be 'text', 'json_object' or 'json_schema', "
                      f"got {typ!r}")
@@ -489,6 +498,7 @@ def create_chat_completion(
     parallel_tool_calls: Optional[bool] = None,
     chat_template_kwargs: Optional[dict] = None,
     stopping_criteria=None,
+    allow_unconstrained_patterns: bool = False,
     **kwargs,
 ):
     """llama-cpp-python's Llama.create_chat_completion (see the module docstring)."""
@@ -506,7 +516,9 @@ def create_chat_completion(
                        logit_bias=logit_bias, logprobs=logprobs, top_logprobs=top_logprobs,
                        **_given(parallel_tool_calls=parallel_tool_calls,
                                 chat_template_kwargs=chat_template_kwargs,
-                                stopping_criteria=stopping_criteria),
+                                stopping_criteria=stopping_criteria,
+                                allow_unconstrained_patterns=allow_unconstrained_patterns
+                                or None),
                        **kwargs)
     if kwargs:
         raise TypeError(f"create_chat_completion() got unexpected keyword argument(s): "
@@ -515,7 +527,8 @@ def create_chat_completion(
     req = prepare_chat(llama, messages, functions=functions, function_call=function_call,
                        tools=tools, tool_choice=tool_choice, response_format=response_format,
                        grammar=grammar, stop=stop, parallel_tool_calls=parallel_tool_calls,
-                       chat_template_kwargs=chat_template_kwargs)
+                       chat_template_kwargs=chat_template_kwargs,
+                       allow_unconstrained_patterns=allow_unconstrained_patterns)
     return llama.complete_chat(
         req, max_tokens=max_tokens, temperature=temperature,
         top_p=top_p, min_p=min_p, typical_p=typical_p, logprobs=logprobs,
@@ -541,13 +554,18 @@ class ChatRequest:
 
 def prepare_chat(llama, messages, *, functions=None, function_call=None, tools=None,
                  tool_choice=None, response_format=None, grammar=None, stop=None,
-                 parallel_tool_calls=None, chat_template_kwargs=None) -> ChatRequest:
+                 parallel_tool_calls=None, chat_template_kwargs=None,
+                 allow_unconstrained_patterns=False) -> ChatRequest:
     """Render `messages` (+ tools / response_format) for `llama`: anything with .model (a
-    pyllamacy.Model) and .chat_format (None: the model's own template)."""
+    pyllamacy.Model) and .chat_format (None: the model's own template).
+
+    A JSON schema `pattern` (response_format, tool parameters) that llama.cpp's converter cannot
+    turn into grammar raises SchemaError naming where it is; allow_unconstrained_patterns: let
+    such strings be any string instead (as llama.cpp does, with one short warning logged)."""
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if grammar is not None and not isinstance(grammar, LlamaGrammar):
         grammar = LlamaGrammar.from_string(grammar) if isinstance(grammar, str) else grammar
-    schema = _response_schema(response_format)
+    schema = _response_schema(response_format, allow_unconstrained_patterns)
     fmt = _FORMAT_FUNCS.get(llama.chat_format) if llama.chat_format else None
     if fmt is not None:
         res = fmt(messages=_normalize_messages(messages))
@@ -559,7 +577,7 @@ def prepare_chat(llama, messages, *, functions=None, function_call=None, tools=N
                                     add_special=not res.added_special, parse_special=True)
         return ChatRequest(toks, grammar, stops, set(), None, False)
     msgs = _normalize_messages(messages)
-    tool_list = _normalize_tools(tools, functions)
+    tool_list = _normalize_tools(tools, functions, allow_unconstrained_patterns)
     mode, forced = _normalize_tool_choice(tool_choice, function_call, tool_list)
     if grammar is not None and (schema is not None or (tool_list and mode != "none")):
         raise ValueError("grammar cannot be combined with response_format or tools")

@@ -5,10 +5,12 @@ pyllamacy.server; producing the tokens is the caller's (Llama's Generation, the 
 
     prompts.py    the prompt (str / token ids / FIM suffix / empty -> BOS) -> tokens
     options.py    max_tokens budget, logprobs counts, stop strings: checked once
+    checks.py     FieldError naming the field: lone surrogates, chat messages, seeds
     sampling.py   SamplingParams -> build_sampler(); feed_history(): what the penalties see
     text.py       TokenText: (piece, logprob entry) -> released text + entries, finish reason
     responses.py  completion / chat objects and stream chunks, logprobs, usage (llama_types)
 """
+from .checks import FieldError, check_messages, check_seed, check_text, check_texts
 from .options import (chat_logprobs_count, completion_logprobs_count, stop_strings,
                       token_budget)
 from .prompts import infill_tokens, prompt_tokens
@@ -19,7 +21,8 @@ from .sampling import SamplingParams, build_sampler, feed_history, prefill_token
 from .text import (LogprobEntry, TextAssembler, TextEntry, TokenText, logprob_entry,
                    normalize_stop, piece_text)
 
-__all__ = ["prompt_tokens", "infill_tokens", "token_budget", "completion_logprobs_count",
+__all__ = ["FieldError", "check_text", "check_texts", "check_messages", "check_seed",
+           "prompt_tokens", "infill_tokens", "token_budget", "completion_logprobs_count",
            "chat_logprobs_count", "stop_strings", "SamplingParams", "build_sampler",
            "feed_history", "prefill_tokens", "TextAssembler", "normalize_stop", "TokenText",
            "LogprobEntry", "TextEntry", "piece_text", "logprob_entry", "ResponseMeta",

@@ -12,6 +12,7 @@ from typing import List, Optional
 import numpy as np
 
 from .._llama import ContextOverflowError
+from .checks import FieldError, check_text
 from .text import normalize_stop
 
 __all__ = ["token_budget", "completion_logprobs_count", "chat_logprobs_count", "stop_strings"]
@@ -74,7 +75,15 @@ def chat_logprobs_count(logprobs, top_logprobs, limit: Optional[int] = None
 def stop_strings(stop, limit: Optional[int] = None) -> List[str]:
     """None / a str / a list of str -> the distinct non-empty stop strings (TypeError for
     anything else; ValueError for more than `limit`)."""
+    if isinstance(stop, (list, tuple)):
+        if limit is not None and len(stop) > limit:
+            raise FieldError("stop", f"stop: at most {limit} stop strings, got {len(stop)}")
+        for i, s in enumerate(stop):
+            if isinstance(s, str):
+                check_text(s, f"stop[{i}]")
+    elif isinstance(stop, str):
+        check_text(stop, "stop")
     out = normalize_stop(stop)
     if limit is not None and len(out) > limit:
-        raise ValueError(f"at most {limit} stop strings")
+        raise FieldError("stop", f"stop: at most {limit} stop strings")
     return out

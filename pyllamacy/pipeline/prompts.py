@@ -10,6 +10,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .checks import FieldError, check_text
+
 __all__ = ["prompt_tokens", "infill_tokens"]
 
 
@@ -52,7 +54,8 @@ def _token_ids(prompt, n_vocab: int) -> List[int]:
                             f"{type(t).__name__}")
         ids.append(int(t))
     if any(t < 0 or t >= n_vocab for t in ids):
-        raise ValueError(f"token ids must be in 0..{n_vocab - 1}")
+        bad = next(t for t in ids if t < 0 or t >= n_vocab)
+        raise FieldError("prompt", f"prompt: token ids must be in 0..{n_vocab - 1}, got {bad}")
     return ids
 
 
@@ -76,14 +79,16 @@ def prompt_tokens(model, prompt, suffix: Optional[str] = None, *, tokenizer=None
             if len(prompt) != 1:
                 raise ValueError("one prompt per request (a list of several prompts is not "
                                  "supported)")
-            prompt = prompt[0]
+            prompt = check_text(prompt[0], "prompt[0]")
         else:
             given = _token_ids(prompt, model.n_vocab)
             prompt = tk.detokenize(given).decode("utf-8", errors="replace") if given else ""
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str or a list of token ids, not "
                         f"{type(prompt).__name__}")
-    text = prompt
+    text = check_text(prompt, "prompt")
+    if suffix is not None and isinstance(suffix, str):
+        check_text(suffix, "suffix")
     if suffix is None:
         toks = given if given is not None else tk.tokenize(text.encode("utf-8"), True, True)
         if not toks:

@@ -10,10 +10,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .._llama import Sampler, SamplerError
+from .._llama import GrammarError, Sampler, SamplerError
+from ..gbnf import gbnf_problem
 from ..llama_types import LlamaGrammar
+from .checks import check_text, short
 
-__all__ = ["SamplingParams", "check_number", "build_sampler", "feed_history", "prefill_tokens"]
+__all__ = ["SamplingParams", "check_number", "check_logit_bias_ids", "build_sampler",
+           "feed_history", "prefill_tokens"]
 
 
 def check_number(name: str, value, lo: Optional[float] = None,
@@ -32,6 +35,42 @@ def check_number(name: str, value, lo: Optional[float] = None,
     if hi is not None and v > hi:
         raise SamplerError(f"{name} must be <= {hi}, got {v}")
     return v
+
+
+def _logit_bias(bias) -> Dict[int, float]:
+    """{token id: bias} from llama-cpp-python's / OpenAI's {"id": number} (keys may be str or
+    int; a bias is finite, or -inf to ban the token). The ids' range is checked against the
+    model's vocabulary in build_sampler."""
+    if not isinstance(bias, dict):
+        raise SamplerError(f"logit_bias must map token ids to numbers, got "
+                           f"{type(bias).__name__}")
+    out: Dict[int, float] = {}
+    for k, v in bias.items():
+        if isinstance(k, str) and k.strip().lstrip("+-").isdigit() and k.isascii():
+            t = int(k)
+        elif not isinstance(k, bool) and isinstance(k, (int, np.integer)):
+            t = int(k)
+        else:
+            raise SamplerError(f"logit_bias: key {short(k)} is not a token id")
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            f = float(v)
+        except (TypeError, ValueError):
+            raise SamplerError(f"logit_bias[{t}] must be a number, got {short(v)}") from None
+        if f != f or f == float("inf"):
+            raise SamplerError(f"logit_bias[{t}] must be a finite number (or -inf to ban the "
+                               f"token), got {f}")
+        out[t] = f
+    return out
+
+
+def check_logit_bias_ids(bias: Optional[Dict[int, float]], n_vocab: int) -> None:
+    """SamplerError naming the first token id of `bias` outside the vocabulary."""
+    for t in bias or ():
+        if not 0 <= t < n_vocab:
+            raise SamplerError(f"logit_bias: token id {t} is out of range for this model's "
+                               f"vocabulary (0..{n_vocab - 1})")
 
 
 class SamplingParams:
@@ -75,14 +114,13 @@ class SamplingParams:
         else:
             raise TypeError(f"grammar must be a LlamaGrammar or a GBNF string, "
                             f"not {type(grammar).__name__}")
-        if logit_bias:
-            try:
-                self.logit_bias: Optional[Dict[int, float]] = {
-                    int(k): float(v) for k, v in dict(logit_bias).items()}
-            except (TypeError, ValueError) as e:
-                raise SamplerError(f"logit_bias must map token ids to numbers: {e}") from None
-        else:
-            self.logit_bias = None
+        if self.grammar is not None:
+            check_text(self.grammar, "grammar")
+            problem = gbnf_problem(self.grammar)
+            if problem is not None:
+                raise GrammarError(f"grammar: {problem}")
+        self.logit_bias: Optional[Dict[int, float]] = _logit_bias(logit_bias) \
+            if logit_bias else None
 
     @property
     def penalized(self) -> bool:
@@ -109,6 +147,7 @@ def build_sampler(model, sp: SamplingParams, seed: int, last_n_tokens_size: int,
                   extra_bias: Optional[Dict[int, float]] = None) -> Sampler:
     """The llama.cpp sampler chain for one request, in llama-cpp-python's order; stages that
     would change nothing are left out. A chat grammar with a prefill has seen it already."""
+    check_logit_bias_ids(sp.logit_bias, model.n_vocab)
     s = Sampler(model)
     if extra_bias:
         s.logit_bias(extra_bias)

@@ -23,6 +23,7 @@ from .._llama import LlamaError
 from ..chat import (ChatDeltas, ChatParseError, ChatTemplateError, SchemaError, chat_message,
                     prepare_chat)
 from ..chat_multimodal import has_media, prepare_multimodal_chat
+from ..pipeline.checks import FieldError, check_messages, check_seed, check_text, check_texts
 from ..pipeline.options import (chat_logprobs_count, completion_logprobs_count, stop_strings,
                                 token_budget)
 from ..pipeline.prompts import prompt_tokens
@@ -54,9 +55,12 @@ def _state(request: Request) -> ServerState:
 
 
 def _checked(fn, *args, **kwargs):
-    """fn(...), with the pipeline's ValueError / TypeError answered by 400."""
+    """fn(...), with the pipeline's ValueError / TypeError answered by 400 (naming the field of
+    a FieldError)."""
     try:
         return fn(*args, **kwargs)
+    except FieldError as e:
+        raise ApiError(400, str(e), param=e.param) from None
     except (TypeError, ValueError) as e:
         raise ApiError(400, str(e)) from None
 
@@ -65,7 +69,8 @@ def _checked(fn, *args, **kwargs):
 
 def _sampling(state: ServerState, body, grammar=None) -> SamplingParams:
     if body.n > state.settings.max_n:
-        raise ApiError(400, f"n must be <= {state.settings.max_n}")
+        raise ApiError(400, f"n must be <= {state.settings.max_n}", param="n")
+    _checked(check_seed, body.seed)
     return _checked(SamplingParams, temp=body.temperature, top_k=body.top_k, top_p=body.top_p,
                     min_p=body.min_p, typical_p=body.typical_p,
                     repeat_penalty=body.repeat_penalty,
@@ -515,12 +520,19 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                           _MAX_LOGPROBS)
     want = n_logprobs is not None
     stop = _checked(stop_strings, body.stop, _MAX_STOPS)
+    _checked(check_messages, body.messages)
+    for name in ("tools", "functions", "tool_choice", "function_call", "response_format",
+                 "chat_template_kwargs"):
+        _checked(check_texts, getattr(body, name), name)
+    allow_any = body.allow_unconstrained_patterns
     loras = _lora(runner, body.lora)
     chat_kw = dict(functions=body.functions, function_call=body.function_call,
                    tools=body.tools, tool_choice=body.tool_choice,
                    response_format=body.response_format, grammar=body.grammar, stop=stop,
                    parallel_tool_calls=body.parallel_tool_calls,
-                   chat_template_kwargs=body.chat_template_kwargs)
+                   chat_template_kwargs=body.chat_template_kwargs,
+                   allow_unconstrained_patterns=state.settings.allow_unconstrained_patterns
+                   if allow_any is None else allow_any)
     target = state.chat_targets[runner.name]
     media = None
     try:
@@ -592,6 +604,7 @@ async def embeddings(body: EmbeddingRequest, request: Request):
     runner = state.runner(body.model)
     if not runner.settings.embedding:
         raise ApiError(400, f"model {runner.name!r} is not served for embeddings")
+    _checked(check_texts, body.input, "input")
     inputs = [body.input] if isinstance(body.input, str) else list(body.input)
     if not inputs or len(inputs) > 256:
         raise ApiError(400, "input must be a string or a list of 1..256 strings")
@@ -652,12 +665,14 @@ def _tokenize_response(runner: EngineRunner, text: str, count: bool) -> JSONResp
 @router.post("/extras/tokenize")
 async def tokenize(body: TokenizeRequest, request: Request):
     runner = _state(request).runner(body.model)
+    _checked(check_text, body.input, "input")
     return await run_in_threadpool(_tokenize_response, runner, body.input, False)
 
 
 @router.post("/extras/tokenize/count")
 async def tokenize_count(body: TokenizeRequest, request: Request):
     runner = _state(request).runner(body.model)
+    _checked(check_text, body.input, "input")
     return await run_in_threadpool(_tokenize_response, runner, body.input, True)
 
 
@@ -666,5 +681,5 @@ async def detokenize(body: DetokenizeRequest, request: Request):
     runner = _state(request).runner(body.model)
     n_vocab = runner.model.n_vocab
     if any(t < 0 or t >= n_vocab for t in body.tokens):
-        raise ApiError(400, f"token ids must be in 0..{n_vocab - 1}")
+        raise ApiError(400, f"tokens: token ids must be in 0..{n_vocab - 1}", param="tokens")
     return {"text": runner.model.detokenize(body.tokens).decode("utf-8", "replace")}

@@ -158,6 +158,10 @@ class ServerSettings(BaseModel):
                                         "many seconds after the connection opened (or its "
                                         "previous response ended), else the connection is "
                                         "closed (slow or stalled clients).")
+    allow_unconstrained_patterns: bool = Field(
+        False, description="A JSON schema `pattern` (response_format, tool parameters) that "
+        "llama.cpp cannot turn into grammar leaves that string unconstrained, with a warning, "
+        "instead of a 400 (a request may also set allow_unconstrained_patterns: true).")
 
 
 class ConfigFileSettings(ServerSettings):

@@ -69,6 +69,9 @@ class ChatCompletionRequest(_Sampling):
     logprobs: Optional[bool] = None
     top_logprobs: Optional[int] = Field(None, ge=0)
     chat_template_kwargs: Optional[Dict[str, Any]] = None
+    # ours: a JSON schema `pattern` llama.cpp cannot enforce leaves the string unconstrained
+    # (with a warning) instead of a 400; None: the server's setting
+    allow_unconstrained_patterns: Optional[bool] = None
 
 
 class EmbeddingRequest(BaseModel):
