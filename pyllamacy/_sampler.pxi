@@ -37,6 +37,15 @@ cdef uint32_t _seed(value) except? 0xFFFFFFFF:
     return value & 0xFFFFFFFF
 
 
+def _check_gbnf(str grammar):
+    """GrammarError for what llama.cpp's grammar parser would accept and then hang or
+    misread on (pyllamacy.gbnf)."""
+    from pyllamacy.gbnf import gbnf_problem
+    problem = gbnf_problem(grammar)
+    if problem is not None:
+        raise GrammarError(f"invalid grammar: {problem}")
+
+
 def _grammar_depth_ok(str grammar, int limit=2000):
     """Reject grammars nested deeper than llama.cpp's recursive parser can take."""
     cdef int depth = 0, worst = 0
@@ -391,6 +400,7 @@ cdef class Sampler:
             raise GrammarError("empty grammar")
         if not _grammar_depth_ok(grammar):
             raise GrammarError("grammar is nested too deeply (more than 2000 levels of groups)")
+        _check_gbnf(grammar)
         cdef bytes g = grammar.encode()
         cdef bytes r = root.encode()
         if b"\0" in g:
@@ -418,6 +428,7 @@ cdef class Sampler:
             raise GrammarError("empty grammar")
         if not _grammar_depth_ok(grammar):
             raise GrammarError("grammar is nested too deeply (more than 2000 levels of groups)")
+        _check_gbnf(grammar)
         import re as _re
         pats = []
         for p in trigger_patterns:

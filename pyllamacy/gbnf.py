@@ -2,7 +2,9 @@
 
 llama.cpp parses an empty character class ("[]", or "[^]") into no symbol at all: the rule
 then matches the empty string where the author meant one character, and a repetition of it
-("[]*") loops on nothing. The grammar is refused here, when a request is built, instead.
+("[]*") loops on nothing. A bounded repetition whose maximum is below its minimum ("{5,2}")
+makes its parser loop for good (an unsigned count underflows). Sampler.grammar() refuses both
+before llama.cpp sees the text.
 """
 from __future__ import annotations
 
@@ -44,6 +46,29 @@ def gbnf_problem(text: str) -> Optional[str]:
                         f"{_line_col(text, start)} (it matches no character)")
             while i < n and text[i] != "]":
                 i += 2 if text[i] == "\\" else 1
+            i += 1
+        elif c == "{":                                 # repetition {m}, {m,}, {m,n}
+            start = i
+            j = i + 1
+            while j < n and text[j] in " \t":
+                j += 1
+            k = j
+            while k < n and text[k].isdigit():
+                k += 1
+            lo = int(text[j:k]) if k > j else None
+            while k < n and text[k] in " \t":
+                k += 1
+            if lo is not None and k < n and text[k] == ",":
+                k += 1
+                while k < n and text[k] in " \t":
+                    k += 1
+                m = k
+                while m < n and text[m].isdigit():
+                    m += 1
+                if m > k and int(text[k:m]) < lo:
+                    end = text.find("}", m)
+                    return (f"repetition {text[start:end + 1 if end >= 0 else m]!r} at "
+                            f"{_line_col(text, start)} has its maximum below its minimum")
             i += 1
         else:
             i += 1

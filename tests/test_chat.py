@@ -242,6 +242,8 @@ def test_template_syntax_error_is_clear():
     'root ::= root "a" | "b"',                      # left recursion
     "root ::= " + "(" * 60000 + '"a"' + ")" * 60000,  # absurd nesting
     'root ::= "a',                                  # unterminated string
+    'root ::= "a"{5,2}',                            # max < min: llama.cpp's parser loops
+    'root ::= [] "a"',                              # empty class: matches nothing
 ])
 def test_bad_grammars_raise_quickly(llm, gbnf):
     t0 = time.monotonic()

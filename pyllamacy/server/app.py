@@ -126,7 +126,8 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return JSONResponse(error_body(exc.status, exc.message, exc.type, exc.param), status_code=exc.status,
+        return JSONResponse(error_body(exc.status, exc.message, exc.type, exc.param),
+                            status_code=exc.status,
                             headers=exc.headers)
 
     @app.exception_handler(HTTPException)
