@@ -42,7 +42,9 @@ class ChatParseError(LlamaError, ValueError):
     """Model output does not match the chat format's expected shape."""
 
 
-_limits = {"timeout": 10.0, "memory": 1 << 30, "max_output": 64 << 20}
+# a render takes milliseconds (a long conversation, tens of them): 3 s stops a template that
+# loops without holding a sandbox worker (of at most four) long
+_limits = {"timeout": 3.0, "memory": 1 << 30, "max_output": 64 << 20}
 
 C.quiet_common_log()
 
