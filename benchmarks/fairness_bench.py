@@ -3,9 +3,10 @@ while another client streams a grammar-constrained request, on pyllamacy's serve
 
     python benchmarks/fairness_bench.py [--model M.gguf] [--threads 2] [--reps 5]
 
-Cases for the other client: a 5,000-string enum (json_schema; refused with 400 by the
-grammar_max_ms_per_token gate), a 60-string enum (under the default limit: served), and,
-for comparison, the 5,000-string enum with the gate off (grammar_max_ms_per_token 0, a second
+Cases for the other client (a streamed chat whose response_format is an array of enum
+strings): a 5,000-string enum (refused with 400 by the grammar_max_ms_per_token gate), a
+60-string enum at temperature 0 and at 0.8 (under the default limit: served), and, for
+comparison, the 5,000-string enum with the gate off (grammar_max_ms_per_token 0, a second
 server). The small request: 16 greedy tokens of a short completion. Prints one JSON line per
 case: the small request's median time with the other client streaming, over its median alone.
 """
@@ -68,8 +69,8 @@ def enum_schema(n: int) -> dict:
                                        "enum": [f"item-{i}-{'x' * (i % 7)}" for i in range(n)]}}
 
 
-def costly(url: str, n_enum: int, out: dict, stop: threading.Event) -> None:
-    body = {"model": "m", "stream": True, "max_tokens": 400, "temperature": 0,
+def costly(url: str, n_enum: int, temp: float, out: dict, stop: threading.Event) -> None:
+    body = {"model": "m", "stream": True, "max_tokens": 400, "temperature": temp, "seed": 1,
             "messages": [{"role": "user", "content": "List items."}],
             "response_format": {"type": "json_schema",
                                 "json_schema": {"name": "l", "schema": enum_schema(n_enum)}}}
@@ -85,17 +86,17 @@ def costly(url: str, n_enum: int, out: dict, stop: threading.Event) -> None:
     out["s"] = time.perf_counter() - t
 
 
-def case(url: str, n_enum: int, reps: int, alone: float) -> dict:
+def case(url: str, n_enum: int, temp: float, reps: int, alone: float) -> dict:
     out: dict = {}
     stop = threading.Event()
-    th = threading.Thread(target=costly, args=(url, n_enum, out, stop), daemon=True)
+    th = threading.Thread(target=costly, args=(url, n_enum, temp, out, stop), daemon=True)
     th.start()
     time.sleep(0.5)
     times = [small(url) for _ in range(reps)]
     stop.set()
     th.join(timeout=600)
     med = statistics.median(times)
-    return {"other": f"enum {n_enum}", "other_status": out.get("status"),
+    return {"other": f"enum {n_enum}, temperature {temp:g}", "other_status": out.get("status"),
             "other_chunks": out.get("chunks"), "small_alone_s": round(alone, 3),
             "small_with_other_s": round(med, 3), "ratio": round(med / alone, 2)}
 
@@ -109,13 +110,13 @@ def main() -> int:
     if a.model is None:
         from pyllamacy import models
         a.model = str(models.fetch(models.SMOLLM2_135M))
-    for limit, enums in ((100.0, (5000, 60)), (0.0, (5000,))):
+    for limit, cases in ((100.0, ((5000, 0.0), (60, 0.0), (60, 0.8))), (0.0, ((5000, 0.0),))):
         proc, url = start(a.model, a.threads, limit)
         try:
             small(url)
             alone = statistics.median(small(url) for _ in range(a.reps))
-            for n in enums:
-                r = case(url, n, a.reps, alone)
+            for n, temp in cases:
+                r = case(url, n, temp, a.reps, alone)
                 r["grammar_max_ms_per_token"] = limit
                 print(json.dumps(r), flush=True)
         finally:
