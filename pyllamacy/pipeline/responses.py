@@ -17,7 +17,8 @@ from ..llama_types import (ChatCompletionChunk, ChatCompletionLogprobs,
                            CreateChatCompletionResponse, CreateCompletionResponse)
 from .text import LogprobEntry, TextEntry
 
-__all__ = ["ResponseMeta", "completion_logprobs", "chat_logprobs", "usage", "echo_entries",
+__all__ = ["ResponseMeta", "completion_logprobs", "chat_logprobs", "usage", "usage_chunk",
+           "echo_entries",
            "completion_choice", "completion_response", "completion_chunk", "chat_choice",
            "chat_response", "chat_chunk", "ChatChunks"]
 
@@ -75,6 +76,12 @@ def chat_logprobs(entries: Iterable[TextEntry]) -> ChatCompletionLogprobs:
 def usage(n_prompt: int, n_completion: int) -> CompletionUsage:
     return {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
             "total_tokens": n_prompt + n_completion}
+
+
+def usage_chunk(meta: ResponseMeta, object: str, use: CompletionUsage) -> dict:
+    """The last chunk of a stream asked for with stream_options.include_usage: no choices,
+    the request's usage (OpenAI's shape)."""
+    return meta.wrap(object, [], use)
 
 
 def echo_entries(prompt: Sequence[int], bos: int, scored: Mapping[int, LogprobEntry],

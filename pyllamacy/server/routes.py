@@ -29,7 +29,7 @@ from ..pipeline.options import (chat_logprobs_count, completion_logprobs_count, 
 from ..pipeline.prompts import prompt_tokens
 from ..pipeline.responses import (ChatChunks, ResponseMeta, chat_choice, chat_response,
                                   completion_choice, completion_chunk, completion_response,
-                                  echo_entries, usage)
+                                  echo_entries, usage, usage_chunk)
 from ..pipeline.sampling import (GrammarCostError, SamplingParams, build_sampler,
                                  check_grammar_cost, feed_history)
 from ..pipeline.text import TextEntry, TokenText, piece_text
@@ -216,6 +216,17 @@ def _engine_finish(fin) -> Tuple[str, Optional[BaseException]]:
     if isinstance(fin, BaseException):
         return "error", fin
     return fin, None
+
+
+def _include_usage(body) -> bool:
+    """stream_options: {"include_usage": true} (OpenAI): the stream ends with a usage chunk."""
+    opts = body.stream_options
+    if opts is None:
+        return False
+    if not isinstance(opts, dict) or not isinstance(opts.get("include_usage", False), bool):
+        raise ApiError(400, "stream_options.include_usage must be true or false",
+                       param="stream_options")
+    return bool(opts.get("include_usage")) and bool(body.stream)
 
 
 def _error_message(tt: TokenText) -> str:
@@ -444,6 +455,7 @@ async def completions(body: CompletionRequest, request: Request):
     runner = state.runner(body.model)
     n_logprobs = _checked(completion_logprobs_count, body.logprobs, _MAX_LOGPROBS)
     want = n_logprobs is not None
+    with_usage = _include_usage(body)
     echo_lp = body.echo and want               # the prompt's log-probabilities too
     # echo with max_tokens=0: the prompt alone (how evaluation harnesses score a text)
     prompt_only = body.echo and body.max_tokens == 0
@@ -491,6 +503,9 @@ async def completions(body: CompletionRequest, request: Request):
                     else:
                         yield completion_chunk(meta, i, "",
                                                "length" if prompt_only else tt.finish_reason)
+            if with_usage:
+                yield usage_chunk(meta, "text_completion",
+                                  usage(len(toks), sum(tt.n_tokens for tt in tts)))
         return _sse_response(request, state, runner, "completions", reqs, len(toks), t0, chunks())
 
     results = await _collect_n(request, state, runner, "completions", reqs, len(toks), tts, t0)
@@ -519,6 +534,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     n_logprobs = _checked(chat_logprobs_count, body.logprobs, body.top_logprobs,
                           _MAX_LOGPROBS)
     want = n_logprobs is not None
+    with_usage = _include_usage(body)
     stop = _checked(stop_strings, body.stop, _MAX_STOPS)
     _checked(check_messages, body.messages)
     for name in ("tools", "functions", "tool_choice", "function_call", "response_format",
@@ -583,6 +599,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                         return
                     for c in streams[i].finish(tt.finish_reason):
                         yield c
+            if with_usage:
+                yield usage_chunk(meta, "chat.completion.chunk",
+                                  usage(n_prompt, sum(tt.n_tokens for tt in tts)))
         return _sse_response(request, state, runner, "chat", reqs, n_prompt, t0, chunks())
 
     results = await _collect_n(request, state, runner, "chat", reqs, n_prompt, tts, t0)
@@ -629,6 +648,17 @@ async def models(request: Request):
     return {"object": "list",
             "data": [{"id": name, "object": "model", "owned_by": "me", "permissions": [],
                       "created": 0} for name in state.runners]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def model_info(model_id: str, request: Request):
+    """One served model (OpenAI's models.retrieve); 404 naming the served ones otherwise."""
+    state = _state(request)
+    if model_id not in state.runners:
+        raise ApiError(404, f"no model {model_id!r} here; served: {sorted(state.runners)}",
+                       param="model")
+    return {"id": model_id, "object": "model", "owned_by": "me", "permissions": [],
+            "created": 0}
 
 
 @router.get("/lora-adapters")

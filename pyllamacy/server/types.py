@@ -28,6 +28,8 @@ class _Sampling(BaseModel):
     top_k: int = Field(TOP_K, ge=0)
     stop: _STOP = None
     stream: bool = False
+    # OpenAI's {"include_usage": true}: a last chunk (no choices) with the usage
+    stream_options: Optional[Dict[str, Any]] = None
     seed: Optional[int] = None
     n: int = Field(1, ge=1)
     frequency_penalty: float = Field(FREQUENCY_PENALTY, ge=-2.0, le=2.0)

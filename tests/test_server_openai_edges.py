@@ -1,0 +1,91 @@
+"""OpenAI API edges through the official client (issue 13): stream_options.include_usage,
+models.retrieve."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_path):
+    from pyllamacy.server import ModelSettings, ServerSettings, create_app
+    port = _free_port()
+    app = create_app([ModelSettings(model=smollm2_path, model_alias="smol", n_ctx=256,
+                                    n_batch=64, n_threads=2, n_parallel=4)],
+                     ServerSettings(port=port))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    t = time.time()
+    while not srv.started:
+        assert th.is_alive() and time.time() - t < 120
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    th.join(timeout=60)
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key="x", max_retries=0, timeout=120)
+
+
+def test_chat_stream_include_usage(client):
+    msgs = [{"role": "user", "content": "Say hello."}]
+    full = client.chat.completions.create(model="smol", messages=msgs, max_tokens=12,
+                                          temperature=0)
+    chunks = list(client.chat.completions.create(
+        model="smol", messages=msgs, max_tokens=12, temperature=0, stream=True,
+        stream_options={"include_usage": True}))
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.prompt_tokens == full.usage.prompt_tokens
+    assert last.usage.completion_tokens == full.usage.completion_tokens
+    assert last.usage.total_tokens == full.usage.total_tokens
+    assert all(c.usage is None for c in chunks[:-1])
+    text = "".join(c.choices[0].delta.content or "" for c in chunks[:-1] if c.choices)
+    assert text == full.choices[0].message.content
+    # without the option: no usage chunk
+    plain = list(client.chat.completions.create(model="smol", messages=msgs, max_tokens=4,
+                                                stream=True))
+    assert all(c.choices for c in plain) and all(c.usage is None for c in plain)
+
+
+def test_completion_stream_include_usage_with_n(client):
+    chunks = list(client.completions.create(
+        model="smol", prompt="The capital of France is", max_tokens=6, n=2, seed=3,
+        stream=True, stream_options={"include_usage": True}))
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    full = client.completions.create(model="smol", prompt="The capital of France is",
+                                     max_tokens=6, n=2, seed=3)
+    assert last.usage.prompt_tokens == full.usage.prompt_tokens
+    assert last.usage.completion_tokens == full.usage.completion_tokens
+    assert 2 <= last.usage.completion_tokens <= 12
+
+
+def test_bad_stream_options_is_400(server):
+    r = httpx.post(server + "/v1/chat/completions", json={
+        "model": "smol", "messages": [{"role": "user", "content": "x"}], "stream": True,
+        "stream_options": {"include_usage": "yes"}})
+    assert r.status_code == 400 and "stream_options" in r.text
+
+
+def test_models_retrieve(client):
+    m = client.models.retrieve("smol")
+    assert m.id == "smol" and m.object == "model"
+    with pytest.raises(openai.NotFoundError, match="smol"):
+        client.models.retrieve("other")
