@@ -89,3 +89,47 @@ def test_models_retrieve(client):
     assert m.id == "smol" and m.object == "model"
     with pytest.raises(openai.NotFoundError, match="smol"):
         client.models.retrieve("other")
+
+
+def test_cli_logs_startup_and_requests(smollm2_path, tmp_path):
+    """`python -m pyllamacy.server -m MODEL` (llama-server's short flag) says where it serves
+    and what, then one line per request; a missing model file is one clear line, exit 2."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyllamacy
+    env = dict(os.environ, PYTHONPATH=str(Path(pyllamacy.__file__).parent.parent))
+    bad = subprocess.run([sys.executable, "-m", "pyllamacy.server", "-m", str(tmp_path / "no.gguf")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "no model file" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    port = _free_port()
+    log = open(tmp_path / "err.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "pyllamacy.server", "-m", smollm2_path,
+                             "-a", "smol", "--port", str(port), "-t", "2", "--n_ctx", "256"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        t = time.time()
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.time() - t < 120, \
+                (tmp_path / "err.log").read_text()
+            time.sleep(0.2)
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        c.chat.completions.create(model="smol", messages=[{"role": "user", "content": "hi"}],
+                                  max_tokens=3)
+        time.sleep(0.3)
+        text = (tmp_path / "err.log").read_text()
+        assert f"serving at http://127.0.0.1:{port}/v1" in text
+        assert "model 'smol':" in text and "slots" in text
+        assert "chat smol 200 prompt=" in text and "completion=" in text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

@@ -10,6 +10,8 @@ command line override its server settings.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import typing
 from typing import List, Optional
@@ -52,12 +54,33 @@ def _add_fields(parser, model_cls, group_name):
         flags = [f"--{name}"]
         if "_" in name:
             flags.append(f"--{name.replace('_', '-')}")
+        flags += _SHORT.get(name, [])
+        help_ = _help(name, field)
         if isinstance(typ, tuple):
             group.add_argument(*flags, dest=name, type=typ[1], nargs="+",
-                               default=argparse.SUPPRESS, help=field.description)
+                               default=argparse.SUPPRESS, help=help_)
             continue
         group.add_argument(*flags, dest=name, type=_bool if typ is bool else typ,
-                           default=argparse.SUPPRESS, help=field.description)
+                           default=argparse.SUPPRESS, help=help_)
+
+
+# llama-server's (and every tutorial's) short options, where they mean the same thing here
+_SHORT = {"model": ["-m"], "model_alias": ["-a", "--alias"], "n_gpu_layers": ["-ngl"],
+          "n_threads": ["-t"], "n_threads_batch": ["-tb"], "n_batch": ["-b"],
+          "n_ubatch": ["-ub"], "host": [], "port": []}
+
+
+def _help(name: str, field) -> str:
+    """The field's description (or its name in words) and its default."""
+    text = field.description or name.replace("_", " ").capitalize() + "."
+    if field.is_required():
+        return text + " (required)"
+    default = field.get_default()
+    if default is None:
+        return text + " (default: none)"
+    if isinstance(default, bool):
+        default = "true" if default else "false"
+    return f"{text} (default: {default})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,11 +130,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .app import create_app
     from .transport import uvicorn_options
     server, models = settings_from_args(argv)
+    _setup_logging(server.log_level)
+    for m in models:
+        if not os.path.isfile(m.model):
+            print(f"python -m pyllamacy.server: no model file at {m.model!r}", file=sys.stderr)
+            return 2
     app = create_app(model_settings=models, server_settings=server)
     uvicorn.run(app, host=server.host, port=server.port, ssl_keyfile=server.ssl_keyfile,
                 ssl_certfile=server.ssl_certfile, log_level="warning",
                 **uvicorn_options(server))
     return 0
+
+
+def _setup_logging(level: str) -> None:
+    """pyllamacy's log lines on stderr (uvicorn keeps its own, at warning)."""
+    logger = logging.getLogger("pyllamacy")
+    if not any(getattr(h, "_pyllamacy", False) for h in logger.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        h._pyllamacy = True
+        logger.addHandler(h)
+    logger.setLevel(level.upper())
+    logger.propagate = False
 
 
 if __name__ == "__main__":

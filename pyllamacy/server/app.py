@@ -115,6 +115,9 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
     async def lifespan(app):
         if not state.started:
             state.start()
+            for line in state.describe():
+                log.info("%s", line)
+            log.info("serving at http://%s:%d/v1", server_settings.host, server_settings.port)
         try:
             yield
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import random
 import time
@@ -41,6 +42,7 @@ from .types import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
 
 router = APIRouter()
 
+log = logging.getLogger("pyllamacy.server")
 _POLL_S = 0.2            # how often a waiting handler checks that its client is still there
 _MAX_STOPS = 16
 _MAX_LOGPROBS = 20
@@ -322,9 +324,16 @@ def _record(state: ServerState, runner: EngineRunner, route: str, req: GenReques
     m = state.metrics
     m.request(runner.name, route, status)
     m.tokens(runner.name, n_prompt, req.n_tokens)
-    m.latency_s(runner.name, route, time.perf_counter() - t0)
+    took = time.perf_counter() - t0
+    m.latency_s(runner.name, route, took)
     if req.t_first is not None:
         m.ttft_s(runner.name, req.t_first - req.t_submit)
+    if log.isEnabledFor(logging.INFO):
+        ttft = "-" if req.t_first is None else f"{req.t_first - req.t_submit:.3f}s"
+        log.info("%s %s %d prompt=%d completion=%d ttft=%s total=%.3fs finish=%s", route,
+                 runner.name, status, n_prompt, req.n_tokens, ttft, took,
+                 req.finish_reason if isinstance(req.finish_reason, (str, type(None)))
+                 else type(req.finish_reason).__name__)
 
 
 def _sse(obj) -> bytes:

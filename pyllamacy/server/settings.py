@@ -6,7 +6,7 @@ import json
 import os
 from typing import List, Optional, Union
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ..defaults import (LAST_N_TOKENS_SIZE, LORA_SCALE, MAIN_GPU, MAX_QUEUE, N_BATCH,
                         N_CTX_SLOT, N_GPU_LAYERS, N_PARALLEL, N_UBATCH,
@@ -133,6 +133,16 @@ class ServerSettings(BaseModel):
     ssl_certfile: Optional[str] = None
     interrupt_requests: bool = True
     disable_ping_events: bool = False
+    log_level: str = Field("info", description="pyllamacy's log on stderr: debug, info (the "
+                           "startup lines and one line per request), warning or error.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, v: str) -> str:
+        v = v.lower()
+        if v not in ("debug", "info", "warning", "error"):
+            raise ValueError(f"log_level must be debug, info, warning or error, not {v!r}")
+        return v
     # limits
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_tokens_limit: int = Field(8192, ge=1, description="Upper bound of max_tokens.")

@@ -96,6 +96,16 @@ class ServerState:
             raise
         self.started = True
 
+    def describe(self) -> List[str]:
+        """One line per served model: name, file, size, where it runs, slots and context."""
+        out = []
+        for name, r in self.runners.items():
+            ms = r.settings
+            where = "CPU" if ms.n_gpu_layers == 0 else f"GPU layers {ms.n_gpu_layers}"
+            out.append(f"model {name!r}: {ms.model} ({r.model.size / 2**20:.0f} MiB, "
+                       f"{r.model.desc}), {where}, {r.n_slots} slots x {r.n_ctx_slot} tokens")
+        return out
+
     def stop(self) -> None:
         for e in self.embedders.values():      # their contexts before the runners' models
             e.close()
