@@ -259,11 +259,65 @@ def _response_schema(response_format, allow_unconstrained_patterns=False):
 
 # -- the generic tool-call scheme (templates without their own) -----------------------------------
 
+def _lift_defs(params, prefix: str, defs: dict):
+    """A tool's parameters, made to work nested inside a larger schema: its `$defs` /
+    `definitions` move to the root's `$defs` under `prefix` (tools may use the same names), and
+    its local `$ref`s follow ("#" itself, a recursive model, becomes a definition too)."""
+    if not isinstance(params, dict):
+        return params
+    local = {}
+    for key in ("$defs", "definitions"):
+        if isinstance(params.get(key), dict):
+            local.update({(key, k): v for k, v in params[key].items()})
+    if not local and not _has_root_ref(params):
+        return params
+    names = {k: f"{prefix}{k[1]}" for k in local}
+
+    def fix(node):
+        if isinstance(node, list):
+            return [fix(x) for x in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for k, v in node.items():
+            if k in ("$defs", "definitions") and node is params:
+                continue
+            if k == "$ref" and isinstance(v, str):
+                if v == "#":
+                    v = f"#/$defs/{prefix}root"
+                else:
+                    for (key, name), new_name in names.items():
+                        if v == f"#/{key}/{name}":
+                            v = f"#/$defs/{new_name}"
+                            break
+                out[k] = v
+            else:
+                out[k] = fix(v)
+        return out
+
+    body = fix(params)
+    for k, v in local.items():
+        defs[names[k]] = fix(v)
+    if _has_root_ref(params):
+        defs[f"{prefix}root"] = body
+    return body
+
+
+def _has_root_ref(node) -> bool:
+    if isinstance(node, dict):
+        return node.get("$ref") == "#" or any(_has_root_ref(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_root_ref(v) for v in node)
+    return False
+
+
 def _generic_tool_schema(tools, mode, parallel):
     calls = []
-    for t in tools:
+    defs: dict = {}
+    for i, t in enumerate(tools):
         fn = t["function"]
         params = fn.get("parameters") or {"type": "object", "properties": {}}
+        params = _lift_defs(params, f"tool{i}_", defs)
         calls.append({"type": "object",
                       "properties": {"name": {"const": fn["name"]}, "arguments": params},
                       "required": ["name", "arguments"]})
@@ -273,9 +327,13 @@ def _generic_tool_schema(tools, mode, parallel):
                                         **({} if parallel else {"maxItems": 1})}},
           "required": ["tool_calls"]}
     if mode == "required":
-        return tc
-    return {"anyOf": [tc, {"type": "object", "properties": {"response": {"type": "string"}},
-                           "required": ["response"]}]}
+        out = tc
+    else:
+        out = {"anyOf": [tc, {"type": "object", "properties": {"response": {"type": "string"}},
+                              "required": ["response"]}]}
+    if defs:
+        out = dict(out, **{"$defs": defs})
+    return out
 
 
 def _generic_messages(messages, tools, mode):

@@ -23,7 +23,7 @@ def _free_port() -> int:
 def server(smollm2_path):
     from pyllamacy.server import ModelSettings, ServerSettings, create_app
     port = _free_port()
-    app = create_app([ModelSettings(model=smollm2_path, model_alias="smol", n_ctx=256,
+    app = create_app([ModelSettings(model=smollm2_path, model_alias="smol", n_ctx=512,
                                     n_batch=64, n_threads=2, n_parallel=4)],
                      ServerSettings(port=port))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
@@ -133,3 +133,28 @@ def test_cli_logs_startup_and_requests(smollm2_path, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_tool_with_a_nested_pydantic_model(client):
+    """openai.pydantic_function_tool with a nested model puts `$defs` in the parameters: the
+    tool call's arguments follow the whole schema (issue 13)."""
+    import json
+
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    class Register(BaseModel):
+        person: Person
+
+    tool = openai.pydantic_function_tool(Register)
+    assert "$defs" in json.dumps(tool)
+    r = client.chat.completions.create(
+        model="smol", temperature=0, max_tokens=120, tools=[tool], tool_choice="required",
+        messages=[{"role": "user", "content": "Register Alice, who is 30."}])
+    calls = r.choices[0].message.tool_calls
+    assert r.choices[0].finish_reason == "tool_calls" and calls
+    assert calls[0].function.name == "Register"
+    Register.model_validate(json.loads(calls[0].function.arguments))
