@@ -384,17 +384,30 @@ def _check_tensors(h: GGUFHeader, full_load: bool, use_mmap: bool) -> None:
                           f"use_mmap=False or rewrite the file with an alignment of 32")
 
 
-def _check_vocab(h: GGUFHeader) -> None:
+def _check_vocab(h: GGUFHeader, overrides: Optional[Mapping[str, Any]] = None) -> None:
     kv, path = h.kv, h.path
-    model = kv.get("tokenizer.ggml.model")
-    if model is None:
-        return      # llama.cpp reports a missing tokenizer itself
-    if model[0] != T_STRING:
-        _fail(path, "tokenizer.ggml.model must be a string")
-    model = model[1]
+    mkey = "tokenizer.ggml.model"
+    ov = (overrides or {}).get(mkey)
+    if isinstance(ov, str):
+        # llama.cpp takes a str override of the tokenizer model (one of another type is
+        # ignored; the file's value stands), up to its first NUL byte
+        model = ov.split("\0", 1)[0]
+
+        def model_fail(msg: str):
+            raise ValueError(f"kv_overrides[{mkey!r}]: {msg}")
+    else:
+        model = kv.get(mkey)
+        if model is None:
+            return      # llama.cpp reports a missing tokenizer itself
+        if model[0] != T_STRING:
+            _fail(path, "tokenizer.ggml.model must be a string")
+        model = model[1].split("\0", 1)[0]
+
+        def model_fail(msg: str):
+            _fail(path, msg)
     if model in ("none", "no_vocab"):
-        _fail(path, f"tokenizer.ggml.model is {model!r}: the model has no vocabulary, and "
-                    f"pyllamacy needs one to tokenize text")
+        model_fail(f"tokenizer.ggml.model is {model!r}: the model has no vocabulary, and "
+                   f"pyllamacy needs one to tokenize text")
     tok = kv.get("tokenizer.ggml.tokens")
     if tok is None:
         return      # llama.cpp: "cannot find tokenizer vocab in model file"
@@ -447,20 +460,20 @@ def _check_vocab(h: GGUFHeader) -> None:
                 if len(u) == 1:
                     single.add(u)
         if len(single) < 256:
-            _fail(path, f"tokenizer.ggml.model is 'rwkv' but the vocabulary has no token for "
-                        f"{256 - len(single)} of the 256 bytes, as every RWKV vocabulary "
-                        f"does (the RWKV tokenizer never ends on such text); the vocabulary "
-                        f"is not an RWKV one, or the tokenizer model is wrong")
+            model_fail(f"tokenizer.ggml.model is 'rwkv' but the vocabulary has no token for "
+                       f"{256 - len(single)} of the 256 bytes, as every RWKV vocabulary "
+                       f"does (the RWKV tokenizer never ends on such text); the vocabulary "
+                       f"is not an RWKV one, or the tokenizer model is wrong")
     if model == "llama":
         # SentencePiece falls back to byte tokens <0xXX> (or the one-byte text) for text it
         # has no piece for; a GPT-2 style byte-level vocabulary has neither
         missing = [b for b in range(256)
                    if b"<0x%02X>" % b not in seen and bytes([b]) not in seen]
         if missing and any(t.startswith("Ġ".encode()) for t in tokens):
-            _fail(path, f"tokenizer.ggml.model is 'llama' (SentencePiece) but the vocabulary "
-                        f"is byte-level (GPT-2 style, 'Ġ' tokens) and lacks {len(missing)} "
-                        f"of the 256 byte tokens <0xXX> SentencePiece needs; the tokenizer "
-                        f"model is probably 'gpt2'")
+            model_fail(f"tokenizer.ggml.model is 'llama' (SentencePiece) but the vocabulary "
+                       f"is byte-level (GPT-2 style, 'Ġ' tokens) and lacks {len(missing)} "
+                       f"of the 256 byte tokens <0xXX> SentencePiece needs; the tokenizer "
+                       f"model is probably 'gpt2'")
 
 
 def _unescape_rwkv(t: bytes) -> bytes:
@@ -675,7 +688,7 @@ def check_model_file(path, *, vocab_only: bool = False, use_mmap: bool = True,
     parsed header. Raises ModelLoadError for the file, ValueError for kv_overrides."""
     overrides = check_kv_overrides(kv_overrides)
     h = read_header(path)
-    _check_vocab(h)
+    _check_vocab(h, overrides)
     _check_hparams(h, overrides)
     _check_tensors(h, full_load=not vocab_only, use_mmap=use_mmap)
     return h

@@ -199,6 +199,9 @@ OVERRIDES = {
     "eps_negative": {"llama.attention.layer_norm_rms_epsilon": -1e-5},
     "rope_scaling_t5": {"llama.rope.scaling.type": "t5"},
     "rope_scaling_upper": {"llama.rope.scaling.type": "YARN"},
+    "tokenizer_none": {"tokenizer.ggml.model": "none"},          # fuzz seed 2 case 67
+    "tokenizer_rwkv": {"tokenizer.ggml.model": "rwkv"},
+    "tokenizer_llama": {"tokenizer.ggml.model": "llama"},
 }
 
 
