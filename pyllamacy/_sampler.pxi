@@ -37,6 +37,9 @@ cdef uint32_t _seed(value) except? 0xFFFFFFFF:
     return value & 0xFFFFFFFF
 
 
+from pyllamacy.gbnf import gbnf_problem as _gbnf_problem
+
+
 def _grammar_depth_ok(str grammar, int limit=2000):
     """Reject grammars nested deeper than llama.cpp's recursive parser can take."""
     cdef int depth = 0, worst = 0
@@ -391,6 +394,9 @@ cdef class Sampler:
             raise GrammarError("empty grammar")
         if not _grammar_depth_ok(grammar):
             raise GrammarError("grammar is nested too deeply (more than 2000 levels of groups)")
+        _problem = _gbnf_problem(grammar, empty_classes=False)
+        if _problem:
+            raise GrammarError(f"invalid grammar: {_problem}")
         cdef bytes g = grammar.encode()
         cdef bytes r = root.encode()
         if b"\0" in g:
@@ -418,6 +424,9 @@ cdef class Sampler:
             raise GrammarError("empty grammar")
         if not _grammar_depth_ok(grammar):
             raise GrammarError("grammar is nested too deeply (more than 2000 levels of groups)")
+        _problem = _gbnf_problem(grammar, empty_classes=False)
+        if _problem:
+            raise GrammarError(f"invalid grammar: {_problem}")
         import re as _re
         pats = []
         for p in trigger_patterns:
