@@ -37,13 +37,7 @@ cdef uint32_t _seed(value) except? 0xFFFFFFFF:
     return value & 0xFFFFFFFF
 
 
-def _check_gbnf(str grammar):
-    """GrammarError for what llama.cpp's grammar parser would accept and then hang or
-    misread on (pyllamacy.gbnf)."""
-    from pyllamacy.gbnf import gbnf_problem
-    problem = gbnf_problem(grammar)
-    if problem is not None:
-        raise GrammarError(f"invalid grammar: {problem}")
+from pyllamacy.gbnf import gbnf_problem as _gbnf_problem
 
 
 def _grammar_depth_ok(str grammar, int limit=2000):
@@ -400,7 +394,9 @@ cdef class Sampler:
             raise GrammarError("empty grammar")
         if not _grammar_depth_ok(grammar):
             raise GrammarError("grammar is nested too deeply (more than 2000 levels of groups)")
-        _check_gbnf(grammar)
+        _problem = _gbnf_problem(grammar, empty_classes=False)
+        if _problem:
+            raise GrammarError(f"invalid grammar: {_problem}")
         cdef bytes g = grammar.encode()
         cdef bytes r = root.encode()
         if b"\0" in g:
@@ -428,7 +424,9 @@ cdef class Sampler:
             raise GrammarError("empty grammar")
         if not _grammar_depth_ok(grammar):
             raise GrammarError("grammar is nested too deeply (more than 2000 levels of groups)")
-        _check_gbnf(grammar)
+        _problem = _gbnf_problem(grammar, empty_classes=False)
+        if _problem:
+            raise GrammarError(f"invalid grammar: {_problem}")
         import re as _re
         pats = []
         for p in trigger_patterns:

@@ -2,15 +2,20 @@
 
 llama.cpp parses an empty character class ("[]", or "[^]") into no symbol at all: the rule
 then matches the empty string where the author meant one character, and a repetition of it
-("[]*") loops on nothing. A bounded repetition whose maximum is below its minimum ("{5,2}")
-makes its parser loop for good (an unsigned count underflows). Sampler.grammar() refuses both
-before llama.cpp sees the text.
+("[]*") loops on nothing. A bounded repetition whose maximum is below its minimum
+("x"{5,2}) makes llama.cpp's parser loop (max - min wraps around in an unsigned 64-bit
+count). The grammar is refused here, when a request is built (and by Sampler.grammar),
+instead.
 """
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 __all__ = ["gbnf_problem"]
+
+
+_BOUNDED = re.compile(r"\{\s*([0-9]+)\s*,\s*([0-9]+)\s*\}")
 
 
 def _line_col(text: str, pos: int) -> str:
@@ -19,9 +24,11 @@ def _line_col(text: str, pos: int) -> str:
     return f"line {line}, column {col}"
 
 
-def gbnf_problem(text: str) -> Optional[str]:
+def gbnf_problem(text: str, empty_classes: bool = True) -> Optional[str]:
     """What is wrong with GBNF `text` that llama.cpp would accept, or None. Comments, string
-    literals and token references (<[id]>) are skipped as llama.cpp's parser skips them."""
+    literals and token references (<[id]>) are skipped as llama.cpp's parser skips them.
+    `empty_classes=False` leaves empty character classes alone (Sampler.grammar takes them,
+    as llama.cpp does) and finds only what would hang the parser."""
     i, n = 0, len(text)
     while i < n:
         c = text[i]
@@ -41,7 +48,7 @@ def gbnf_problem(text: str) -> Optional[str]:
             i += 1
             if i < n and text[i] == "^":
                 i += 1
-            if i < n and text[i] == "]":
+            if i < n and text[i] == "]" and empty_classes:
                 return (f"empty character class {text[start:i + 1]!r} at "
                         f"{_line_col(text, start)} (it matches no character)")
             while i < n and text[i] != "]":
@@ -49,26 +56,10 @@ def gbnf_problem(text: str) -> Optional[str]:
             i += 1
         elif c == "{":                                 # repetition {m}, {m,}, {m,n}
             start = i
-            j = i + 1
-            while j < n and text[j] in " \t":
-                j += 1
-            k = j
-            while k < n and text[k].isdigit():
-                k += 1
-            lo = int(text[j:k]) if k > j else None
-            while k < n and text[k] in " \t":
-                k += 1
-            if lo is not None and k < n and text[k] == ",":
-                k += 1
-                while k < n and text[k] in " \t":
-                    k += 1
-                m = k
-                while m < n and text[m].isdigit():
-                    m += 1
-                if m > k and int(text[k:m]) < lo:
-                    end = text.find("}", m)
-                    return (f"repetition {text[start:end + 1 if end >= 0 else m]!r} at "
-                            f"{_line_col(text, start)} has its maximum below its minimum")
+            m = _BOUNDED.match(text, i)
+            if m and int(m.group(2)) < int(m.group(1)):
+                return (f"repetition {m.group(0)!r} at {_line_col(text, start)} has a "
+                        f"maximum ({m.group(2)}) below its minimum ({m.group(1)})")
             i += 1
         else:
             i += 1

@@ -64,6 +64,13 @@ GGML_TYPES = {
     42: ("Q2_0", 64, 18),
 }
 GGML_TYPE_F32 = 0
+# types the CPU backend cannot multiply a matrix by (no vec_dot in ggml-cpu's type_traits_cpu):
+# a weight stored in one of them crashes or aborts the first decode
+NO_MATMUL_TYPES = {9: "Q8_1", 15: "Q8_K", 24: "I8", 25: "I16", 26: "I32", 27: "I64",
+                   28: "F64"}
+
+# llama_rope_scaling_type_from_string (src/llama-model.cpp); anything else asserts
+ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")
 
 
 class GGUFArray(NamedTuple):
@@ -360,6 +367,10 @@ def _check_tensors(h: GGUFHeader, full_load: bool, use_mmap: bool) -> None:
             _fail(h.path, f"tensor {t.name!r}: its data ({nbytes} bytes at offset "
                           f"{h.data_offset + t.offset}) runs past the end of the file "
                           f"({h.file_size} bytes); the file is truncated or corrupt")
+        if full_load and t.type in NO_MATMUL_TYPES:
+            _fail(h.path, f"tensor {t.name!r} is stored as {tname}; a model's tensors must be "
+                          f"float (F32, F16, BF16) or quantized types the CPU backend can "
+                          f"multiply, never {'/'.join(NO_MATMUL_TYPES.values())}")
         # the norm weights and biases are multiplied into / added to F32 activations; ggml's
         # CPU binary ops take only an F32 right-hand side with an F32 left-hand side
         if full_load and len(t.dims) == 1 and t.type != GGML_TYPE_F32 and (
@@ -373,17 +384,30 @@ def _check_tensors(h: GGUFHeader, full_load: bool, use_mmap: bool) -> None:
                           f"use_mmap=False or rewrite the file with an alignment of 32")
 
 
-def _check_vocab(h: GGUFHeader) -> None:
+def _check_vocab(h: GGUFHeader, overrides: Optional[Mapping[str, Any]] = None) -> None:
     kv, path = h.kv, h.path
-    model = kv.get("tokenizer.ggml.model")
-    if model is None:
-        return      # llama.cpp reports a missing tokenizer itself
-    if model[0] != T_STRING:
-        _fail(path, "tokenizer.ggml.model must be a string")
-    model = model[1]
+    mkey = "tokenizer.ggml.model"
+    ov = (overrides or {}).get(mkey)
+    if isinstance(ov, str):
+        # llama.cpp takes a str override of the tokenizer model (one of another type is
+        # ignored; the file's value stands), up to its first NUL byte
+        model = ov.split("\0", 1)[0]
+
+        def model_fail(msg: str):
+            raise ValueError(f"kv_overrides[{mkey!r}]: {msg}")
+    else:
+        model = kv.get(mkey)
+        if model is None:
+            return      # llama.cpp reports a missing tokenizer itself
+        if model[0] != T_STRING:
+            _fail(path, "tokenizer.ggml.model must be a string")
+        model = model[1].split("\0", 1)[0]
+
+        def model_fail(msg: str):
+            _fail(path, msg)
     if model in ("none", "no_vocab"):
-        _fail(path, f"tokenizer.ggml.model is {model!r}: the model has no vocabulary, and "
-                    f"pyllamacy needs one to tokenize text")
+        model_fail(f"tokenizer.ggml.model is {model!r}: the model has no vocabulary, and "
+                   f"pyllamacy needs one to tokenize text")
     tok = kv.get("tokenizer.ggml.tokens")
     if tok is None:
         return      # llama.cpp: "cannot find tokenizer vocab in model file"
@@ -405,27 +429,85 @@ def _check_vocab(h: GGUFHeader) -> None:
         if v[1].n < n:
             _fail(path, f"{key} has {v[1].n} entries but tokenizer.ggml.tokens has {n}; "
                         f"it needs one per token")
-    # llama.cpp maps each token's text to its id and asserts the map has one entry per token;
-    # an empty text is stored as "[EMPTY_<id>]"
+    # llama.cpp maps each token's text to its id and asserts the map has one entry per token.
+    # It reads the text as a C string (gguf_get_arr_str), so a NUL byte ends it, and stores
+    # an empty text as "[EMPTY_<id>]"
     seen: Dict[bytes, int] = {}
+    texts = []
     for i, t in enumerate(tokens):
+        if b"\0" in t:
+            t = t[:t.index(b"\0")]
         if not t:
             t = b"[EMPTY_%d]" % i
+        texts.append(t)
         j = seen.setdefault(t, i)
         if j != i:
-            _fail(path, f"tokens {j} and {i} have the same text "
+            same = "the same text" if tokens[i] == tokens[j] else \
+                "the same text as llama.cpp reads it (up to the first NUL byte)"
+            _fail(path, f"tokens {j} and {i} have {same} "
                         f"{t.decode('utf-8', 'replace')!r}: every token of the vocabulary "
                         f"must be distinct")
+    if model == "rwkv":
+        # the RWKV tokenizer matches the longest token at each position and makes no progress
+        # (loops forever) when the first byte starts a token but is none itself; an RWKV
+        # vocabulary has every single byte as a token (some escaped: \\xHH, \\n, ...)
+        single = set()
+        for t in texts:
+            if len(t) == 1 and t != b"\\":
+                single.add(t)
+            elif b"\\" in t:
+                u = _unescape_rwkv(t)
+                if len(u) == 1:
+                    single.add(u)
+        if len(single) < 256:
+            model_fail(f"tokenizer.ggml.model is 'rwkv' but the vocabulary has no token for "
+                       f"{256 - len(single)} of the 256 bytes, as every RWKV vocabulary "
+                       f"does (the RWKV tokenizer never ends on such text); the vocabulary "
+                       f"is not an RWKV one, or the tokenizer model is wrong")
     if model == "llama":
         # SentencePiece falls back to byte tokens <0xXX> (or the one-byte text) for text it
         # has no piece for; a GPT-2 style byte-level vocabulary has neither
         missing = [b for b in range(256)
                    if b"<0x%02X>" % b not in seen and bytes([b]) not in seen]
         if missing and any(t.startswith("Ġ".encode()) for t in tokens):
-            _fail(path, f"tokenizer.ggml.model is 'llama' (SentencePiece) but the vocabulary "
-                        f"is byte-level (GPT-2 style, 'Ġ' tokens) and lacks {len(missing)} "
-                        f"of the 256 byte tokens <0xXX> SentencePiece needs; the tokenizer "
-                        f"model is probably 'gpt2'")
+            model_fail(f"tokenizer.ggml.model is 'llama' (SentencePiece) but the vocabulary "
+                       f"is byte-level (GPT-2 style, 'Ġ' tokens) and lacks {len(missing)} "
+                       f"of the 256 byte tokens <0xXX> SentencePiece needs; the tokenizer "
+                       f"model is probably 'gpt2'")
+
+
+def _unescape_rwkv(t: bytes) -> bytes:
+    """llama_unescape_rwkv_token (src/llama-vocab.cpp), byte for byte."""
+    out = bytearray()
+    escaping = False
+    hex_remaining = hex_acc = 0
+    for c in t:
+        if hex_remaining:
+            value = c - 87 if 97 <= c < 128 else c - 48      # `char` is signed
+            hex_acc = ((hex_acc << 4) + value) & 0xFF
+            hex_remaining -= 1
+            if not hex_remaining:
+                out.append(hex_acc)
+                hex_acc = 0
+            continue
+        if escaping:
+            if c == 0x74:
+                out.append(9)
+            elif c == 0x6E:
+                out.append(10)
+            elif c == 0x72:
+                out.append(13)
+            elif c == 0x78:
+                hex_remaining = 2
+            else:
+                out.append(c)
+            escaping = False
+            continue
+        if c == 0x5C:
+            escaping = True
+            continue
+        out.append(c)
+    return bytes(out)
 
 
 def _int_values(v) -> Optional[List[int]]:
@@ -480,6 +562,7 @@ def _check_hparams(h: GGUFHeader, overrides: Mapping[str, Any]) -> None:
     _check_heads(src, arch)
     _check_experts(src, arch)
     _check_epsilons(src, arch)
+    _check_rope_scaling(src, arch)
 
 
 def _ints(src: "_Source", key: str) -> Optional[List[int]]:
@@ -568,6 +651,28 @@ def _check_epsilons(src: "_Source", arch: str) -> None:
                               f"abort otherwise)")
 
 
+def _check_rope_scaling(src: "_Source", arch: str) -> None:
+    """load_hparams asserts the rope scaling type is one llama.cpp knows. An override of
+    another type than str is ignored by llama.cpp (the file's value stands); a string value
+    ends at its first NUL byte (llama.cpp reads a C string)."""
+    key = f"{arch}.rope.scaling.type"
+    ov = src.ov.get(key) if src.overridden(key) else None
+    if isinstance(ov, str):
+        val, blame_override = ov, True
+    else:
+        v = src.h.kv.get(key)
+        if v is None or v[0] != T_STRING:
+            return      # missing: "linear"; another type: llama.cpp reports it
+        val, blame_override = v[1], False
+    name = val.split("\0", 1)[0]
+    if name not in ROPE_SCALING_TYPES:
+        msg = (f"is {val!r}, not a rope scaling type llama.cpp knows "
+               f"({', '.join(ROPE_SCALING_TYPES)})")
+        if blame_override:
+            raise ValueError(f"kv_overrides[{key!r}] {msg}")
+        _fail(src.h.path, f"{key} {msg}")
+
+
 def check_kv_overrides(overrides: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """kv_overrides as a dict of str keys (as Model passes them to llama.cpp: str(key))."""
     if not overrides:
@@ -583,7 +688,7 @@ def check_model_file(path, *, vocab_only: bool = False, use_mmap: bool = True,
     parsed header. Raises ModelLoadError for the file, ValueError for kv_overrides."""
     overrides = check_kv_overrides(kv_overrides)
     h = read_header(path)
-    _check_vocab(h)
+    _check_vocab(h, overrides)
     _check_hparams(h, overrides)
     _check_tensors(h, full_load=not vocab_only, use_mmap=use_mmap)
     return h

@@ -48,7 +48,7 @@ def tokenizer(smollm2_path):
 def _write(path, tokenizer, tok=None, kv=None, alignment=None, pad=0, tensor_types=None,
            n_head_kv=None):
     """The tiny model: `tok` replaces tokenizer keys, `kv` hyperparameters, `tensor_types`
-    stores tensors as "f16" or "q8_0"; `pad` bytes of a string key shift the data section;
+    stores tensors as "f16", "q8_0" or "i32" (the F32 bytes typed I32); `pad` bytes of a string key shift the data section;
     `n_head_kv` sizes the key/value weights (and sets the key) for that many heads."""
     tokd = dict(tokenizer)
     tokd.update(tok or {})
@@ -84,6 +84,8 @@ def _write(path, tokenizer, tok=None, kv=None, alignment=None, pad=0, tensor_typ
         kind = (tensor_types or {}).get(name)
         if kind == "f16":
             w.add_tensor(name, arr.astype(np.float16))
+        elif kind == "i32":             # the same bytes, typed I32
+            w.add_tensor(name, arr.view(np.int32))
         elif kind == "q8_0":
             w.add_tensor(name, quants.quantize(arr, gguf.GGMLQuantizationType.Q8_0),
                          raw_dtype=gguf.GGMLQuantizationType.Q8_0)
@@ -99,6 +101,29 @@ def _tokens_with_duplicate(tokenizer):
     toks = list(tokenizer["tokenizer.ggml.tokens"][0])
     toks[500] = toks[400]
     return {"tokenizer.ggml.tokens": (toks, V.ARRAY, V.STRING)}
+
+
+def _tokens_with_nul_duplicate(tokenizer):
+    """Token 500 is token 400's text, a NUL byte and more: llama.cpp reads up to the NUL."""
+    toks = list(tokenizer["tokenizer.ggml.tokens"][0])
+    toks[500] = toks[400] + "\0tail"
+    return {"tokenizer.ggml.tokens": (toks, V.ARRAY, V.STRING)}
+
+
+def _rwkv_byte(b):
+    c = chr(b)
+    return "\\\\" if c == "\\" else c if 0x20 <= b < 0x7F else "\\x%02x" % b
+
+
+def _rwkv_vocab(tokenizer, n_bytes=256):
+    """An RWKV-style vocabulary: the first `n_bytes` bytes (escaped), then words; as long as
+    SmolLM2's, so that the tensors keep their shapes."""
+    n = len(tokenizer["tokenizer.ggml.tokens"][0])
+    toks = [_rwkv_byte(b) for b in range(n_bytes)]
+    toks += [f"w{i}" for i in range(n - len(toks))]
+    return {"tokenizer.ggml.model": ("rwkv", V.STRING, None),
+            "tokenizer.ggml.tokens": (toks, V.ARRAY, V.STRING),
+            "tokenizer.ggml.token_type": ([1] * n, V.ARRAY, V.INT32)}
 
 
 CASES = {
@@ -140,6 +165,28 @@ CASES = {
                  "ModelLoadError"),
     "norm_q8_0": (lambda t: dict(tensor_types={"blk.0.attn_norm.weight": "q8_0"}), "ok",
                   "ModelLoadError"),
+    # GGML_ASSERT(hparams.rope_scaling_type_train != LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED)
+    "rope_scaling_t5": (lambda t: dict(kv={"llama.rope.scaling.type": ("t5", V.STRING)}),
+                        "ModelLoadError", "ModelLoadError"),
+    "rope_scaling_empty": (lambda t: dict(kv={"llama.rope.scaling.type": ("", V.STRING)}),
+                           "ModelLoadError", "ModelLoadError"),
+    "rope_scaling_yarn": (lambda t: dict(kv={"llama.rope.scaling.type": ("yarn", V.STRING)}),
+                          "ok", "ok"),
+    # GGML_ASSERT(id_to_token.size() == token_to_id.size()): equal up to a NUL byte
+    "duplicate_token_nul": (lambda t: dict(tok=_tokens_with_nul_duplicate(t)),
+                            "ModelLoadError", "ModelLoadError"),
+    # the RWKV tokenizer loops forever on a vocabulary without all 256 byte tokens
+    "rwkv_over_byte_level": (lambda t: dict(tok={"tokenizer.ggml.model": ("rwkv", V.STRING,
+                                                                          None)}),
+                             "ModelLoadError", "ModelLoadError"),
+    "rwkv_missing_bytes": (lambda t: dict(tok=_rwkv_vocab(t, n_bytes=200)),
+                           "ModelLoadError", "ModelLoadError"),
+    "rwkv_vocab": (lambda t: dict(tok=_rwkv_vocab(t)), "ok", "ok"),
+    # SIGSEGV at decode: a matmul weight typed I32 (the data the same size)
+    "matmul_weight_i32": (lambda t: dict(tensor_types={"blk.0.attn_output.weight": "i32"}),
+                          "ok", "ModelLoadError"),
+    "embedding_i32": (lambda t: dict(tensor_types={"token_embd.weight": "i32"}),
+                      "ok", "ModelLoadError"),
 }
 
 OVERRIDES = {
@@ -150,6 +197,11 @@ OVERRIDES = {
     "kv_heads_3": {"llama.attention.head_count_kv": 3},
     "eps_nan": {"llama.attention.layer_norm_rms_epsilon": float("nan")},
     "eps_negative": {"llama.attention.layer_norm_rms_epsilon": -1e-5},
+    "rope_scaling_t5": {"llama.rope.scaling.type": "t5"},
+    "rope_scaling_upper": {"llama.rope.scaling.type": "YARN"},
+    "tokenizer_none": {"tokenizer.ggml.model": "none"},          # fuzz seed 2 case 67
+    "tokenizer_rwkv": {"tokenizer.ggml.model": "rwkv"},
+    "tokenizer_llama": {"tokenizer.ggml.model": "llama"},
 }
 
 
@@ -233,6 +285,26 @@ def test_unaligned_file_loads_without_mmap(files, name):
     _expect(out, "ok")
 
 
+@pytest.mark.parametrize("name", ["matmul_weight_i32", "embedding_i32"])
+def test_integer_weight_raises_without_mmap(files, name):
+    """The SIGSEGV was with use_mmap=False (fuzz seed 3 case 263)."""
+    out = _run(files(name), files("good"), use_mmap=False)
+    _expect(out, "ModelLoadError")
+
+
+def test_non_string_rope_override_is_ignored_like_llama_cpp(files):
+    """llama.cpp ignores an override of the wrong type (the file's value stands)."""
+    _expect(_run(files("good"), files("good"), vocab_only=True,
+                 kv_overrides={"llama.rope.scaling.type": 3}), "ok")
+
+
+def test_rwkv_unescape_matches_llama_cpp():
+    u = gguf_preflight._unescape_rwkv
+    assert u(b"\\x0a") == b"\n" and u(b"\\xff") == b"\xff" and u(b"\\n") == b"\n"
+    assert u(b"\\\\") == b"\\" and u(b"\\") == b"" and u(b"ab\\") == b"ab"
+    assert u(b"\\q") == b"q" and u(b"\\x4") == b"" and u(b"\\t\\r") == b"\t\r"
+
+
 @pytest.mark.parametrize("vocab_only", [True, False], ids=["vocab_only", "full"])
 @pytest.mark.parametrize("name", sorted(OVERRIDES))
 def test_bad_kv_override_raises_value_error(files, name, vocab_only):
@@ -258,7 +330,11 @@ def test_messages_name_the_problem(files):
              "tokenizer_none": "no vocabulary", "token_type_short": "one per token", "block_count_0": "llama.block_count is 0",
              "expert_count_2000": "llama.expert_count is 2000",
              "eps_nan": "layer_norm_rms_epsilon is nan", "alignment_8": "use_mmap=False",
-             "norm_f16": "'output_norm.weight' is stored as F16"}
+             "norm_f16": "'output_norm.weight' is stored as F16",
+             "rope_scaling_t5": "rope.scaling.type is 't5'",
+             "duplicate_token_nul": "up to the first NUL byte",
+             "rwkv_over_byte_level": "'rwkv' but the vocabulary has no token for",
+             "matmul_weight_i32": "'blk.0.attn_output.weight' is stored as I32"}
     for name, text in cases.items():
         with pytest.raises(pyllamacy.ModelLoadError, match=text):
             gguf_preflight.check_model_file(files(name))

@@ -75,6 +75,38 @@ def test_gbnf_problem(grammar, bad):
             SamplingParams(**SAMPLING, grammar=grammar)
 
 
+@pytest.mark.parametrize("grammar, bad", [
+    ('root ::= "a"{5,2}', "'{5,2}'"),
+    ('root ::= x\nx ::= ("a" | [b]){ 3 ,\n 1 }', "line 2"),
+    ('root ::= "a"{2,5} "{5,2}" [{5,2}]', None),  # in order; inside a literal and a class
+    ('root ::= "a"{3} "b"{2,}', None),
+])
+def test_gbnf_repetition_max_below_min(grammar, bad):
+    """llama.cpp's parser loops (max - min wraps around) on {m,n} with n < m: fuzz seed 3
+    cases 503 and 972 hung in Sampler.grammar."""
+    problem = gbnf_problem(grammar, empty_classes=False)
+    if bad is None:
+        assert problem is None
+        return
+    assert problem is not None and bad in problem and "below its minimum" in problem
+    with pytest.raises(pyllamacy.GrammarError, match="below its minimum"):
+        SamplingParams(**SAMPLING, grammar=grammar)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_sampler_grammar_repetition_max_below_min_raises(model, lazy):
+    s = pyllamacy.Sampler(model)
+    try:
+        with pytest.raises(pyllamacy.GrammarError, match="below its minimum"):
+            if lazy:
+                s.grammar_lazy('root ::= "a"{5,2}', trigger_patterns=["x"])
+            else:
+                s.grammar('root ::= "a"{5,2}')
+        s.grammar('root ::= "a"{2,5}')      # a valid repetition still parses
+    finally:
+        s.close()
+
+
 def test_surrogates_named():
     with pytest.raises(FieldError, match=r"prompt is not valid Unicode.*U\+D800") as ei:
         check_text("ab\ud800", "prompt")
