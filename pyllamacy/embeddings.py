@@ -38,11 +38,21 @@ def embed_texts(model: Model, ctx: Context, texts: Sequence[str], *, limit: int,
     out = []
     total = 0
     try:
-        for x in texts:
-            if not isinstance(x, str):
-                raise TypeError(f"embed() takes str or a list of str, got {type(x).__name__}")
+        n_vocab = model.n_vocab
+        for i, x in enumerate(texts):
+            if isinstance(x, str):
+                continue
+            # token ids (what OpenAI's API also takes, and LangChain's OpenAIEmbeddings sends)
+            if not isinstance(x, (list, tuple)) or not all(
+                    isinstance(t, int) and not isinstance(t, bool) for t in x):
+                raise TypeError(f"embed() takes str, a list of token ids, or a list of those; "
+                                f"item {i} is {type(x).__name__}")
+            bad = next((t for t in x if not 0 <= t < n_vocab), None)
+            if bad is not None:
+                raise ValueError(f"input item {i}: token id {bad} is outside the vocabulary "
+                                 f"(0..{n_vocab - 1})")
         for text in texts:
-            toks = tokenize(text)
+            toks = tokenize(text) if isinstance(text, str) else list(text)
             if len(toks) > limit:
                 if not truncate:
                     raise ContextOverflowError(

@@ -158,3 +158,31 @@ def test_tool_with_a_nested_pydantic_model(client):
     assert r.choices[0].finish_reason == "tool_calls" and calls
     assert calls[0].function.name == "Register"
     Register.model_validate(json.loads(calls[0].function.arguments))
+
+
+def test_embeddings_token_arrays_base64_dimensions(client, server):
+    """Token-array input (what LangChain's OpenAIEmbeddings sends), base64 encoding, and a
+    `dimensions` the model cannot give (issue 13)."""
+    import base64
+
+    import numpy as np
+    text = client.embeddings.create(model="smol", input="Hello world")
+    dim = len(text.data[0].embedding)
+    toks = httpx.post(server + "/extras/tokenize", json={"input": "Hello world"}).json()["tokens"]
+    for inp in (toks, [toks]):
+        e = client.embeddings.create(model="smol", input=inp, encoding_format="float")
+        assert len(e.data) == 1
+        assert np.allclose(e.data[0].embedding, text.data[0].embedding, atol=1e-5)
+    two = client.embeddings.create(model="smol", input=[toks, toks[:1]])
+    assert len(two.data) == 2 and two.usage.prompt_tokens == len(toks) + 1
+    # the openai client asks for base64 by default and decodes it
+    raw = httpx.post(server + "/v1/embeddings", json={"model": "smol", "input": "Hello world",
+                                                     "encoding_format": "base64"}).json()
+    vec = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    assert vec.shape == (dim,) and np.allclose(vec, text.data[0].embedding, atol=1e-6)
+    with pytest.raises(openai.BadRequestError, match="dimensions"):
+        client.embeddings.create(model="smol", input="x", dimensions=64)
+    assert len(client.embeddings.create(model="smol", input="x", dimensions=dim)
+               .data[0].embedding) == dim
+    with pytest.raises(openai.BadRequestError, match="token id"):
+        client.embeddings.create(model="smol", input=[[10**9]])

@@ -9,6 +9,7 @@ the server's limits, n choices side by side, disconnects, Server-Sent Events, me
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ import random
 import time
 from typing import AsyncIterator, List, Optional, Tuple
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -633,13 +635,27 @@ async def embeddings(body: EmbeddingRequest, request: Request):
     if not runner.settings.embedding:
         raise ApiError(400, f"model {runner.name!r} is not served for embeddings")
     _checked(check_texts, body.input, "input")
-    inputs = [body.input] if isinstance(body.input, str) else list(body.input)
+    inp = body.input
+    # one text, or one list of token ids, is one input
+    inputs = [inp] if isinstance(inp, str) or (inp and isinstance(inp[0], int)) else list(inp)
     if not inputs or len(inputs) > 256:
-        raise ApiError(400, "input must be a string or a list of 1..256 strings")
+        raise ApiError(400, "input must be a string, a list of token ids, or a list of 1..256 "
+                       "of those", param="input")
+    fmt = body.encoding_format or "float"
+    if fmt not in ("float", "base64"):
+        raise ApiError(400, f"encoding_format must be 'float' or 'base64', not {fmt!r}",
+                       param="encoding_format")
+    n_embd = runner.model.n_embd
+    if body.dimensions is not None and body.dimensions != n_embd:
+        raise ApiError(400, f"dimensions: model {runner.name!r} gives vectors of {n_embd} "
+                       f"dimensions, not {body.dimensions}", param="dimensions")
     try:
         vecs, total = await run_in_threadpool(state.embedders[runner.name].embed, inputs)
     except (ValueError, TypeError, LlamaError) as e:
-        raise ApiError(400, str(e)) from None
+        raise ApiError(400, str(e), param="input") from None
+    if fmt == "base64":
+        vecs = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii")
+                for v in vecs]
     state.metrics.request(runner.name, "embeddings", 200)
     state.metrics.tokens(runner.name, total, 0)
     state.metrics.latency_s(runner.name, "embeddings", time.perf_counter() - t0)

@@ -79,8 +79,10 @@ class ChatCompletionRequest(_Sampling):
 class EmbeddingRequest(BaseModel):
     model_config = {"extra": "ignore", "protected_namespaces": ()}
     model: Optional[str] = None
-    input: Union[str, List[str]]
+    # text, texts, token ids, or lists of token ids (OpenAI's four shapes)
+    input: Union[str, List[str], List[int], List[List[int]]]
     encoding_format: Optional[str] = None
+    dimensions: Optional[int] = None
     user: Optional[str] = None
 
 
