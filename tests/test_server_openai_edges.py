@@ -186,3 +186,28 @@ def test_embeddings_token_arrays_base64_dimensions(client, server):
                .data[0].embedding) == dim
     with pytest.raises(openai.BadRequestError, match="token id"):
         client.embeddings.create(model="smol", input=[[10**9]])
+
+
+def test_completions_with_a_list_of_prompts(client):
+    """A list of prompts is a batch: n choices per prompt, indexed prompt by prompt
+    (langchain_openai.OpenAI().batch sends these)."""
+    prompts = ["The capital of France is", "One, two, three,"]
+    alone = [client.completions.create(model="smol", prompt=p, max_tokens=6, temperature=0)
+             for p in prompts]
+    r = client.completions.create(model="smol", prompt=prompts, max_tokens=6, temperature=0,
+                                  n=2)
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    texts = [c.text for c in r.choices]
+    assert texts[:2] == [alone[0].choices[0].text] * 2
+    assert texts[2:] == [alone[1].choices[0].text] * 2
+    assert r.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
+    # token-id prompts, streamed
+    ids = [[1, 504, 3575], [1, 3575]]
+    got = {}
+    for ch in client.completions.create(model="smol", prompt=ids, max_tokens=4, stream=True,
+                                        temperature=0):
+        for c in ch.choices:
+            got[c.index] = got.get(c.index, "") + c.text
+    assert sorted(got) == [0, 1]
+    with pytest.raises(openai.BadRequestError, match="prompt"):
+        client.completions.create(model="smol", prompt=["x"] * 100, max_tokens=1)

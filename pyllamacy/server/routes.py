@@ -459,6 +459,20 @@ def _echo_entries(runner: EngineRunner, req: GenRequest) -> List[TextEntry]:
                         lambda t: piece_text(model, t))
 
 
+def _prompt_list(prompt, limit: int) -> list:
+    """The prompts of a completion request: a list of texts or of token-id lists is a batch
+    (OpenAI's API); anything else is one prompt."""
+    if isinstance(prompt, list) and len(prompt) > 1 and (
+            all(isinstance(p, str) for p in prompt) or all(isinstance(p, list) for p in prompt)):
+        if len(prompt) > limit:
+            raise ApiError(400, f"prompt: at most {limit} prompts per request (max_prompts), "
+                           f"got {len(prompt)}", param="prompt")
+        return list(prompt)
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], list):
+        return [prompt[0]]
+    return [prompt]
+
+
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
     t0 = time.perf_counter()
@@ -470,22 +484,42 @@ async def completions(body: CompletionRequest, request: Request):
     echo_lp = body.echo and want               # the prompt's log-probabilities too
     # echo with max_tokens=0: the prompt alone (how evaluation harnesses score a text)
     prompt_only = body.echo and body.max_tokens == 0
-    toks, prompt_text = _checked(prompt_tokens, runner.model, body.prompt, body.suffix,
-                                 spm_infill=runner.settings.spm_infill,
-                                 model_name=f"model {runner.name!r}")
-    max_tokens = _max_tokens(state, runner, None if prompt_only else body.max_tokens,
-                             len(toks))
-    if prompt_only:
-        max_tokens = 1
+    prompts = []                               # (tokens, text) of each prompt
+    plist = _prompt_list(body.prompt, state.settings.max_prompts)
+    for k, p in enumerate(plist):
+        try:
+            prompts.append(prompt_tokens(runner.model, p, body.suffix,
+                                         spm_infill=runner.settings.spm_infill,
+                                         model_name=f"model {runner.name!r}"))
+        except FieldError as e:
+            raise ApiError(400, str(e), param=e.param) from None
+        except (TypeError, ValueError) as e:
+            where = f"prompt[{k}]: " if len(plist) > 1 else ""
+            raise ApiError(400, f"{where}{e}", param="prompt") from None
     stop = _checked(stop_strings, body.stop, _MAX_STOPS)
     sp = _sampling(state, body)
     loras = _lora(runner, body.lora)
-    reqs = await _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, stop,
-                           logprobs=n_logprobs, prompt_logprobs=echo_lp, loras=loras,
-                           deadlines=_deadlines(state, body))
+    reqs: List[GenRequest] = []
+    of: List[int] = []                         # the prompt of each choice
+    try:
+        for k, (toks, _text) in enumerate(prompts):
+            max_tokens = _max_tokens(state, runner, None if prompt_only else body.max_tokens,
+                                     len(toks))
+            if prompt_only:
+                max_tokens = 1
+            got = await _submit_n(state, runner, body.n, toks, sp, body.seed, max_tokens, stop,
+                                  logprobs=n_logprobs, prompt_logprobs=echo_lp, loras=loras,
+                                  deadlines=_deadlines(state, body))
+            reqs += got
+            of += [k] * len(got)
+    except BaseException:
+        for r in reqs:
+            runner.cancel(r)
+        raise
+    n_prompt = sum(len(t) for t, _ in prompts)
     meta = ResponseMeta.completion(runner.name)
     # text offsets count the prompt, as in Llama
-    tts = [TokenText(stop, base=len(prompt_text)) for _ in reqs]
+    tts = [TokenText(stop, base=len(prompts[of[i]][1])) for i in range(len(reqs))]
 
     def lp(entries):
         return entries if want else None
@@ -495,13 +529,13 @@ async def completions(body: CompletionRequest, request: Request):
             echoed = set()
             if body.echo and not echo_lp:
                 for i in range(len(reqs)):
-                    yield completion_chunk(meta, i, prompt_text)
+                    yield completion_chunk(meta, i, prompts[of[i]][1])
             async for i, (text, entries, done) in _merged(
                     [_texts(request, runner, r, tt) for r, tt in zip(reqs, tts)]):
                 if echo_lp and i not in echoed:
                     # the prompt's entries are complete once its first event is here
                     echoed.add(i)
-                    yield completion_chunk(meta, i, prompt_text, None,
+                    yield completion_chunk(meta, i, prompts[of[i]][1], None,
                                            _echo_entries(runner, reqs[i]))
                 if prompt_only:
                     text, entries = "", []
@@ -516,15 +550,16 @@ async def completions(body: CompletionRequest, request: Request):
                                                "length" if prompt_only else tt.finish_reason)
             if with_usage:
                 yield usage_chunk(meta, "text_completion",
-                                  usage(len(toks), sum(tt.n_tokens for tt in tts)))
-        return _sse_response(request, state, runner, "completions", reqs, len(toks), t0, chunks())
+                                  usage(n_prompt, sum(tt.n_tokens for tt in tts)))
+        return _sse_response(request, state, runner, "completions", reqs, n_prompt, t0, chunks())
 
-    results = await _collect_n(request, state, runner, "completions", reqs, len(toks), tts, t0)
+    results = await _collect_n(request, state, runner, "completions", reqs, n_prompt, tts, t0)
     if results is None:
         return _client_left()
     choices = []
     for i, ((text, entries), tt) in enumerate(zip(results, tts)):
         finish = tt.finish_reason
+        prompt_text = prompts[of[i]][1]
         if prompt_only:
             text, finish, entries = "", "length", []
         if echo_lp:
@@ -532,7 +567,7 @@ async def completions(body: CompletionRequest, request: Request):
         choices.append(completion_choice(i, prompt_text + text if body.echo else text, finish,
                                          lp(entries)))
     n_completion = 0 if prompt_only else sum(tt.n_tokens for tt in tts)
-    return completion_response(meta, choices, usage(len(toks), n_completion))
+    return completion_response(meta, choices, usage(n_prompt, n_completion))
 
 
 # -- /v1/chat/completions ----------------------------------------------------------------------

@@ -146,6 +146,8 @@ class ServerSettings(BaseModel):
     # limits
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_tokens_limit: int = Field(8192, ge=1, description="Upper bound of max_tokens.")
+    max_prompts: int = Field(16, ge=1, le=256, description="Most prompts in one /v1/completions "
+                             "request (a list of prompts: n choices for each).")
     max_n: int = Field(4, ge=1, le=64, description="Most choices (n) per request; each one is "
                        "a request of its own in a slot.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After of a 429/503.")

@@ -52,7 +52,8 @@ class _Sampling(BaseModel):
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, List[str], List[int]] = ""
+    # a text, token ids, or a list of either (a batch: n choices for each prompt, in order)
+    prompt: Union[str, List[str], List[int], List[List[int]]] = ""
     max_tokens: Optional[int] = Field(MAX_TOKENS, ge=0)
     suffix: Optional[str] = None
     echo: bool = False
