@@ -659,9 +659,12 @@ def chat_message(req: ChatRequest, text: str, finish_reason: str):
                   "function": {"name": n, "arguments": a}} for n, a in parsed["tool_calls"]]
         message["content"] = parsed["content"] or None
         message["tool_calls"] = calls
-        if req.legacy_functions:
-            message["function_call"] = dict(calls[0]["function"])
         finish_reason = "tool_calls"
+        if req.legacy_functions:
+            # OpenAI's legacy function calling: function_call and finish "function_call"
+            # (tool_calls stay too, as llama-cpp-python sends them)
+            message["function_call"] = dict(calls[0]["function"])
+            finish_reason = "function_call"
     return message, finish_reason
 
 
@@ -689,6 +692,8 @@ class ChatDeltas:
             self.sent_content = content
         calls = parsed["tool_calls"]
         sent_calls = self.sent_calls
+        if self.req.legacy_functions:
+            calls = calls[:1]       # the legacy reply carries one function_call
         for i, (name, args) in enumerate(calls):
             # a partial parse may still change the last call; send a call's arguments once
             # they only grow
@@ -696,13 +701,19 @@ class ChatDeltas:
                 if not final and i == len(calls) - 1 and not name:
                     break
                 sent_calls.append([_call_id(), name, ""])
-                out.append({"tool_calls": [{"index": i, "id": sent_calls[i][0],
-                                            "type": "function",
-                                            "function": {"name": name, "arguments": ""}}]})
+                if self.req.legacy_functions:
+                    out.append({"function_call": {"name": name, "arguments": ""}})
+                else:
+                    out.append({"tool_calls": [{"index": i, "id": sent_calls[i][0],
+                                                "type": "function",
+                                                "function": {"name": name, "arguments": ""}}]})
             prev = sent_calls[i][2]
             if args.startswith(prev) and len(args) > len(prev):
-                out.append({"tool_calls": [{"index": i, "function":
-                                            {"arguments": args[len(prev):]}}]})
+                if self.req.legacy_functions:
+                    out.append({"function_call": {"arguments": args[len(prev):]}})
+                else:
+                    out.append({"tool_calls": [{"index": i, "function":
+                                                {"arguments": args[len(prev):]}}]})
                 sent_calls[i][2] = args
         return out
 
@@ -711,9 +722,12 @@ class ChatDeltas:
         return self._deltas(self._parse(False), False)
 
     def finish(self, finish_reason: str):
-        """-> (last deltas, finish_reason: "tool_calls" when calls were sent)."""
+        """-> (last deltas, finish_reason: "tool_calls" when calls were sent; "function_call"
+        for a request made with legacy `functions`)."""
         out = self._deltas(self._parse(True), True)
-        return out, ("tool_calls" if self.sent_calls else finish_reason)
+        if not self.sent_calls:
+            return out, finish_reason
+        return out, ("function_call" if self.req.legacy_functions else "tool_calls")
 
 
 def _given(**kwargs) -> dict:

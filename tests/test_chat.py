@@ -396,6 +396,16 @@ def test_legacy_functions_api(llm):
     msg = r["choices"][0]["message"]
     assert msg["function_call"]["name"] == "get_weather"
     json.loads(msg["function_call"]["arguments"])
+    assert r["choices"][0]["finish_reason"] == "function_call"     # OpenAI's legacy reply
+    # streamed: function_call deltas (name first, then the arguments), finish "function_call"
+    chunks = list(llm.create_chat_completion(
+        [{"role": "user", "content": "Weather in Oslo?"}], max_tokens=60, seed=1, stream=True,
+        functions=[TOOLS[0]["function"]], function_call={"name": "get_weather"}))
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    fc = [d["function_call"] for d in deltas if "function_call" in d]
+    assert fc and fc[0]["name"] == "get_weather"
+    assert "".join(f.get("arguments", "") for f in fc) == msg["function_call"]["arguments"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "function_call"
 
 
 def test_chat_format_and_handler(smollm2_path):
