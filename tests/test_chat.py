@@ -213,13 +213,16 @@ def test_sandbox_serves_threads_at_once():
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-def test_sandbox_workers_end_with_their_process():
+def test_sandbox_workers_end_with_their_process(tmp_path):
     import subprocess
     import sys
     code = ("from pyllamacy import _chat; _chat.prestart_sandbox(2); "
             "print(*_chat.sandbox_workers())")
+    # the package under test, from outside the source checkout (whose uncompiled pyllamacy/
+    # would shadow it: `python -c` puts the cwd first on sys.path)
+    env = dict(os.environ, PYTHONPATH=str(Path(pyllamacy.__file__).parent.parent))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, cwd=os.getcwd())
+                         timeout=60, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     pids = [int(p) for p in out.stdout.split()]
     assert pids

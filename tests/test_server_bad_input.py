@@ -244,9 +244,12 @@ def test_unsupported_patterns_agree_with_llama_cpp():
     schemas = [sc for sc, _ in SCHEMA_CASES] + [{"type": "string", "pattern": p}
                                                 for p in PATTERNS]
     root = os.path.dirname(os.path.dirname(pyllamacy.__file__))
+    # cwd outside the source checkout: `python -c` puts the cwd first on sys.path, and the
+    # checkout's uncompiled pyllamacy/ would shadow the installed one
+    import tempfile
     r = subprocess.run([sys.executable, "-c", _CONVERT], input=json.dumps(schemas),
                        capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": root})
+                       env={**os.environ, "PYTHONPATH": root}, cwd=tempfile.gettempdir())
     blocks = r.stderr.split("\n@@@\n")[1:]
     assert len(blocks) == len(schemas), r.stderr[-2000:]
     for sc, block in zip(schemas, blocks):
