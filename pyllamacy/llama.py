@@ -219,7 +219,10 @@ class Llama:
         self._ctx = None
         unknown = sorted(k for k in kwargs if k not in _IGNORED_KWARGS)
         if unknown:
-            raise TypeError(f"Llama() got unexpected keyword argument(s): {', '.join(unknown)}")
+            # llama-cpp-python takes any keyword (LangChain's LlamaCpp always passes
+            # device=None): accepted here too, with a warning that names them
+            warnings.warn(f"Llama() ignores keyword argument(s) it does not know: "
+                          f"{', '.join(unknown)}", UserWarning, stacklevel=2)
         if lora_path is not None:
             check_gguf(lora_path, what="LoRA adapter")     # before the model loads
         if isinstance(lora_scale, bool) or not isinstance(lora_scale, (int, float, np.number)):

@@ -545,3 +545,13 @@ def test_infill_tokens_layout(vocab_dir):
     with Model(str(vocab_dir / "ggml-vocab-gpt-2.gguf"), vocab_only=True) as m:
         with pytest.raises(ValueError, match="fill-in-the-middle"):
             infill_tokens(m, [1], [2])
+
+
+def test_unknown_keywords_are_ignored_with_a_warning(smollm2_path):
+    """llama-cpp-python's Llama takes any keyword; LangChain's LlamaCpp passes device=None
+    (issue 13)."""
+    with pytest.warns(UserWarning, match="device"):
+        llm = Llama(smollm2_path, n_ctx=128, n_threads=1, verbose=False, device=None,
+                    some_future_option=3)
+    with llm:
+        assert llm("Hi", max_tokens=2, temperature=0)["choices"][0]["text"] is not None
