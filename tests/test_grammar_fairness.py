@@ -4,9 +4,6 @@ choose ends only its own request."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 
 import pytest
 
@@ -83,29 +80,14 @@ openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(smollm2_path):
-    from pyllamacy.server import ModelSettings, ServerSettings, create_app
-    port = _free_port()
-    app = create_app([ModelSettings(model=smollm2_path, model_alias="smol", n_ctx=256,
-                                    n_batch=64, n_threads=2, n_parallel=4)],
-                     ServerSettings(port=port))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    t = time.time()
-    while not srv.started:
-        assert th.is_alive() and time.time() - t < 120
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    th.join(timeout=60)
+    from pyllamacy.server import ModelSettings
+    from serving import LocalServer
+    s = LocalServer([ModelSettings(model=smollm2_path, model_alias="smol", n_ctx=256,
+                                   n_batch=64, n_threads=2, n_parallel=4)])
+    yield s.url
+    s.stop()
 
 
 def test_server_refuses_a_costly_grammar_and_keeps_serving(server):

@@ -4,8 +4,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
-import socket
-import threading
 import time
 
 import pytest
@@ -14,51 +12,20 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 import httpx  # noqa: E402  (the openai client's dependency)
-import uvicorn  # noqa: E402
 
-from pyllamacy.server import ModelSettings, ServerSettings, create_app  # noqa: E402
+from pyllamacy.server import ModelSettings  # noqa: E402
 from pyllamacy.server.__main__ import settings_from_args  # noqa: E402
+from serving import LocalServer  # noqa: E402
 
 KEY = "test-key-123"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    def __init__(self, models, **server_kw):
-        self.port = _free_port()
-        self.app = create_app(models, ServerSettings(port=self.port, **server_kw))
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
-                                                    log_level="error", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        t = time.time()
-        while not self.server.started:
-            if not self.thread.is_alive() or time.time() - t > 120:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-
+class _Server(LocalServer):
     def client(self, key=KEY, **kw):
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0,
-                             timeout=120, **kw)
+        return super().client(key, **kw)
 
     def stats(self, key=KEY):
-        text = httpx.get(self.url + "/metrics", headers={"Authorization": f"Bearer {key}"}).text
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("pyllamacy_") and "{" in line:
-                name = line.split("{")[0]
-                out[name] = out.get(name, 0) + float(line.rsplit(" ", 1)[1])
-        return out
+        return super().stats(key)
 
 
 def _settings(path, **kw):

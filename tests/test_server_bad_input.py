@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import threading
-import time
 
 import pytest
 
@@ -312,37 +309,11 @@ uvicorn = pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 import httpx  # noqa: E402
 
-from pyllamacy.server import ModelSettings, ServerSettings, create_app  # noqa: E402
+from pyllamacy.server import ModelSettings  # noqa: E402
+from serving import LocalServer  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    def __init__(self, models, **server_kw):
-        self.port = _free_port()
-        self.app = create_app(models, ServerSettings(port=self.port, **server_kw))
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
-                                                    log_level="error", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        t = time.time()
-        while not self.server.started:
-            if not self.thread.is_alive() or time.time() - t > 120:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-
-    def client(self):
-        return openai.OpenAI(base_url=self.url + "/v1", api_key="x", max_retries=0, timeout=120)
-
+class _Server(LocalServer):
     def post(self, path, raw: str):
         return httpx.post(self.url + path, content=raw.encode("utf-8"), timeout=120,
                           headers={"Content-Type": "application/json"})

@@ -17,9 +17,9 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 import httpx  # noqa: E402
 
-from pyllamacy.server import ModelSettings, ServerSettings, create_app  # noqa: E402
+from pyllamacy.server import ModelSettings  # noqa: E402
 from pyllamacy.server import routes  # noqa: E402
-from pyllamacy.server.transport import uvicorn_options  # noqa: E402
+from serving import LocalServer  # noqa: E402
 
 # SmolLM2's end-of-generation tokens (<|endoftext|>, <|im_start|>, <|im_end|>): banned, so a
 # generation runs to max_tokens
@@ -28,38 +28,18 @@ READ_TIMEOUT = 1.5          # the servers' timeout_request_read
 KEEP_ALIVE = 1.0            # and timeout_keep_alive
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
+class _Server(LocalServer):
     def __init__(self, model_path, server_kw=None, **model_kw):
-        self.port = _free_port()
         base = dict(model=model_path, model_alias="smol", n_ctx=4096, n_batch=32, n_ubatch=32,
                     n_threads=1, n_threads_batch=1, n_parallel=2, max_queue=4, verbose=False)
         base.update(model_kw)
-        settings = ServerSettings(port=self.port, timeout_request_read=READ_TIMEOUT,
-                                  timeout_keep_alive=KEEP_ALIVE, **(server_kw or {}))
-        self.app = create_app([ModelSettings(**base)], settings)
-        self.server = uvicorn.Server(uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="error", lifespan="on",
-            **uvicorn_options(settings)))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        t = time.time()
-        while not self.server.started:
-            if not self.thread.is_alive() or time.time() - t > 120:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__([ModelSettings(**base)], timeout_request_read=READ_TIMEOUT,
+                         timeout_keep_alive=KEEP_ALIVE, **(server_kw or {}))
         self.http = httpx.Client(base_url=self.url, timeout=120)
 
     def stop(self):
         self.http.close()
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
+        super().stop()
 
     def stats(self):
         out = {}

@@ -2,8 +2,6 @@
 models.retrieve."""
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
@@ -13,29 +11,14 @@ uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(smollm2_path):
-    from pyllamacy.server import ModelSettings, ServerSettings, create_app
-    port = _free_port()
-    app = create_app([ModelSettings(model=smollm2_path, model_alias="smol", n_ctx=512,
-                                    n_batch=64, n_threads=2, n_parallel=4)],
-                     ServerSettings(port=port))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    t = time.time()
-    while not srv.started:
-        assert th.is_alive() and time.time() - t < 120
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    th.join(timeout=60)
+    from pyllamacy.server import ModelSettings
+    from serving import LocalServer
+    s = LocalServer([ModelSettings(model=smollm2_path, model_alias="smol", n_ctx=512,
+                                   n_batch=64, n_threads=2, n_parallel=4)])
+    yield s.url
+    s.stop()
 
 
 @pytest.fixture
@@ -105,7 +88,8 @@ def test_cli_logs_startup_and_requests(smollm2_path, tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert bad.returncode == 2 and "no model file" in bad.stderr
     assert "Traceback" not in bad.stderr
-    port = _free_port()
+    from serving import free_port
+    port = free_port()
     log = open(tmp_path / "err.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "pyllamacy.server", "-m", smollm2_path,
                              "-a", "smol", "--port", str(port), "-t", "2", "--n_ctx", "256"],
