@@ -1,116 +1,126 @@
-"""Prometheus text exposition (format 0.0.4), written by hand: a few counters, one latency
-histogram, and the runners' gauges read when /metrics is scraped."""
+"""/metrics through prometheus_client: one registry per server (app), the request counters and
+latency histograms recorded by the routes, and the runners' engine figures read when /metrics
+is scraped.
+
+Two families of names:
+- ``pyllamacy_*``, labelled by model (and route / status): requests, rejections, tokens,
+  request duration and time to first token, slots, queue, engine steps, decoded / reused /
+  drafted / accepted tokens.
+- ``llamacpp:*``: the names llama-server uses, where pyllamacy measures the same thing, so
+  that dashboards made for llama-server work (labelled by model as well).
+"""
 from __future__ import annotations
 
 import threading
-from typing import Dict, Iterable, Tuple
+from typing import Callable, Dict, Mapping
 
-__all__ = ["Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+__all__ = ["Metrics", "CONTENT_TYPE"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
+# runner.stats() key -> (pyllamacy name, kind, help, llama-server name or None)
+_ENGINE_SERIES = (
+    ("slots_total", "pyllamacy_slots_total", "gauge",
+     "Slots (sequences decoded together).", None),
+    ("slots_busy", "pyllamacy_slots_busy", "gauge", "Slots holding a request.",
+     "llamacpp:requests_processing"),
+    ("queue", "pyllamacy_queue", "gauge", "Requests waiting for a slot.",
+     "llamacpp:requests_deferred"),
+    ("steps", "pyllamacy_steps", "counter", "Engine steps (llama_decode calls).",
+     "llamacpp:n_decode"),
+    ("decoded_tokens", "pyllamacy_decoded_tokens", "counter",
+     "Tokens decoded (prompt + generated).", None),
+    ("reused_tokens", "pyllamacy_reused_tokens", "counter",
+     "Prompt tokens reused from a slot's cache.", "llamacpp:prompt_tokens_cached"),
+    ("drafted_tokens", "pyllamacy_drafted_tokens", "counter",
+     "Speculative draft tokens proposed.", "llamacpp:spec_decode_num_draft_tokens"),
+    ("accepted_tokens", "pyllamacy_accepted_tokens", "counter",
+     "Speculative draft tokens confirmed.", "llamacpp:spec_decode_num_accepted_tokens"),
+)
 
-def _labels(d: Iterable[Tuple[str, str]]) -> str:
-    parts = []
-    for k, v in d:
-        v = str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-        parts.append(f'{k}="{v}"')
-    return "{" + ",".join(parts) + "}" if parts else ""
+
+class _EngineCollector:
+    """Reads each runner's stats() at scrape time (the runners change as models load)."""
+
+    def __init__(self, runners: Callable[[], Mapping[str, object]]):
+        self._runners = runners
+
+    def describe(self):
+        return []      # no fixed series: the registry must not call collect() at register
+
+    def collect(self):
+        stats = {name: r.stats() for name, r in sorted(self._runners().items())}
+        for key, name, kind, help_, llama_name in _ENGINE_SERIES:
+            for metric_name in (name, llama_name):
+                if metric_name is None:
+                    continue
+                fam = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                    metric_name, help_, labels=["model"])
+                for model, st in stats.items():
+                    fam.add_metric([model], st[key])
+                yield fam
 
 
 class Metrics:
+    """The counters and histograms of one server; render() is the /metrics body."""
+
     def __init__(self):
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self._requests = Counter("pyllamacy_requests", "HTTP requests by model, route, status.",
+                                 ["model", "route", "status"], registry=r)
+        self._rejected = Counter("pyllamacy_rejected", "Requests refused (queue full, ...).",
+                                 ["model", "reason"], registry=r)
+        self._prompt = Counter("pyllamacy_prompt_tokens", "Prompt tokens of finished requests.",
+                               ["model"], registry=r)
+        self._completion = Counter("pyllamacy_completion_tokens", "Generated tokens.",
+                                   ["model"], registry=r)
+        # llama-server's names for the same two counts
+        self._prompt_l = Counter("llamacpp:prompt_tokens",
+                                 "Number of prompt tokens processed (finished requests).",
+                                 ["model"], registry=r)
+        self._predicted_l = Counter("llamacpp:tokens_predicted",
+                                    "Number of generation tokens processed.", ["model"],
+                                    registry=r)
+        self._latency = Histogram("pyllamacy_request_duration_seconds",
+                                  "Time from request to last byte, by model and route.",
+                                  ["model", "route"], buckets=_BUCKETS, registry=r)
+        self._ttft = Histogram("pyllamacy_time_to_first_token_seconds",
+                               "Time from submit to the first generated token.", ["model"],
+                               buckets=_BUCKETS, registry=r)
+        self._runners: Mapping[str, object] = {}
         self._lock = threading.Lock()
-        self.requests: Dict[tuple, int] = {}          # (model, route, status) -> count
-        self.prompt_tokens: Dict[str, int] = {}
-        self.completion_tokens: Dict[str, int] = {}
-        self.latency: Dict[tuple, list] = {}          # (model, route) -> [buckets..., sum, count]
-        self.ttft: Dict[str, list] = {}
-        self.rejected: Dict[tuple, int] = {}          # (model, reason)
+        r.register(_EngineCollector(lambda: self._runners))
 
     def request(self, model: str, route: str, status: int) -> None:
-        with self._lock:
-            k = (model, route, str(status))
-            self.requests[k] = self.requests.get(k, 0) + 1
+        self._requests.labels(model, route, str(status)).inc()
 
     def tokens(self, model: str, prompt: int, completion: int) -> None:
-        with self._lock:
-            self.prompt_tokens[model] = self.prompt_tokens.get(model, 0) + prompt
-            self.completion_tokens[model] = self.completion_tokens.get(model, 0) + completion
-
-    def _observe(self, table, key, seconds: float) -> None:
-        h = table.get(key)
-        if h is None:
-            h = table[key] = [0] * len(_BUCKETS) + [0.0, 0]
-        for i, b in enumerate(_BUCKETS):
-            if seconds <= b:
-                h[i] += 1
-        h[-2] += seconds
-        h[-1] += 1
+        self._prompt.labels(model).inc(prompt)
+        self._completion.labels(model).inc(completion)
+        self._prompt_l.labels(model).inc(prompt)
+        self._predicted_l.labels(model).inc(completion)
 
     def latency_s(self, model: str, route: str, seconds: float) -> None:
-        with self._lock:
-            self._observe(self.latency, (model, route), seconds)
+        self._latency.labels(model, route).observe(seconds)
 
     def ttft_s(self, model: str, seconds: float) -> None:
-        with self._lock:
-            self._observe(self.ttft, model, seconds)
+        self._ttft.labels(model).observe(seconds)
 
     def reject(self, model: str, reason: str) -> None:
-        with self._lock:
-            k = (model, reason)
-            self.rejected[k] = self.rejected.get(k, 0) + 1
+        self._rejected.labels(model, reason).inc()
 
     def render(self, runners: Dict[str, object]) -> str:
-        out = []
-
-        def family(name, typ, help_):
-            out.append(f"# HELP {name} {help_}")
-            out.append(f"# TYPE {name} {typ}")
-
-        def hist(name, table, keynames):
-            for key, h in sorted(table.items()):
-                key = key if isinstance(key, tuple) else (key,)
-                base = list(zip(keynames, key))
-                for i, b in enumerate(_BUCKETS):
-                    out.append(f"{name}_bucket{_labels(base + [('le', repr(b))])} {h[i]}")
-                out.append(f"{name}_bucket{_labels(base + [('le', '+Inf')])} {h[-1]}")
-                out.append(f"{name}_sum{_labels(base)} {h[-2]:.6f}")
-                out.append(f"{name}_count{_labels(base)} {h[-1]}")
-
-        with self._lock:
-            family("pyllamacy_requests_total", "counter", "HTTP requests by model, route, status.")
-            for (m, r, s), v in sorted(self.requests.items()):
-                out.append(f"pyllamacy_requests_total"
-                           f"{_labels([('model', m), ('route', r), ('status', s)])} {v}")
-            family("pyllamacy_rejected_total", "counter", "Requests refused (queue full, ...).")
-            for (m, r), v in sorted(self.rejected.items()):
-                out.append(f"pyllamacy_rejected_total{_labels([('model', m), ('reason', r)])} {v}")
-            family("pyllamacy_prompt_tokens_total", "counter",
-                   "Prompt tokens of finished requests.")
-            for m, v in sorted(self.prompt_tokens.items()):
-                out.append(f"pyllamacy_prompt_tokens_total{_labels([('model', m)])} {v}")
-            family("pyllamacy_completion_tokens_total", "counter", "Generated tokens.")
-            for m, v in sorted(self.completion_tokens.items()):
-                out.append(f"pyllamacy_completion_tokens_total{_labels([('model', m)])} {v}")
-            family("pyllamacy_request_duration_seconds", "histogram",
-                   "Time from request to last byte, by model and route.")
-            hist("pyllamacy_request_duration_seconds", self.latency, ("model", "route"))
-            family("pyllamacy_time_to_first_token_seconds", "histogram",
-                   "Time from submit to the first generated token.")
-            hist("pyllamacy_time_to_first_token_seconds", self.ttft, ("model",))
-        stats = {name: r.stats() for name, r in runners.items()}
-        for key, typ, help_ in (
-                ("slots_total", "gauge", "Slots (sequences decoded together)."),
-                ("slots_busy", "gauge", "Slots holding a request."),
-                ("queue", "gauge", "Requests waiting for a slot."),
-                ("steps", "counter", "Engine steps (llama_decode calls)."),
-                ("decoded_tokens", "counter", "Tokens decoded (prompt + generated)."),
-                ("reused_tokens", "counter", "Prompt tokens reused from a slot's cache."),
-                ("drafted_tokens", "counter", "Speculative draft tokens proposed."),
-                ("accepted_tokens", "counter", "Speculative draft tokens confirmed.")):
-            name = f"pyllamacy_{key}" + ("_total" if typ == "counter" else "")
-            family(name, typ, help_)
-            for m, st in sorted(stats.items()):
-                out.append(f"{name}{_labels([('model', m)])} {st[key]}")
-        return "\n".join(out) + "\n"
+        """The Prometheus text exposition of everything, with `runners`' current figures."""
+        with self._lock:        # one scrape at a time reads the runners it was given
+            self._runners = runners
+            try:
+                return generate_latest(self.registry).decode("utf-8")
+            finally:
+                self._runners = {}

@@ -37,6 +37,7 @@ from ..pipeline.sampling import (GrammarCostError, SamplingParams, build_sampler
                                  check_grammar_cost, feed_history)
 from ..pipeline.text import TextEntry, TokenText, piece_text
 from .errors import ApiError, error_body
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .runner import EngineRunner, GenRequest, QueueFullError, RunnerClosedError
 from .state import ServerState
 from .types import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
@@ -742,7 +743,7 @@ async def health(request: Request):
 async def metrics(request: Request):
     state = _state(request)
     return PlainTextResponse(state.metrics.render(state.runners),
-                             media_type="text/plain; version=0.0.4")
+                             media_type=METRICS_CONTENT_TYPE)
 
 
 def _tokenize_response(runner: EngineRunner, text: str, count: bool) -> JSONResponse:
