@@ -336,6 +336,27 @@ cdef class Model:
     def add_eos(self):
         self._check(); return bool(L.llama_vocab_get_add_eos(self._vocab))
 
+    @property
+    def add_sep(self):
+        """Whether the vocabulary puts a separator between two texts (rerankers, BERT)."""
+        self._check(); return bool(L.llama_vocab_get_add_sep(self._vocab))
+
+    @property
+    def n_cls_out(self):
+        """Outputs of the classifier head (0 without one): what a rank-pooled sequence gives."""
+        self._check(); return int(L.llama_model_n_cls_out(self._model))
+
+    def cls_labels(self):
+        """The classifier's output labels (list of str; "" where a label has no name)."""
+        self._check()
+        cdef uint32_t i, n = L.llama_model_n_cls_out(self._model)
+        cdef const char * p
+        out = []
+        for i in range(n):
+            p = L.llama_model_cls_label(self._model, i)
+            out.append("" if p == NULL else p.decode("utf-8", "replace"))
+        return out
+
     def is_eog(self, int token):
         self._check(); self._check_token(token)
         return bool(L.llama_vocab_is_eog(self._vocab, token))

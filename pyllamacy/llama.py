@@ -42,6 +42,7 @@ from .defaults import (ENUM_UNSPECIFIED, LAST_N_TOKENS_SIZE, LORA_SCALE, MAIN_GP
                        N_CTX, N_GPU_LAYERS, N_UBATCH, SEED_RANDOM, SPLIT_MODE, USE_MLOCK,
                        USE_MMAP, normalize_seed)
 from .embeddings import embed_texts
+from .rerank import check_rerank_request, rank_documents, rerank_response
 from .loading import LoadedModel, load
 from .llama_cache import (BaseLlamaCache, LlamaCache, LlamaDiskCache,  # noqa: F401
                           LlamaRAMCache, longest_token_prefix)
@@ -1170,6 +1171,35 @@ class Llama:
         if stream:
             return (ChatCompletionChunk.model_validate(chunk) for chunk in result)
         return ChatCompletion.model_validate(result)
+
+    # -- reranking ----------------------------------------------------------------------------
+
+    def rank(self, query: str, documents: Sequence[str], truncate: bool = True) -> List[float]:
+        """The relevance score of each document to `query` (list of floats, in the documents'
+        order). Needs a reranker model (a classifier head) loaded with embedding=True; its
+        GGUF's pooling type "rank" is used (or pass pooling_type="rank")."""
+        scores, _ = self._rank(query, documents, truncate)
+        return scores
+
+    def create_rerank(self, query: str, documents: Sequence[str], top_n: Optional[int] = None,
+                      return_documents: bool = False, model: Optional[str] = None):
+        """The Jina / Cohere rerank answer (what the server's /v1/rerank returns): results
+        sorted by relevance_score, highest first, at most top_n."""
+        texts = check_rerank_request(query, documents, top_n)
+        scores, total = self._rank(query, texts, True)
+        return rerank_response(model if model is not None else self.model_path, scores, texts,
+                               total, top_n, return_documents)
+
+    def _rank(self, query, documents, truncate):
+        ctx = self._need_ctx()
+        if not self._embedding:
+            raise RuntimeError("reranking needs a Llama created with embedding=True")
+        texts = check_rerank_request(query, documents)
+        try:
+            return rank_documents(self._model, ctx, query, texts,
+                                  limit=min(self.n_batch, self.n_ubatch), truncate=truncate)
+        finally:
+            self.n_tokens = 0
 
     # -- embeddings ---------------------------------------------------------------------------
 

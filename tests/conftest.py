@@ -109,6 +109,17 @@ def llama_bin_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def llama_server_bin() -> Path:
+    """llama.cpp's llama-server built from the same vendored tree (buildtools' DEFAULT_TOOLS);
+    $PYLLAMACY_LLAMA_BIN overrides the folder."""
+    d = os.environ.get("PYLLAMACY_LLAMA_BIN") or pyllamacy.build_info().get("build_bin_dir")
+    if d and (Path(d) / "llama-server").exists():
+        return Path(d) / "llama-server"
+    missing_prerequisite("llama_tools", f"llama.cpp's llama-server is not built here "
+                                        f"(build_bin_dir={d!r}); the build must produce it")
+
+
+@pytest.fixture(scope="session")
 def vocab_dir() -> Path:
     src = os.environ.get("PYLLAMACY_LLAMA_CPP_DIR") or pyllamacy.build_info().get("llama_cpp_source")
     d = Path(src or ROOT / "vendor" / "llama.cpp") / "models"

@@ -189,3 +189,48 @@ def png_bytes(rgb: np.ndarray) -> bytes:
                 struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", wd, h, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+RERANK_TEMPLATE = "<|im_start|>query: {query}\ndocument: {document}<|im_end|>"
+
+
+def write_tiny_reranker(path: str, tokenizer_src: str, seed: int = 7,
+                        template: bool = True) -> None:
+    """A tiny random Qwen3-reranker-shaped model: qwen3 architecture, rank pooling, a 2-label
+    classifier head (cls.output, "yes"/"no", soft-maxed by llama.cpp) and, with `template`, a
+    `tokenizer.chat_template.rerank` prompt as converted Qwen3 rerankers carry."""
+    rng = np.random.default_rng(seed)
+    weights = tiny_weights(len(gguf.GGUFReader(tokenizer_src).fields["tokenizer.ggml.tokens"]
+                               .data), seed=seed)
+    E = TINY["n_embd"]
+    head = E // TINY["n_head"]
+    for i in range(TINY["n_layer"]):
+        weights[f"blk.{i}.attn_q_norm.weight"] = np.ones(head, dtype=np.float32)
+        weights[f"blk.{i}.attn_k_norm.weight"] = np.ones(head, dtype=np.float32)
+    weights["cls.output.weight"] = (rng.standard_normal((2, E)) * 0.5).astype(np.float32)
+    w = gguf.GGUFWriter(path, arch="qwen3")
+    n_vocab = _copy_tokenizer(tokenizer_src, w)
+    w.add_name("tiny random qwen3 reranker")
+    w.add_block_count(TINY["n_layer"])
+    w.add_context_length(512)
+    w.add_embedding_length(E)
+    w.add_feed_forward_length(TINY["n_ff"])
+    w.add_head_count(TINY["n_head"])
+    w.add_head_count_kv(TINY["n_head_kv"])
+    w.add_key_length(head)
+    w.add_value_length(head)
+    w.add_rope_dimension_count(head)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_vocab_size(n_vocab)
+    w.add_pooling_type(gguf.PoolingType.RANK)
+    w.add_array("qwen3.classifier.output_labels", ["yes", "no"])
+    if template:
+        w.add_string("tokenizer.chat_template.rerank", RERANK_TEMPLATE)
+    w.add_file_type(0)
+    for name, arr in weights.items():
+        w.add_tensor(name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()

@@ -2,9 +2,13 @@
 (with the uvicorn options `python -m pyllamacy.server` uses), waits for it and stops it."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -57,3 +61,60 @@ class LocalServer:
                 name = line.split("{")[0]
                 out[name] = out.get(name, 0) + float(line.rsplit(" ", 1)[1])
         return out
+
+
+# -- llama.cpp's programs (llama-server) as child processes ---------------------------------------
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM the child's process group, wait at most 15 s, then SIGKILL and wait again."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=15)
+
+
+def log_tail(path: Path, n: int = 3000) -> str:
+    try:
+        return Path(path).read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def start_process(cmd, log_path: Path, url: str, health: str, env=None,
+                  timeout: float = 120) -> subprocess.Popen:
+    """Start `cmd` (its output into log_path) and wait until GET url+health answers 200."""
+    import httpx
+    log = open(log_path, "wb")
+    # started from the log's folder: `python -m` puts the current folder first on sys.path, and
+    # in a source checkout the uncompiled pyllamacy/ there would shadow the installed package
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, env=env, cwd=str(Path(log_path).parent))
+    log.close()
+    t0 = time.monotonic()
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}:\n"
+                                   f"{log_tail(log_path)}")
+            try:
+                if httpx.get(url + health, timeout=2).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"{cmd[0]} did not answer {health} within {timeout:g} s:\n"
+                                   f"{log_tail(log_path)}")
+            time.sleep(0.2)
+    except BaseException:
+        stop_process(proc)
+        raise

@@ -24,11 +24,8 @@ give, but this keeps the comparison to one code path).
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +33,8 @@ import pytest
 import pyllamacy
 
 httpx = pytest.importorskip("httpx")
+
+from serving import free_port, log_tail, start_process, stop_process  # noqa: E402
 
 N_PREDICT = 32
 N_CTX = 512
@@ -59,81 +58,6 @@ CHATS = {
 }
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-@pytest.fixture(scope="session")
-def llama_server_bin() -> Path:
-    """llama.cpp's llama-server built from the same vendored tree (buildtools' DEFAULT_TOOLS);
-    $PYLLAMACY_LLAMA_BIN overrides the folder. Missing: a failure under CI, else a skip."""
-    d = os.environ.get("PYLLAMACY_LLAMA_BIN") or pyllamacy.build_info().get("build_bin_dir")
-    if d and (Path(d) / "llama-server").exists():
-        return Path(d) / "llama-server"
-    if _in_ci():
-        pytest.fail(f"llama-server not found (build_bin_dir={d!r}); the build must produce it")
-    pytest.skip("llama.cpp's llama-server is not built here")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the child's process group, wait at most 15 s, then SIGKILL and wait again."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=15)
-
-
-def _log_tail(path: Path, n: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
-def _start(cmd, log_path: Path, url: str, health: str, env=None,
-           timeout: float = 120) -> subprocess.Popen:
-    log = open(log_path, "wb")
-    # started from the log's folder: `python -m` puts the current folder first on sys.path, and
-    # in a source checkout the uncompiled pyllamacy/ there would shadow the installed package
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env=env, cwd=str(Path(log_path).parent))
-    log.close()
-    t0 = time.monotonic()
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}:\n"
-                                   f"{_log_tail(log_path)}")
-            try:
-                if httpx.get(url + health, timeout=2).status_code == 200:
-                    return proc
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"{cmd[0]} did not answer {health} within {timeout:g} s:\n"
-                                   f"{_log_tail(log_path)}")
-            time.sleep(0.2)
-    except BaseException:
-        _stop(proc)
-        raise
-
-
 class _LlamaServer:
     def __init__(self, url: str, log: Path):
         self.url, self.log = url, log
@@ -141,7 +65,7 @@ class _LlamaServer:
 
     def post(self, path: str, **body) -> dict:
         r = self.http.post(path, json=body)
-        assert r.status_code == 200, (r.status_code, r.text, _log_tail(self.log))
+        assert r.status_code == 200, (r.status_code, r.text, log_tail(self.log))
         return r.json()
 
 
@@ -149,7 +73,7 @@ class _LlamaServer:
 def llama_server(llama_server_bin, smollm2_path, tmp_path_factory):
     help_text = subprocess.run([str(llama_server_bin), "--help"], capture_output=True,
                                text=True, timeout=60).stdout
-    port = _free_port()
+    port = free_port()
     cmd = [str(llama_server_bin), "-m", smollm2_path, "--host", "127.0.0.1", "--port", str(port),
            "-a", "smol", "-c", str(N_CTX), "-np", "1", "-b", "512", "-ub", "512",
            "-t", str(THREADS), "-tb", str(THREADS), "-ngl", "0", "-dev", "none",
@@ -162,13 +86,13 @@ def llama_server(llama_server_bin, smollm2_path, tmp_path_factory):
         cmd += ["--cache-ram", "0"]
     log = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
     url = f"http://127.0.0.1:{port}"
-    proc = _start(cmd, log, url, "/health")
+    proc = start_process(cmd, log, url, "/health")
     srv = _LlamaServer(url, log)
     try:
         yield srv
     finally:
         srv.http.close()
-        _stop(proc)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +191,7 @@ def pyllamacy_server(smollm2_path, tmp_path_factory):
     the same context, threads and batch as llama-server above."""
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     pkg_root = str(Path(pyllamacy.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
@@ -278,11 +202,11 @@ def pyllamacy_server(smollm2_path, tmp_path_factory):
            "--host", "127.0.0.1", "--port", str(port)]
     log = tmp_path_factory.mktemp("pyllamacy-server") / "pyllamacy-server.log"
     url = f"http://127.0.0.1:{port}"
-    proc = _start(cmd, log, url, "/health", env=env)
+    proc = start_process(cmd, log, url, "/health", env=env)
     try:
         yield url
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @pytest.mark.parametrize("name", ["plain", "non_ascii", "eos_early"])

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .._version import __version__
 from .errors import ApiError, error_body
 from .routes import router
+from .routes_rerank import router as rerank_router
 from .settings import ModelSettings, ServerSettings
 from .state import ServerState
 
@@ -70,7 +71,8 @@ class _BodyLimit:
 
 
 class _Auth:
-    """Authorization: Bearer <key> on every route but /health (constant-time compare)."""
+    """The API key on every route but /health (constant-time compare): as
+    `Authorization: Bearer <key>` (OpenAI's clients) or `x-api-key: <key>` (Anthropic's)."""
 
     def __init__(self, app, api_key: str):
         self.app = app
@@ -79,13 +81,18 @@ class _Auth:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("path") == "/health":
             return await self.app(scope, receive, send)
-        got = b""
+        ok = False
         for k, v in scope.get("headers", ()):
             if k == b"authorization":
-                got = v
+                scheme, _, token = v.partition(b" ")
+                ok = scheme.lower() == b"bearer" and secrets.compare_digest(token.strip(),
+                                                                            self.key)
+            elif k == b"x-api-key":
+                ok = secrets.compare_digest(v.strip(), self.key)
+            else:
+                continue
+            if ok:
                 break
-        scheme, _, token = got.partition(b" ")
-        ok = scheme.lower() == b"bearer" and secrets.compare_digest(token.strip(), self.key)
         if not ok:
             return await _send_json(send, 401, error_body(401, "invalid or missing API key",
                                                           "authentication_error"),
@@ -160,6 +167,7 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
                                        "server_error"), status_code=500)
 
     app.include_router(router)
+    app.include_router(rerank_router)
     app.add_middleware(_BodyLimit, limit=server_settings.max_body_bytes)
     if server_settings.api_key:
         app.add_middleware(_Auth, api_key=server_settings.api_key)

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 from ..chat import prestart_sandbox, sandbox_max_workers
 from ..embeddings import embed_texts
 from ..loading import LoadedModel, load
+from ..rerank import rank_documents
 from .errors import ApiError
 from .metrics import Metrics
 from .runner import EngineRunner
@@ -52,6 +53,14 @@ class EmbeddingWorker:
         with self.lock:
             lm = self._get()
             return embed_texts(lm.model, lm.ctx, inputs, limit=min(lm.n_batch, lm.n_ubatch))
+
+    def rank(self, query: str, documents: List[str]):
+        """(one relevance score per document, total tokens): needs a reranker model, whose
+        context pools with "rank"."""
+        with self.lock:
+            lm = self._get()
+            return rank_documents(lm.model, lm.ctx, query, documents,
+                                  limit=min(lm.n_batch, lm.n_ubatch))
 
     def close(self):
         with self.lock:
