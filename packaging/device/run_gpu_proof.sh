@@ -350,11 +350,17 @@ if [ "$STAGE" = issue11 ]; then
                 | tee -a "$OUT/i11-serve-$b.txt"
         fi
         say "prefill-heavy $m"
+        # TRACE=1: pyllamacy's server writes one JSON line per engine step and per request
+        # milestone (server/runner.py StepTrace) -- where the first token's time goes
+        [ "${TRACE:-0}" = 1 ] && export PYLLAMACY_TRACE_STEPS="$OUT/i11-trace-$b.jsonl"
         python3 "$W/src/benchmarks/server_bench.py" --workload prefill --model "$W/$m" \
             --ngl -1 --slots 16 --clients ${PREFILL_CLIENTS:-16,16} --threads 8 --prompt-tokens 1500 --max-tokens 128 \
             --llama-server "$W/b/core/bin/llama-server" --only pyllamacy,llama-server \
             --json "$OUT/i11-prefill-$b.json" 2>&1 | tee "$OUT/i11-prefill-$b.txt"
+        unset PYLLAMACY_TRACE_STEPS
         tail -n 30 /tmp/server_bench_pyllamacy.log >> "$OUT/i11-prefill-$b.txt" 2>&1
+        grep -h "prompt eval time\|launch_slot\|print_timing" /tmp/server_bench_llama-server.log \
+            | head -n 80 >> "$OUT/i11-prefill-$b.txt" 2>&1
     done
     say "issue11 stage done"
     exit 0

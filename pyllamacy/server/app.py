@@ -25,6 +25,7 @@ from .._version import __version__
 from .errors import ApiError, error_body
 from .routes import router
 from .routes_rerank import router as rerank_router
+from .trace import StepTrace, TraceMiddleware
 from .settings import ModelSettings, ServerSettings
 from .state import ServerState
 
@@ -171,4 +172,7 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
     app.add_middleware(_BodyLimit, limit=server_settings.max_body_bytes)
     if server_settings.api_key:
         app.add_middleware(_Auth, api_key=server_settings.api_key)
+    trace = StepTrace.from_env()
+    if trace is not None:        # outermost: the arrival before anything else runs
+        app.add_middleware(TraceMiddleware, trace=trace)
     return app

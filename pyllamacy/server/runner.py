@@ -20,6 +20,7 @@ from ..defaults import PROMPT_LOOKUP_MAX_NGRAM_SIZE
 from ..loading import load
 from ..pipeline.text import logprob_entry
 from .settings import PROMPT_LOOKUP, ModelSettings
+from .trace import StepTrace
 
 __all__ = ["EngineRunner", "GenRequest", "QueueFullError", "RunnerClosedError"]
 
@@ -174,6 +175,7 @@ class EngineRunner:
                                  n_draft=s.draft_model_num_pred_tokens,
                                  ngram_max=PROMPT_LOOKUP_MAX_NGRAM_SIZE)
             self.n_ctx_slot = self.ctx.n_ctx_seq
+            self._trace = StepTrace.from_env()
             if s.warmup:
                 self._warmup()
             self._cv = threading.Condition()
@@ -220,6 +222,9 @@ class EngineRunner:
                                      f"{self.settings.max_queue} queue places are taken")
             self._waiting.append(req)
             self.n_waiting = len(self._waiting)
+            if self._trace is not None:
+                self._trace.write("submit", n_prompt=len(req.tokens), t=round(req.t_submit, 6),
+                                  waiting=self.n_waiting)
             if req.has_deadline:
                 self._n_deadlines += 1
             self._cv.notify()
@@ -320,12 +325,22 @@ class EngineRunner:
                         self._fail(req, e, batch)
                         continue
                     self._running[req.rid] = req
+                    if self._trace is not None:
+                        self._trace.write("admit", rid=req.rid, n_prompt=len(req.tokens),
+                                          t_submit=round(req.t_submit, 6))
                 self.n_waiting = len(self._waiting)
                 self.n_running = len(self._running)
             if self._running:
+                if self._trace is not None:
+                    t_step, n_dec = time.perf_counter(), eng.n_decoded_tokens
                 try:
                     with self._media_lock:     # the projector: one user at a time
                         events = eng.step(True)
+                    if self._trace is not None:
+                        self._trace.write("step", t=round(t_step, 6),
+                                          ms=round((time.perf_counter() - t_step) * 1e3, 3),
+                                          tokens=eng.n_decoded_tokens - n_dec,
+                                          running=len(self._running), events=len(events))
                 except Exception as e:          # the engine itself failed: end everything
                     log.exception("Engine.step failed")
                     with self._cv:
@@ -360,6 +375,9 @@ class EngineRunner:
                 req.n_tokens += 1
                 if req.t_first is None:
                     req.t_first = now
+                    if self._trace is not None:
+                        self._trace.write("first", rid=rid, t=round(now, 6),
+                                          ttft_ms=round((now - req.t_submit) * 1e3, 3))
             if fin is not None:
                 if fin == "aborted" and req.expired:
                     fin = "length"
