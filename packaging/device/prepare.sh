@@ -67,7 +67,8 @@ if [ "${FULL:-0}" = 1 ] || [ ! -d "$D/srv" ]; then
     "$PY" -m pip download -q $WHEEL_FLAGS -d "$D/srv" fastapi starlette uvicorn h11 click \
         pydantic pydantic-core pydantic-settings python-dotenv typing-extensions \
         typing-inspection annotated-types anyio sniffio idna sse-starlette starlette-context \
-        httpx httpcore certifi openai distro jiter tqdm opentelemetry-api importlib-metadata zipp
+        httpx httpcore certifi openai distro jiter tqdm opentelemetry-api importlib-metadata zipp \
+        prometheus-client
 fi
 
 if [ "${FULL:-0}" = 1 ] || [ ! -d "$D/m2" ]; then
