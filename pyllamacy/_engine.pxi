@@ -838,6 +838,102 @@ cdef class Engine:
                                                  for j in range(a, a + self.pv_lp_n[k])])))
             return out
 
+    # -- a slot's cache to a file and back (llama-server's /slots save / restore / erase) ---------
+
+    def _fingerprint(self):
+        m = self.ctx.model
+        return {"n_vocab": m.n_vocab, "n_embd": m.n_embd, "n_layer": m.n_layer,
+                "n_params": int(m.n_params), "size": int(m.size)}
+
+    cdef int _free_slot_or_raise(self, int slot) except -1:
+        if slot < 0 or slot >= self.n_slots:
+            raise ValueError(f"slot {slot} does not exist (0..{self.n_slots - 1})")
+        if not self.batch_alive:
+            raise ClosedError("this Engine is closed")
+        if self.state[slot] != SLOT_FREE:
+            raise BusyError(f"slot {slot} is processing a request")
+        return 0
+
+    def slot_save(self, int slot, path):
+        """Write free slot `slot`'s cache -- the tokens it holds and their KV -- to `path`
+        (written to a temporary name, then renamed). Returns (tokens, bytes written).
+        BusyError while a request runs in it; StateError for a cache that holds media or a
+        request's own LoRA adapters (restoring it would mix adapter sets)."""
+        cdef size_t n, got, j
+        cdef bytes state
+        cdef vector[L.llama_token] toks
+        with self.lock:
+            self._free_slot_or_raise(slot)
+            if self.cached_key[slot] != 0:
+                raise StateError(f"slot {slot} holds a request's own LoRA adapter set: it cannot "
+                                 f"be saved")
+            toks = self.cached[slot]
+            for j in range(toks.size()):
+                if toks[j] < 0:
+                    raise StateError(f"slot {slot} holds media embeddings: it cannot be saved")
+            n = L.llama_state_seq_get_size(self.ctx._ctx, slot)
+            state = PyBytes_FromStringAndSize(NULL, n)
+            got = L.llama_state_seq_get_data(self.ctx._ctx,
+                                             <uint8_t *> PyBytes_AS_STRING(state), n, slot)
+            if got != n:
+                raise StateError(f"llama.cpp wrote {got} of {n} bytes of slot {slot}'s state")
+        data = _slot_file_bytes(self._fingerprint(), list(toks), state)
+        tmp = os.fspath(path) + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return int(toks.size()), len(data)
+
+    def slot_restore(self, int slot, path):
+        """Load a file of slot_save() into free slot `slot` (any slot of an Engine on the same
+        model); a request whose prompt starts with its tokens reuses them. Returns (tokens,
+        bytes read). The whole file is checked first -- format, version, CRC-32, the model it
+        was saved from, the token ids, that it fits a slot -- and a bad one raises StateError
+        with the slot left as it was (if llama.cpp itself refuses the state, the slot is left
+        empty); either way it stays usable."""
+        cdef bytes state
+        cdef size_t got
+        cdef vector[L.llama_token] toks
+        if isinstance(self.draft, Context):
+            raise StateError("slot restore is not supported with a draft model (its own cache "
+                             "for the slot would not match)")
+        with open(path, "rb") as f:
+            data = f.read()
+        tok_list, state = _slot_file_parse(data, self._fingerprint(), self.n_ctx_seq)
+        for t in tok_list:
+            toks.push_back(t)
+        with self.lock:
+            self._free_slot_or_raise(slot)
+            L.llama_memory_seq_rm(L.llama_get_memory(self.ctx._ctx), slot, -1, -1)
+            self.cached[slot].clear()
+            self.cached_key[slot] = 0
+            if toks.size():
+                got = L.llama_state_seq_set_data(self.ctx._ctx,
+                                                 <const uint8_t *> PyBytes_AS_STRING(state),
+                                                 len(state), slot)
+                if got == 0:
+                    L.llama_memory_seq_rm(L.llama_get_memory(self.ctx._ctx), slot, -1, -1)
+                    raise StateError(f"llama.cpp refused the state in {os.fspath(path)!r}")
+                self.cached[slot] = toks
+        return int(toks.size()), len(data)
+
+    def slot_erase(self, int slot):
+        """Forget free slot `slot`'s cache; returns how many tokens it held."""
+        with self.lock:
+            self._free_slot_or_raise(slot)
+            n = self.cached[slot].size()
+            L.llama_memory_seq_rm(L.llama_get_memory(self.ctx._ctx), slot, -1, -1)
+            self.cached[slot].clear()
+            self.cached_key[slot] = 0
+            return int(n)
+
     def slot_info(self):
         """Per slot: state, request id, cached tokens, position, adapter set (for /metrics,
         /slots and tests)."""
@@ -846,3 +942,61 @@ cdef class Engine:
                  "cached_tokens": self.cached[i].size(), "pos": self.pos[i],
                  "lora": [(a.path, s) for a, s in self.groups.get(self.lora_key[i], ())]}
                 for i in range(self.n_slots)]
+
+
+# -- the slot file: magic, version, JSON header (the model's fingerprint, token count), the
+# tokens (int32), llama.cpp's sequence state, CRC-32 of all of it ---------------------------------
+
+_SLOT_MAGIC = b"PYLSLOT\x00"
+_SLOT_VERSION = 1
+
+
+def _slot_file_bytes(fingerprint, tokens, bytes state):
+    import json
+    meta = json.dumps({"model": fingerprint, "n_tokens": len(tokens)}).encode("utf-8")
+    body = b"".join([_SLOT_MAGIC, _SLOT_VERSION.to_bytes(4, "little"),
+                     len(meta).to_bytes(4, "little"), meta,
+                     np.asarray(tokens, dtype="<i4").tobytes(),
+                     len(state).to_bytes(8, "little"), state])
+    return body + (zlib.crc32(body) & 0xFFFFFFFF).to_bytes(4, "little")
+
+
+def _slot_file_parse(bytes data, fingerprint, int n_ctx_seq):
+    """-> (tokens, state), or StateError naming what is wrong with the file."""
+    import json
+    if len(data) < 8 or data[:8] != _SLOT_MAGIC:
+        raise StateError("not a pyllamacy slot file (wrong magic)")
+    if len(data) < 20:
+        raise StateError("slot file is truncated")
+    if zlib.crc32(data[:-4]) & 0xFFFFFFFF != int.from_bytes(data[-4:], "little"):
+        raise StateError("slot file is damaged or truncated (CRC-32 mismatch)")
+    version = int.from_bytes(data[8:12], "little")
+    if version != _SLOT_VERSION:
+        raise StateError(f"slot file version {version} is not supported (this pyllamacy "
+                         f"reads version {_SLOT_VERSION})")
+    n_meta = int.from_bytes(data[12:16], "little")
+    at = 16 + n_meta
+    if at > len(data) - 4:
+        raise StateError("slot file is truncated (header)")
+    try:
+        meta = json.loads(data[16:at].decode("utf-8"))
+        n = int(meta["n_tokens"])
+        saved_from = meta["model"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise StateError(f"slot file header is invalid ({e})") from None
+    if saved_from != fingerprint:
+        raise StateError(f"slot file was saved from another model ({saved_from}); this one is "
+                         f"{fingerprint}")
+    if n < 0 or n >= n_ctx_seq:
+        raise StateError(f"slot file holds {n} tokens; a slot holds fewer than {n_ctx_seq}")
+    if at + 4 * n + 8 > len(data) - 4:
+        raise StateError("slot file is truncated (tokens)")
+    toks = np.frombuffer(data, dtype="<i4", count=n, offset=at)
+    if n and (int(toks.min()) < 0 or int(toks.max()) >= fingerprint["n_vocab"]):
+        raise StateError("slot file holds token ids outside the vocabulary")
+    at += 4 * n
+    n_state = int.from_bytes(data[at:at + 8], "little")
+    at += 8
+    if at + n_state != len(data) - 4:
+        raise StateError("slot file is truncated or has trailing bytes (state)")
+    return [int(t) for t in toks], data[at:at + n_state]
