@@ -6,6 +6,12 @@
 
 install_llama_cpp() never shadows a real llama-cpp-python: when one is importable it changes
 nothing and returns False.
+
+What code then gets is pyllamacy.llama_cpp: its ``Llama`` is pyllamacy.Llama with
+llama-cpp-python's defaults (flash_attn=False, its thread counts, raw embeddings: see
+pyllamacy.llama_cpp.llama), and its low-level ``llama_*`` functions take pyllamacy objects
+(pyllamacy.llama_cpp.llama_cpp). This is how LangChain's LlamaCpp / ChatLlamaCpp /
+LlamaCppEmbeddings and outlines' from_llamacpp run on pyllamacy.
 """
 from __future__ import annotations
 
@@ -92,4 +98,5 @@ def uninstall_llama_cpp() -> None:
 
 
 def installed() -> bool:
+    """Whether install_llama_cpp() has put the switch in place (and it was not undone)."""
     return _finder is not None
