@@ -25,6 +25,7 @@ from .._version import __version__
 from .errors import ApiError, error_body
 from .routes import router
 from .routes_rerank import router as rerank_router
+from .routes_slots import router as slots_router
 from .trace import StepTrace, TraceMiddleware
 from .settings import ModelSettings, ServerSettings
 from .state import ServerState
@@ -169,6 +170,7 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
 
     app.include_router(router)
     app.include_router(rerank_router)
+    app.include_router(slots_router)
     app.add_middleware(_BodyLimit, limit=server_settings.max_body_bytes)
     if server_settings.api_key:
         app.add_middleware(_Auth, api_key=server_settings.api_key)

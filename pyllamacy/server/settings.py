@@ -174,6 +174,17 @@ class ServerSettings(BaseModel):
         False, description="A JSON schema `pattern` (response_format, tool parameters) that "
         "llama.cpp cannot turn into grammar leaves that string unconstrained, with a warning, "
         "instead of a 400 (a request may also set allow_unconstrained_patterns: true).")
+    slot_save_path: Optional[str] = Field(
+        None, description="Folder for POST /slots/{id}?action=save|restore (llama-server's "
+        "--slot-save-path): request file names are plain names inside it. None: save and "
+        "restore are refused (erase and GET /slots work).")
+
+    @field_validator("slot_save_path")
+    @classmethod
+    def _check_slot_save_path(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not os.path.isdir(v):
+            raise ValueError(f"slot_save_path: no folder at {v!r}")
+        return v
 
 
 class ConfigFileSettings(ServerSettings):
