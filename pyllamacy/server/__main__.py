@@ -111,11 +111,11 @@ def settings_from_args(argv: Optional[List[str]] = None):
         if model_kw.get("model"):
             models.append(ModelSettings(**model_kw))
     else:
-        if not model_kw.get("model"):
-            raise SystemExit("give --model PATH or --config_file FILE")
+        if not model_kw.get("model") and not server_kw.get("models_dir"):
+            raise SystemExit("give --model PATH, --models_dir DIR or --config_file FILE")
         server = ServerSettings(**server_kw)
-        models = [ModelSettings(**model_kw)]
-    if not models:
+        models = [ModelSettings(**model_kw)] if model_kw.get("model") else []
+    if not models and not server.models_dir:
         raise SystemExit(f"{config}: no models")
     ConfigFileSettings(models=models)       # unique aliases
     return server, models

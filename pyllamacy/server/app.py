@@ -26,6 +26,7 @@ from .errors import ApiError, error_body
 from .routes import router
 from .routes_rerank import router as rerank_router
 from .routes_slots import router as slots_router
+from .routes_models import router as models_router
 from .trace import StepTrace, TraceMiddleware
 from .settings import ModelSettings, ServerSettings
 from .state import ServerState
@@ -116,14 +117,15 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
     it stops."""
     server_settings = server_settings or ServerSettings()
     model_settings = list(model_settings or [])
-    if not model_settings:
-        raise ValueError("create_app needs at least one ModelSettings")
+    if not model_settings and not server_settings.models_dir:
+        raise ValueError("create_app needs at least one ModelSettings (or a models_dir)")
     state = ServerState(model_settings, server_settings)
 
     @asynccontextmanager
     async def lifespan(app):
         if not state.started:
             state.start()
+            state.start_background()
             for line in state.describe():
                 log.info("%s", line)
             log.info("serving at http://%s:%d/v1", server_settings.host, server_settings.port)
@@ -171,6 +173,7 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
     app.include_router(router)
     app.include_router(rerank_router)
     app.include_router(slots_router)
+    app.include_router(models_router)
     app.add_middleware(_BodyLimit, limit=server_settings.max_body_bytes)
     if server_settings.api_key:
         app.add_middleware(_Auth, api_key=server_settings.api_key)

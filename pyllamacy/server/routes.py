@@ -478,7 +478,7 @@ def _prompt_list(prompt, limit: int) -> list:
 async def completions(body: CompletionRequest, request: Request):
     t0 = time.perf_counter()
     state = _state(request)
-    runner = state.runner(body.model)
+    runner = await state.acquire(body.model)
     n_logprobs = _checked(completion_logprobs_count, body.logprobs, _MAX_LOGPROBS)
     want = n_logprobs is not None
     with_usage = _include_usage(body)
@@ -577,7 +577,7 @@ async def completions(body: CompletionRequest, request: Request):
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     t0 = time.perf_counter()
     state = _state(request)
-    runner = state.runner(body.model)
+    runner = await state.acquire(body.model)
     n_logprobs = _checked(chat_logprobs_count, body.logprobs, body.top_logprobs,
                           _MAX_LOGPROBS)
     want = n_logprobs is not None
@@ -667,7 +667,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 async def embeddings(body: EmbeddingRequest, request: Request):
     t0 = time.perf_counter()
     state = _state(request)
-    runner = state.runner(body.model)
+    runner = await state.acquire(body.model)
     if not runner.settings.embedding:
         raise ApiError(400, f"model {runner.name!r} is not served for embeddings")
     _checked(check_texts, body.input, "input")
@@ -705,28 +705,26 @@ async def embeddings(body: EmbeddingRequest, request: Request):
 
 @router.get("/v1/models")
 async def models(request: Request):
-    state = _state(request)
-    return {"object": "list",
-            "data": [{"id": name, "object": "model", "owned_by": "me", "permissions": [],
-                      "created": 0} for name in state.runners]}
+    """Every model this server knows, with its status (loaded, unloaded, loading, failed)."""
+    return {"object": "list", "data": _state(request).model_list()}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def model_info(model_id: str, request: Request):
     """One served model (OpenAI's models.retrieve); 404 naming the served ones otherwise."""
     state = _state(request)
-    if model_id not in state.runners:
-        raise ApiError(404, f"no model {model_id!r} here; served: {sorted(state.runners)}",
-                       param="model")
-    return {"id": model_id, "object": "model", "owned_by": "me", "permissions": [],
-            "created": 0}
+    for m in state.model_list():
+        if m["id"] == model_id:
+            return m
+    raise ApiError(404, f"no model {model_id!r} here; served: {sorted(state.entries)}",
+                   param="model")
 
 
 @router.get("/lora-adapters")
 async def lora_adapters(request: Request, model: Optional[str] = None):
     """llama-server's list of a model's LoRA adapters: id (for a request's `lora` field),
     path and the scale requests without that field use."""
-    runner = _state(request).runner(model)
+    runner = await _state(request).acquire(model)
     return [{"id": i, "path": a.path, "scale": scale} for i, (a, scale) in
             enumerate(runner.loras)]
 
@@ -734,7 +732,7 @@ async def lora_adapters(request: Request, model: Optional[str] = None):
 @router.get("/health")
 async def health(request: Request):
     state = _state(request)
-    if not state.runners:
+    if not state.started or not (state.runners or state.on_demand):
         return JSONResponse({"status": "loading"}, status_code=503)
     return {"status": "ok"}
 
@@ -755,21 +753,21 @@ def _tokenize_response(runner: EngineRunner, text: str, count: bool) -> JSONResp
 
 @router.post("/extras/tokenize")
 async def tokenize(body: TokenizeRequest, request: Request):
-    runner = _state(request).runner(body.model)
+    runner = await _state(request).acquire(body.model)
     _checked(check_text, body.input, "input")
     return await run_in_threadpool(_tokenize_response, runner, body.input, False)
 
 
 @router.post("/extras/tokenize/count")
 async def tokenize_count(body: TokenizeRequest, request: Request):
-    runner = _state(request).runner(body.model)
+    runner = await _state(request).acquire(body.model)
     _checked(check_text, body.input, "input")
     return await run_in_threadpool(_tokenize_response, runner, body.input, True)
 
 
 @router.post("/extras/detokenize")
 async def detokenize(body: DetokenizeRequest, request: Request):
-    runner = _state(request).runner(body.model)
+    runner = await _state(request).acquire(body.model)
     n_vocab = runner.model.n_vocab
     if any(t < 0 or t >= n_vocab for t in body.tokens):
         raise ApiError(400, f"tokens: token ids must be in 0..{n_vocab - 1}", param="tokens")

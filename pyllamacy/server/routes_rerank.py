@@ -31,7 +31,7 @@ class RerankRequest(BaseModel):
 async def _rerank(body: RerankRequest, request: Request):
     t0 = time.perf_counter()
     state: ServerState = request.app.state.server
-    runner = state.runner(body.model)
+    runner = await state.acquire(body.model)
     try:
         texts: List[str] = check_rerank_request(body.query, body.documents, body.top_n)
     except RerankError as e:

@@ -57,7 +57,7 @@ def _slot_id(runner, slot_id: str) -> int:
 @router.get("/slots")
 async def slots(request: Request, model: Optional[str] = None):
     state: ServerState = request.app.state.server
-    runner = state.runner(model)
+    runner = await state.acquire(model)
     out = []
     for s in runner.engine.slot_info():
         out.append({"id": s["slot"], "n_ctx": runner.n_ctx_slot,
@@ -80,7 +80,7 @@ async def slot_action(slot_id: str, request: Request, action: Optional[str] = No
             raise ApiError(400, "the body must be JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the body must be a JSON object")
-    runner = state.runner(model if model is not None else body.get("model"))
+    runner = await state.acquire(model if model is not None else body.get("model"))
     i = _slot_id(runner, slot_id)
     if action not in ("save", "restore", "erase"):
         raise ApiError(400, f"action must be save, restore or erase, got {action!r}",

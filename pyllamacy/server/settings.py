@@ -179,6 +179,25 @@ class ServerSettings(BaseModel):
         "--slot-save-path): request file names are plain names inside it. None: save and "
         "restore are refused (erase and GET /slots work).")
 
+    # models loaded on demand (llama-server's router, Ollama)
+    models_dir: Optional[str] = Field(
+        None, description="Also serve every *.gguf file of this folder, named by its file name "
+        "without .gguf, with the first configured model's settings (or the defaults); models "
+        "are then loaded on first use.")
+    models_max: int = Field(0, ge=0, description="Most models loaded at once; loading one more "
+                            "unloads the least recently used idle one (0: no limit; a limit "
+                            "means models are loaded on first use).")
+    sleep_idle_seconds: float = Field(0.0, ge=0, allow_inf_nan=False, description="Unload a "
+                                      "model after this many seconds without requests (0: "
+                                      "never; a value means models are loaded on first use).")
+
+    @field_validator("models_dir")
+    @classmethod
+    def _check_models_dir(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not os.path.isdir(v):
+            raise ValueError(f"models_dir: no folder at {v!r}")
+        return v
+
     @field_validator("slot_save_path")
     @classmethod
     def _check_slot_save_path(cls, v: Optional[str]) -> Optional[str]:
