@@ -76,13 +76,18 @@ class BuildLlama(build_ext):
         (pkg / "_build_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
+# the Engine samples its slots in parallel with OpenMP where the compiler has it (GCC on Linux;
+# llama.cpp's CPU backend links the same libgomp); elsewhere the loop runs in one thread
+_OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
+
 ext = Extension(
     "pyllamacy._llama",
     sources=["pyllamacy/_llama.pyx"],
     language="c++",
     libraries=["mtmd", "llama", "ggml", "ggml-base"],
-    extra_compile_args=["-O2", "-std=c++17", "-Wno-unused-function", "-Wno-unreachable-code"],
-    extra_link_args=["-Wl,-rpath,$ORIGIN/lib"],
+    extra_compile_args=["-O2", "-std=c++17", "-Wno-unused-function", "-Wno-unreachable-code"]
+    + _OPENMP,
+    extra_link_args=["-Wl,-rpath,$ORIGIN/lib"] + _OPENMP,
 )
 
 # llama.cpp's common chat layer: templates, tool-call parsers, JSON schema -> grammar

@@ -111,6 +111,10 @@ cdef class Engine:
     cdef vector[L.llama_token] lp_tok_tmp
     cdef vector[float] lp_val_tmp
     cdef vector[int] order                      # prefill slots, oldest request first
+    # this step's samples, taken in parallel (one slot per thread) and then applied in slot order
+    cdef vector[int] smp_slot
+    cdef vector[const float *] smp_src
+    cdef vector[L.llama_token] smp_tok
     cdef readonly long n_steps, n_decoded_tokens, n_reused_tokens, n_drafted, n_accepted
 
     def __cinit__(self):
@@ -671,7 +675,8 @@ cdef class Engine:
             return rc
         self.n_steps += 1
         self.n_decoded_tokens += n
-        # 3. bookkeeping, then each slot's tokens through the kernel
+        # 3. bookkeeping, and which slots sample a token now
+        self.smp_slot.clear()
         for i in range(self.n_slots):
             if not self.in_step[i]:
                 continue
@@ -679,8 +684,8 @@ cdef class Engine:
             if self.state[i] == SLOT_GEN:
                 if self.batch_idx[i] < 0:
                     continue                  # no room in this step's batch
-                n_before = k.out.size()
                 if self.n_spec[i] > 0:
+                    n_before = k.out.size()
                     st = _k_verify(k, c, vocab, self.batch_idx[i], self.n_spec[i], &kept)
                     self.n_drafted += self.n_spec[i]
                     self.n_accepted += kept - 1
@@ -689,11 +694,11 @@ cdef class Engine:
                         self.cached[i].push_back(self.pending[i] if j == 0 else k.draft[j - 1])
                     self.pos[i] += kept
                     L.llama_memory_seq_rm(L.llama_get_memory(c), i, self.pos[i], -1)
+                    self._gen_tokens(i, n_before, st)
                 else:
                     self.cached[i].push_back(self.pending[i])
                     self.pos[i] += 1
-                    st = _k_take(k, vocab, _k_sample(k, c, self.batch_idx[i], NULL))
-                self._gen_tokens(i, n_before, st)
+                    self.smp_slot.push_back(i)
             elif self.state[i] == SLOT_PREFILL:
                 take = self.chunk_n[i]
                 if self.prompt_lp[i] and take > 0:
@@ -704,9 +709,45 @@ cdef class Engine:
                 self.pos[i] += take
                 if self.n_prompt_done[i] == self.prompt[i].size():
                     self.state[i] = SLOT_GEN
-                    st = _k_take(k, vocab, _k_sample(k, c, self.batch_idx[i], NULL))
-                    self._gen_tokens(i, 0, st)
+                    self.smp_slot.push_back(i)
+        # 4. the samples: each slot's own sampler over its own logits row, so the slots are
+        # independent and sample in parallel (the rows are fetched first, in this thread: that
+        # is the only call into the context); then each token through the kernel in slot order
+        self._sample_slots(c)
+        for a in range(<int> self.smp_slot.size()):
+            i = self.smp_slot[a]
+            k = &self.k[i]
+            n_before = k.out.size()
+            self._gen_tokens(i, n_before, _k_take(k, vocab, self.smp_tok[a]))
         return 0
+
+    cdef void _sample_slots(self, L.llama_context * c) noexcept nogil:
+        cdef int a, i, m = <int> self.smp_slot.size(), n_par = 0
+        cdef int nt = L.llama_n_threads(c)
+        self.smp_src.resize(m)
+        self.smp_tok.resize(m)
+        for a in range(m):
+            i = self.smp_slot[a]
+            self.smp_src[a] = NULL
+            if self.k[i].bs:              # sampled in the graph: read back from the context
+                self.smp_tok[a] = _k_sample(&self.k[i], c, self.batch_idx[i], NULL)
+                continue
+            self.smp_src[a] = L.llama_get_logits_ith(c, self.batch_idx[i])
+            if self.smp_src[a] == NULL:   # the kernel reports it
+                self.smp_tok[a] = _k_sample(&self.k[i], c, self.batch_idx[i], NULL)
+                continue
+            n_par += 1
+        if n_par == 0:
+            return
+        if nt > n_par:
+            nt = n_par
+        if nt < 1:
+            nt = 1
+        for a in prange(m, schedule="dynamic", chunksize=1, num_threads=nt):
+            if self.smp_src[a] != NULL:
+                self.smp_tok[a] = _k_sample(&self.k[self.smp_slot[a]], c,
+                                            self.batch_idx[self.smp_slot[a]],
+                                            self.smp_src[a])
 
     def step(self, bint with_logprobs=False):
         """One llama_decode for the active slots of one adapter set. Returns events

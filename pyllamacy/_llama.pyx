@@ -35,6 +35,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.exc cimport PyErr_CheckSignals
 
 cimport cython
+from cython.parallel cimport prange
 
 from pyllamacy.includes cimport llama as L
 from pyllamacy.includes cimport ggml as G
