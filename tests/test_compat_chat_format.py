@@ -304,3 +304,24 @@ def test_llama_tokenizer_from_gguf(smollm2_path, llm):
     assert isinstance(tok, llama_tokenizer.BaseLlamaTokenizer)
     assert tok.encode("Hello world") == llm.tokenize(b"Hello world")
     assert tok.decode(tok.encode("Hello world", add_bos=False)) == "Hello world"
+
+
+def test_chatml_function_calling_handler(llm):
+    """As Llama(chat_handler=...): ChatML with tools gives a tool call that fits the schema."""
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
+              "required": ["city"]}
+    m = Llama(llm.model_path, n_ctx=1024, chat_handler=lcf.chatml_function_calling,
+              verbose=False)
+    try:
+        out = m.create_chat_completion(
+            [{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[{"type": "function", "function": {"name": "weather", "parameters": schema}}],
+            tool_choice="required", max_tokens=60, temperature=0)
+    finally:
+        m.close()
+    choice = out["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    call = choice["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "weather"
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(json.loads(call["arguments"]), schema)
