@@ -1,6 +1,14 @@
 """Fetch and verify the pinned llama.cpp source (see vendor/README.md).
 
-Used by setup.py; also runnable as ``python -m buildtools.vendor``.
+From the one checked sdist archive of llama-cpp-python it extracts two trees:
+vendor/llama.cpp (the source pyllamacy builds) and vendor/llama_cpp_python/llama_cpp/*.py
+(llama-cpp-python's own modules, read by tests/test_compat_surface.py to measure how much of
+its public surface pyllamacy.llama_cpp covers). Each tree carries a stamp with the archive's
+sha256; a tree that is missing or stamped for another pin is extracted again (from the cached
+archive vendor/<filename> when present, else a fresh download).
+
+Used by setup.py; also runnable as ``python -m buildtools.vendor [--force] [--archive PATH]``
+(--archive: extract from that local copy of the pinned archive; its sha256 is still checked).
 """
 from __future__ import annotations
 
@@ -21,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PIN_FILE = ROOT / "vendor" / "llama.cpp.json"
 VENDOR_DIR = ROOT / "vendor" / "llama.cpp"
+PY_SOURCE_DIR = ROOT / "vendor" / "llama_cpp_python"
+STAMP = ".pyllamacy-pin"
 ENV_DIR = "PYLLAMACY_LLAMA_CPP_DIR"
 
 
@@ -80,32 +90,73 @@ def _safe_members(tar: tarfile.TarFile, prefix: str):
         yield m
 
 
-def fetch(force: bool = False) -> Path:
-    """Make sure vendor/llama.cpp holds the pinned source; return its path."""
-    pin = load_pin()
-    stamp = VENDOR_DIR / ".pyllamacy-pin"
-    if not force and stamp.exists() and stamp.read_text().strip() == pin["sha256"]:
-        return VENDOR_DIR
-    with tempfile.TemporaryDirectory(prefix="pyllamacy-vendor-") as tmp:
-        tmpdir = Path(tmp)
+def _stamped(tree: Path, pin: dict) -> bool:
+    stamp = tree / STAMP
+    return stamp.exists() and stamp.read_text().strip() == pin["sha256"]
+
+
+def _checked_archive(pin: dict, tmpdir: Path, archive: Path | None = None) -> Path:
+    """The pinned sdist: `archive` if given, else the cached vendor/<filename>, else a
+    download; refused unless its sha256 matches the pin."""
+    if archive is None:
         cached = ROOT / "vendor" / pin["filename"]
         archive = cached if cached.exists() else (_pip_download(pin, tmpdir)
                                                   or _simple_index_download(pin, tmpdir))
-        digest = sha256_of(archive)
-        if digest != pin["sha256"]:
-            raise VendorError(f"{archive.name}: sha256 {digest} does not match the pin "
-                              f"{pin['sha256']}; refusing to build from it")
-        staging = tmpdir / "llama.cpp"
-        staging.mkdir()
-        with tarfile.open(archive) as tar:
-            members = list(_safe_members(tar, pin["subdir"]))
-            if not members:
-                raise VendorError(f"{archive.name} has no {pin['subdir']}/")
-            tar.extractall(staging, members=members)
-        if VENDOR_DIR.exists():
-            shutil.rmtree(VENDOR_DIR)
-        shutil.move(str(staging), VENDOR_DIR)
-        (VENDOR_DIR / ".pyllamacy-pin").write_text(pin["sha256"] + "\n")
+    digest = sha256_of(archive)
+    if digest != pin["sha256"]:
+        raise VendorError(f"{archive.name}: sha256 {digest} does not match the pin "
+                          f"{pin['sha256']}; refusing to build from it")
+    return archive
+
+
+def _install_tree(staging: Path, dest: Path, pin: dict) -> None:
+    if dest.is_symlink():
+        dest.unlink()
+    elif dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(staging), dest)
+    (dest / STAMP).write_text(pin["sha256"] + "\n")
+
+
+def _extract_llama_cpp(tar: tarfile.TarFile, pin: dict, tmpdir: Path) -> None:
+    staging = tmpdir / "llama.cpp"
+    staging.mkdir()
+    members = list(_safe_members(tar, pin["subdir"]))
+    if not members:
+        raise VendorError(f"{pin['filename']} has no {pin['subdir']}/")
+    tar.extractall(staging, members=members)
+    _install_tree(staging, VENDOR_DIR, pin)
+
+
+def _extract_python_sources(tar: tarfile.TarFile, pin: dict, tmpdir: Path) -> None:
+    """llama-cpp-python's own modules (llama_cpp/*.py, not its subpackages), for reading."""
+    top = pin["subdir"].split("/")[0]              # llama_cpp_python-<version>
+    staging = tmpdir / "llama_cpp_python"
+    (staging / "llama_cpp").mkdir(parents=True)
+    members = [m for m in _safe_members(tar, f"{top}/llama_cpp")
+               if m.isfile() and "/" not in m.name and m.name.endswith(".py")]
+    if not members:
+        raise VendorError(f"{pin['filename']} has no {top}/llama_cpp/*.py")
+    tar.extractall(staging / "llama_cpp", members=members)
+    _install_tree(staging, PY_SOURCE_DIR, pin)
+
+
+def fetch(force: bool = False, archive: Path | None = None) -> Path:
+    """Make sure vendor/llama.cpp holds the pinned source (and vendor/llama_cpp_python the
+    pinned llama-cpp-python modules); return the llama.cpp path."""
+    pin = load_pin()
+    need_cpp = force or not _stamped(VENDOR_DIR, pin)
+    need_py = force or not _stamped(PY_SOURCE_DIR, pin)
+    if not (need_cpp or need_py):
+        return VENDOR_DIR
+    with tempfile.TemporaryDirectory(prefix="pyllamacy-vendor-") as tmp:
+        tmpdir = Path(tmp)
+        checked = _checked_archive(pin, tmpdir, archive)
+        with tarfile.open(checked) as tar:
+            if need_cpp:
+                _extract_llama_cpp(tar, pin, tmpdir)
+            if need_py:
+                _extract_python_sources(tar, pin, tmpdir)
     return VENDOR_DIR
 
 
@@ -121,5 +172,15 @@ def source_dir() -> Path:
     return fetch()
 
 
+def _main(argv) -> None:
+    archive = None
+    if "--archive" in argv:
+        i = argv.index("--archive")
+        if i + 1 >= len(argv):
+            raise SystemExit("--archive needs a path to the pinned sdist")
+        archive = Path(argv[i + 1])
+    print(fetch(force="--force" in argv, archive=archive))
+
+
 if __name__ == "__main__":
-    print(fetch(force="--force" in sys.argv))
+    _main(sys.argv[1:])

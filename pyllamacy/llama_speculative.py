@@ -57,6 +57,28 @@ class LlamaPromptLookupDecoding(LlamaDraftModelBase):
         return {"draft": "ngram", "n_draft": self.num_pred_tokens,
                 "ngram_max": self.max_ngram_size}
 
+    @staticmethod
+    def find_candidate_pred_tokens(input_ids: np.ndarray, max_ngram_size: int,
+                                   num_pred_tokens: int) -> np.ndarray:
+        """llama-cpp-python's drafting rule: for n from min(max_ngram_size, len - 1) down to 1,
+        find the *first* earlier occurrence of the trailing n tokens that has tokens after it,
+        and return up to `num_pred_tokens` of those; an empty np.intc array when none.
+
+        (The C loop, and __call__, continue the *latest* occurrence instead: the same idea,
+        biased to recent text.)"""
+        ids = np.asarray(input_ids)
+        if ids.ndim != 1:
+            raise ValueError(f"input_ids must be a 1-D token array, got shape {ids.shape}")
+        n_total = ids.shape[0]
+        for n in range(min(int(max_ngram_size), n_total - 1), 0, -1):
+            tail = ids[n_total - n:]
+            windows = np.lib.stride_tricks.sliding_window_view(ids, n)
+            for start in np.flatnonzero((windows == tail).all(axis=1)):
+                end = min(start + n + int(num_pred_tokens), n_total)
+                if start + n < end:
+                    return ids[start + n:end]
+        return np.array([], dtype=np.intc)
+
     def __call__(self, input_ids: np.ndarray, /, **kwargs: Any) -> np.ndarray:
         """The same drafts as the C loop, for inspection: continuation after the latest earlier
         occurrence of the trailing n-gram."""

@@ -3,7 +3,9 @@
 LlamaGrammar (a GBNF grammar), LlamaState (a saved context), the list types that
 llama-cpp-python takes for `stopping_criteria=` and `logits_processor=`, and the TypedDicts of
 the OpenAI-shaped results (CreateCompletionResponse, CreateChatCompletionResponse,
-ChatCompletionChunk, ...), which pyllamacy.pipeline.responses builds for Llama and the server.
+ChatCompletionChunk, ...), which pyllamacy.pipeline.responses builds for Llama and the server,
+and of the requests (ChatCompletionRequestMessage, ChatCompletionTool,
+ChatCompletionRequestResponseFormat, ...), for type-checking code that calls them.
 """
 from __future__ import annotations
 
@@ -25,7 +27,28 @@ __all__ = ["LlamaGrammar", "LlamaState", "LogitsProcessor", "LogitsProcessorList
            "ChatCompletionMessageToolCallChunkFunction", "ChatCompletionMessageToolCallChunk",
            "ChatCompletionStreamResponseDelta", "ChatCompletionStreamResponseDeltaEmpty",
            "ChatCompletionStreamResponseChoice", "CreateChatCompletionStreamResponse",
-           "ChatCompletionChunk", "EmbeddingUsage", "Embedding", "CreateEmbeddingResponse"]
+           "ChatCompletionChunk", "EmbeddingUsage", "Embedding", "CreateEmbeddingResponse",
+           # the OpenAI-shaped requests (llama-cpp-python's names)
+           "JsonType", "ChatCompletionFunction", "ChatCompletionFunctions",
+           "ChatCompletionFunctionCallOption", "ChatCompletionRequestResponseFormat",
+           "ChatCompletionRequestMessageContentPartText",
+           "ChatCompletionRequestMessageContentPartImageImageUrl",
+           "ChatCompletionRequestMessageContentPartImage",
+           "ChatCompletionRequestMessageContentPart", "ChatCompletionRequestSystemMessage",
+           "ChatCompletionRequestUserMessage", "ChatCompletionMessageToolCalls",
+           "ChatCompletionRequestAssistantMessageFunctionCall",
+           "ChatCompletionRequestAssistantMessage", "ChatCompletionRequestToolMessage",
+           "ChatCompletionRequestFunctionMessage", "ChatCompletionRequestMessage",
+           "ChatCompletionRequestFunctionCallOption", "ChatCompletionRequestFunctionCall",
+           "ChatCompletionFunctionParameters", "ChatCompletionToolFunction",
+           "ChatCompletionTool", "ChatCompletionNamedToolChoiceFunction",
+           "ChatCompletionNamedToolChoice", "ChatCompletionToolChoiceOption",
+           "ChatCompletionStreamResponseDeltaFunctionCall",
+           # older names llama-cpp-python keeps as aliases
+           "EmbeddingData", "ChatCompletionMessage", "ChatCompletionChoice",
+           "ChatCompletionChunkDeltaEmpty", "ChatCompletionChunkChoice",
+           "ChatCompletionChunkDelta", "ChatCompletionStreamResponse",
+           "ChatCompletionResponseFunction", "ChatCompletionFunctionCall"]
 
 # (input_ids, scores) -> scores / -> bool, as in llama-cpp-python
 LogitsProcessor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -147,6 +170,9 @@ class LlamaState:
 
 # -- the OpenAI-shaped results (llama-cpp-python's llama_types names) ---------------------------
 # Optional keys are spelled with total=False subclasses (NotRequired needs Python 3.11).
+
+# any JSON value (kept loose, as llama-cpp-python does: a recursive alias trips pydantic)
+JsonType = Union[None, int, str, bool, List[Any], Dict[str, Any]]
 
 class EmbeddingUsage(TypedDict):
     prompt_tokens: int
@@ -308,3 +334,157 @@ class CreateChatCompletionStreamResponse(TypedDict):
 
 
 ChatCompletionChunk = CreateChatCompletionStreamResponse
+
+
+class ChatCompletionStreamResponseDeltaFunctionCall(TypedDict):
+    name: str
+    arguments: str
+
+
+# older names of the result types
+EmbeddingData = Embedding
+ChatCompletionMessage = ChatCompletionResponseMessage
+ChatCompletionChoice = ChatCompletionResponseChoice
+ChatCompletionChunkDeltaEmpty = ChatCompletionStreamResponseDeltaEmpty
+ChatCompletionChunkChoice = ChatCompletionStreamResponseChoice
+ChatCompletionChunkDelta = ChatCompletionStreamResponseDelta
+ChatCompletionStreamResponse = CreateChatCompletionStreamResponse
+ChatCompletionFunctionCall = ChatCompletionResponseFunctionCall
+
+
+# -- the OpenAI-shaped requests: messages, tools, tool_choice, response_format --------------------
+
+class _ChatCompletionFunctionBase(TypedDict):
+    name: str
+    parameters: Dict[str, JsonType]
+
+
+class ChatCompletionFunction(_ChatCompletionFunctionBase, total=False):
+    """A function of the legacy `functions=` API."""
+    description: str
+
+
+ChatCompletionFunctions = ChatCompletionFunction
+ChatCompletionResponseFunction = ChatCompletionFunction
+
+
+class ChatCompletionFunctionCallOption(TypedDict):
+    name: str
+
+
+class _ChatCompletionRequestResponseFormatBase(TypedDict):
+    type: Literal["text", "json_object", "json_schema"]
+
+
+class ChatCompletionRequestResponseFormat(_ChatCompletionRequestResponseFormatBase,
+                                          total=False):
+    """`response_format=`: {"type": "json_object", "schema": {...}} (llama-cpp-python's form)
+    or OpenAI's {"type": "json_schema", "json_schema": {"name", "schema"}}."""
+    schema: JsonType
+    json_schema: Dict[str, JsonType]
+
+
+class ChatCompletionRequestMessageContentPartText(TypedDict):
+    type: Literal["text"]
+    text: str
+
+
+class _ImageUrlBase(TypedDict):
+    url: str
+
+
+class ChatCompletionRequestMessageContentPartImageImageUrl(_ImageUrlBase, total=False):
+    detail: Literal["auto", "low", "high"]
+
+
+class ChatCompletionRequestMessageContentPartImage(TypedDict):
+    type: Literal["image_url"]
+    image_url: Union[str, ChatCompletionRequestMessageContentPartImageImageUrl]
+
+
+ChatCompletionRequestMessageContentPart = Union[
+    ChatCompletionRequestMessageContentPartText, ChatCompletionRequestMessageContentPartImage]
+
+
+class ChatCompletionRequestSystemMessage(TypedDict):
+    role: Literal["system"]
+    content: Optional[str]
+
+
+class ChatCompletionRequestUserMessage(TypedDict):
+    role: Literal["user"]
+    content: Optional[Union[str, List[ChatCompletionRequestMessageContentPart]]]
+
+
+ChatCompletionMessageToolCalls = List[ChatCompletionMessageToolCall]
+
+
+class ChatCompletionRequestAssistantMessageFunctionCall(TypedDict):
+    name: str
+    arguments: str
+
+
+class _ChatCompletionRequestAssistantMessageBase(TypedDict):
+    role: Literal["assistant"]
+
+
+class ChatCompletionRequestAssistantMessage(_ChatCompletionRequestAssistantMessageBase,
+                                            total=False):
+    content: Optional[str]
+    tool_calls: ChatCompletionMessageToolCalls
+    function_call: ChatCompletionRequestAssistantMessageFunctionCall   # the legacy API
+
+
+class ChatCompletionRequestToolMessage(TypedDict):
+    role: Literal["tool"]
+    content: Optional[str]
+    tool_call_id: str
+
+
+class ChatCompletionRequestFunctionMessage(TypedDict):
+    role: Literal["function"]
+    content: Optional[str]
+    name: str
+
+
+ChatCompletionRequestMessage = Union[
+    ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestToolMessage,
+    ChatCompletionRequestFunctionMessage]
+
+
+class ChatCompletionRequestFunctionCallOption(TypedDict):
+    name: str
+
+
+ChatCompletionRequestFunctionCall = Union[Literal["none", "auto"],
+                                          ChatCompletionRequestFunctionCallOption]
+
+ChatCompletionFunctionParameters = Dict[str, JsonType]
+
+
+class _ChatCompletionToolFunctionBase(TypedDict):
+    name: str
+    parameters: ChatCompletionFunctionParameters
+
+
+class ChatCompletionToolFunction(_ChatCompletionToolFunctionBase, total=False):
+    description: str
+
+
+class ChatCompletionTool(TypedDict):
+    type: Literal["function"]
+    function: ChatCompletionToolFunction
+
+
+class ChatCompletionNamedToolChoiceFunction(TypedDict):
+    name: str
+
+
+class ChatCompletionNamedToolChoice(TypedDict):
+    type: Literal["function"]
+    function: ChatCompletionNamedToolChoiceFunction
+
+
+ChatCompletionToolChoiceOption = Union[Literal["none", "auto", "required"],
+                                       ChatCompletionNamedToolChoice]

@@ -15,4 +15,13 @@ from __future__ import annotations
 from .llama_cpp import *  # noqa: F401,F403  (low-level names, as llama_cpp/__init__.py does)
 from .llama import *  # noqa: F401,F403
 
+# what llama-cpp-python's llama.py imports, and so its `from .llama import *` exports too
+from .llama_types import *  # noqa: F401,F403,E402
+from ..llama_types import LogitsProcessor, StoppingCriteria  # noqa: F401,E402
+from .llama_grammar import LlamaGrammar  # noqa: F401,E402
+from .llama_cache import BaseLlamaCache, LlamaCache, LlamaDiskCache, LlamaRAMCache  # noqa: F401,E402
+from .llama_tokenizer import BaseLlamaTokenizer, LlamaTokenizer  # noqa: F401,E402
+from .llama_speculative import LlamaDraftModel  # noqa: F401,E402
+from . import llama_chat_format  # noqa: F401,E402  (registers its chat formats)
+
 from .._version import __version__  # noqa: F401
