@@ -331,6 +331,12 @@ cdef class Generation:
         return list(self.k.out)
 
     @property
+    def eog_token(self):
+        """The end-of-generation token that ended this Generation (sampled, neither returned
+        nor decoded into the context), or None when something else ended it."""
+        return self.k.eog if self.stopped_by_eog and self.k.eog >= 0 else None
+
+    @property
     def n_past(self):
         """Position after the last token decoded into the context."""
         return self.pos

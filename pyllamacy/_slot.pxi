@@ -90,6 +90,7 @@ cdef struct _Slot:
     int produced
     int max_tokens
     vector[L.llama_token] out       # tokens produced
+    L.llama_token eog               # the end-of-generation token that ended it (or -1)
     vector[L.llama_token] hist      # the whole text sequence: prompt (less media) + out
     # -- speculative drafts
     int draft_kind
@@ -125,6 +126,7 @@ cdef void _k_reset(_Slot * k, int max_tokens) noexcept:
     k.max_stop = 0
     k.tail.clear()
     k.produced = 0
+    k.eog = -1
     k.max_tokens = max_tokens if max_tokens >= 0 else _UNLIMITED
     k.out.clear()
     k.hist.clear()
@@ -334,6 +336,7 @@ cdef _Step _k_take(_Slot * k, const L.llama_vocab * vocab, L.llama_token tok) no
         k.sample_code = tok
         return STEP_NO_TOKEN if tok == S.SAMPLE_NONE_ALLOWED else STEP_SAMPLER_ERROR
     if L.llama_vocab_is_eog(vocab, tok):
+        k.eog = tok
         return STEP_EOG
     return _k_accept(k, vocab, tok)
 

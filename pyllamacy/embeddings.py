@@ -21,13 +21,14 @@ def unit(v: np.ndarray) -> np.ndarray:
 
 
 def embed_texts(model: Model, ctx: Context, texts: Sequence[str], *, limit: int,
-                normalize: bool = True, truncate: bool = True,
+                normalize: bool, truncate: bool = True,
                 tokenize: Optional[Callable[[str], List[int]]] = None) -> Tuple[list, int]:
     """(embeddings, total tokens) of `texts`: one vector (a list of floats) per text, or with
     pooling "none" one list of per-token vectors per text.
 
     limit: the most tokens a text may have (the context's batch); longer texts are cut to it
-    with truncate=True, else ContextOverflowError. normalize: unit L2 norm. tokenize: text ->
+    with truncate=True, else ContextOverflowError. normalize: unit L2 norm (no default: the
+    server wants unit vectors, Llama.embed raw ones by default). tokenize: text ->
     token ids (default: the model's, with BOS, special tokens not parsed). The context's
     memory is cleared before each text and after the last."""
     if tokenize is None:

@@ -20,8 +20,9 @@ Differences from llama-cpp-python worth knowing (each is also noted where it hap
   a negative temperature).
 * repeat/frequency/presence penalties also see the last `last_n_tokens_size` prompt tokens
   (as llama.cpp's server does), except when a grammar is used.
-* the end-of-generation token ends `generate()` without being yielded.
-* `embed()` normalizes by default (normalize=True).
+* `embed()` on a Llama differs from the server's /v1/embeddings, not from llama-cpp-python:
+  raw vectors unless normalize=True, and the model's own pooling (per-token vectors for a
+  generative model); the server normalizes and mean-pools a generative model.
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ from .pipeline.responses import (ChatChunks, ResponseMeta, chat_choice, chat_res
                                  completion_choice, completion_chunk, completion_response,
                                  echo_entries, usage)
 from .pipeline.sampling import SamplingParams, build_sampler, feed_history
-from .pipeline.text import LogprobEntry, TextEntry, TokenText, logprob_entry, piece_text
+from .pipeline.text import (LogprobEntry, TextEntry, TokenText, join_pieces, logprob_entry,
+                            piece_text)
 
 __all__ = ["Llama", "LlamaGrammar", "LlamaState", "LlamaTokenizer", "LogitsProcessorList",
            "StoppingCriteriaList", "LLAMA_DEFAULT_SEED",
@@ -91,11 +93,13 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class _Finish:
-    """Why a token producer stopped (filled in by the producer)."""
-    __slots__ = ("reason",)
+    """Why a token producer stopped (filled in by the producer); `eog`: the end-of-generation
+    token that stopped it (sampled, not handed out, not evaluated), else None."""
+    __slots__ = ("reason", "eog")
 
     def __init__(self):
         self.reason = None
+        self.eog = None
 
 
 class PreloadedPrompt:
@@ -110,17 +114,20 @@ class PreloadedPrompt:
 
 
 class LlamaTokenizer:
-    """llama-cpp-python's tokenizer object over a Llama (Llama.tokenizer())."""
+    """llama-cpp-python's tokenizer object over a Llama (Llama.tokenizer()): the model's own
+    vocabulary, also when the Llama was given another tokenizer (as in llama-cpp-python).
+    special defaults to True for tokenize here, False on Llama.tokenize (as there)."""
 
     def __init__(self, llama: "Llama"):
         self.llama = llama
 
     def tokenize(self, text: bytes, add_bos: bool = True, special: bool = True) -> List[int]:
-        return self.llama.tokenize(text, add_bos=add_bos, special=special)
+        return self.llama._vocab_tokenize(text, add_bos, special)
 
     def detokenize(self, tokens: Sequence[int], prev_tokens: Optional[Sequence[int]] = None,
                    special: bool = False) -> bytes:
-        return self.llama.detokenize(tokens, prev_tokens=prev_tokens, special=special)
+        """Token ids -> bytes, as Llama.detokenize without a tokenizer override."""
+        return self.llama._vocab_detokenize(tokens, prev_tokens, special)
 
     def encode(self, text: str, add_bos: bool = True, special: bool = True) -> List[int]:
         return self.tokenize(text.encode("utf-8", errors="ignore"), add_bos=add_bos,
@@ -458,21 +465,46 @@ class Llama:
     # -- tokenization -------------------------------------------------------------------------
 
     def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> List[int]:
-        """UTF-8 bytes (or str) -> token ids. add_bos adds BOS when the model wants one;
-        special=True parses special-token text such as "<|im_start|>"."""
+        """UTF-8 bytes (or str) -> token ids. add_bos adds the special tokens the model wants
+        around a text (BOS where its add_bos flag says so; llama_tokenize's add_special);
+        special=True parses special-token text such as "<|im_start|>". With
+        Llama(tokenizer=...), that tokenizer's tokenize(text, add_bos, special)."""
         self._check()
         if self.tokenizer_ is not None:
             return list(self.tokenizer_.tokenize(text, add_bos, special))
-        return self._model.tokenize(text, add_special=add_bos, parse_special=special)
+        return self._vocab_tokenize(text, add_bos, special)
 
     def detokenize(self, tokens: Sequence[int], prev_tokens: Optional[Sequence[int]] = None,
                    special: bool = False) -> bytes:
-        """Token ids -> UTF-8 bytes. special=True renders control tokens as their text.
-        prev_tokens is accepted for compatibility."""
+        """Token ids -> UTF-8 bytes, as llama-cpp-python's Llama.detokenize: every token's
+        piece as it is (a SentencePiece word-start becomes a space: "▁world" -> b" world"),
+        joined, less one leading space when the list starts with BOS. So pieces detokenized
+        one at a time and joined equal the whole list detokenized (unless it starts with
+        BOS), and detokenize(tokenize(text)) == text where the tokenizer is lossless.
+        special=True renders control tokens (BOS, <|im_end|>, ...) as their text; without it
+        they render as nothing.
+
+        prev_tokens (the tokens before `tokens`) changes nothing here, as in llama-cpp-python,
+        whose own tokenizer also ignores it: a piece does not depend on what comes before it.
+        A tokenizer given as Llama(tokenizer=...) gets it (llama-cpp-python's
+        LlamaHFTokenizer uses it to cut the text of prev_tokens off)."""
         self._check()
         if self.tokenizer_ is not None:
             return self.tokenizer_.detokenize(tokens, prev_tokens=prev_tokens, special=special)
-        return self._model.detokenize([int(t) for t in tokens], False, special)
+        return self._vocab_detokenize(tokens, prev_tokens, special)
+
+    def _vocab_tokenize(self, text, add_bos: bool, special: bool) -> List[int]:
+        """The model's own tokenization (Llama.tokenize without a tokenizer override)."""
+        self._check()
+        return self._model.tokenize(text, add_special=add_bos, parse_special=special)
+
+    def _vocab_detokenize(self, tokens, prev_tokens, special: bool) -> bytes:
+        """The model's own detokenization (pipeline.text.join_pieces)."""
+        self._check()
+        if prev_tokens is not None and not isinstance(prev_tokens, (list, tuple, np.ndarray)):
+            raise TypeError(f"prev_tokens must be a list of token ids or None, not "
+                            f"{type(prev_tokens).__name__}")
+        return join_pieces(self._model, tokens, special)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -743,6 +775,7 @@ class Llama:
             end = min(base + len(done), self._n_ctx)
             self.input_ids[base:end] = done[:end - base]
         fin.reason = gen.finish_reason
+        fin.eog = gen.eog_token
         for t in toks:
             yield t, None
 
@@ -768,6 +801,7 @@ class Llama:
                 except StopIteration:
                     self.n_tokens = gen.n_past
                     fin.reason = gen.finish_reason
+                    fin.eog = gen.eog_token
                     return
                 produced += 1
                 # token k of this generation sits at base + k; with speculative decoding the
@@ -822,6 +856,7 @@ class Llama:
             s.close()
             if model.is_eog(tok):
                 fin.reason = "stop"
+                fin.eog = tok
                 return
             produced += 1
             generated.append(tok)
@@ -853,11 +888,14 @@ class Llama:
                  logits_processor: Optional[LogitsProcessorList] = None,
                  stopping_criteria: Optional[StoppingCriteriaList] = None,
                  grammar: Optional[LlamaGrammar] = None) -> Iterator[int]:
-        """Generate token ids after `tokens` until end-of-generation (not yielded), a stopping
-        criterion, or a full context. reset=True keeps the cached prefix the prompt shares with
-        the previous call; reset=False appends `tokens` to what the context holds. `send()` a
-        list of ids to append them after the last yielded token. The arguments are checked
-        when this is called; the prompt is evaluated at the first next()."""
+        """Generate token ids after `tokens`, as llama-cpp-python's generate: every sampled
+        token is yielded, the end-of-generation token too (check `llama.model.is_eog(token)`,
+        or token == token_eos(), and stop iterating there, as llama-cpp-python's callers do);
+        asked for more after it, generation goes on after that token. It ends on a stopping
+        criterion or a full context. reset=True keeps the cached prefix the prompt shares
+        with the previous call; reset=False appends `tokens` to what the context holds.
+        `send()` a list of ids to append them after the last yielded token. The arguments are
+        checked when this is called; the prompt is evaluated at the first next()."""
         self._need_ctx()
         sp = SamplingParams(**_sampling_kwargs(locals()))
         toks = [int(t) for t in tokens]
@@ -874,23 +912,48 @@ class Llama:
             self._load_prompt(toks)
         elif toks:
             self._eval(toks)
-        fin = _Finish()
         if sampler is not None:
             self._accept_history(sampler, sp)
-            prod = self._tokens_iter(sampler, -1, [], False, stopping_criteria, fin,
-                                     allow_draft=False)
-        else:
-            prod = self._tokens_python(sp, seed, -1, False, logits_processor, stopping_criteria,
-                                       fin)
         try:
-            item = next(prod)
             while True:
-                sent = yield item[0]
-                item = prod.send(sent)
-        except StopIteration:
-            return
+                fin = _Finish()
+                if sampler is not None:
+                    # on a restart after an end-of-generation token the sampler has already
+                    # seen the history and that token
+                    prod = self._tokens_iter(sampler, -1, [], False, stopping_criteria, fin,
+                                             allow_draft=False)
+                else:
+                    prod = self._tokens_python(sp, seed, -1, False, logits_processor,
+                                               stopping_criteria, fin)
+                try:
+                    item = next(prod)
+                    while True:
+                        sent = yield item[0]
+                        item = prod.send(sent)
+                except StopIteration:
+                    pass
+                finally:
+                    prod.close()
+                if fin.eog is None:
+                    return
+                # the producers stop on end-of-generation without handing the token out;
+                # llama-cpp-python's generate yields it like any other token (after the
+                # stopping criteria), and goes on after it if the caller asks for more
+                eog = fin.eog
+                cap = self._n_ctx
+                pos = self.n_tokens
+                if pos < cap:
+                    self.input_ids[pos] = eog
+                if stopping_criteria is not None and stopping_criteria(
+                        self.input_ids[:min(pos + 1, cap)], self._ctx.logits()):
+                    return
+                sent = yield eog
+                more = [eog] + [int(t) for t in (sent or ())]
+                if self.n_tokens + len(more) > cap:
+                    return
+                self._eval(more)
+                seed = _fmix(seed, self.n_tokens)       # the Python path: fresh draws
         finally:
-            prod.close()
             if sampler is not None:
                 sampler.close()
 
@@ -1203,13 +1266,21 @@ class Llama:
 
     # -- embeddings ---------------------------------------------------------------------------
 
-    def embed(self, input: Union[str, List[str]], normalize: bool = True,
+    def embed(self, input: Union[str, List[str]], normalize: bool = False,
               truncate: bool = True, return_count: bool = False):
-        """Embeddings of one text (-> list[float]) or of a list of texts (-> list of those).
+        """Embeddings of one text (-> list[float]) or of a list of texts (-> list of those),
+        as llama-cpp-python's Llama.embed.
 
-        Needs embedding=True. With pooling "none" (generative models) each text gives one
-        vector per token, as in llama-cpp-python. normalize: unit L2 norm. truncate: cut each
-        text to the batch size instead of raising. return_count: also return the token count.
+        Needs embedding=True. The pooling is the Llama's pooling_type, by default the
+        model's own (its GGUF's pooling_type): an embedding model pools each text into one
+        vector; a generative model (no pooling of its own: "none") gives each text one vector
+        per token, a list of lists. normalize=True scales each vector to unit L2 norm; by
+        default the vectors are the model's raw output. truncate: cut each text to the batch
+        size instead of raising. return_count: also return the token count.
+
+        The server's /v1/embeddings differs (OpenAI's API promises one unit vector per
+        text): it normalizes, and mean-pools a generative model. Llama(embedding=True,
+        pooling_type="mean") and normalize=True give the same vectors here.
         """
         ctx = self._need_ctx()
         if not self._embedding:
@@ -1228,7 +1299,8 @@ class Llama:
         return (result, total) if return_count else result
 
     def create_embedding(self, input: Union[str, List[str]], model: Optional[str] = None):
-        """OpenAI-style embeddings response for one text or a list of texts."""
+        """OpenAI-style embeddings response for one text or a list of texts: embed()'s
+        vectors as they are (raw, the Llama's pooling), as llama-cpp-python returns them."""
         embeds, total = self.embed(input, return_count=True)
         if isinstance(input, str):
             embeds = [embeds]

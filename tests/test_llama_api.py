@@ -441,8 +441,8 @@ def test_embeddings(embedder):
     n_embd = embedder.n_embd()
     texts = ["Hello world", "A second, somewhat longer text."]
     pooled = embedder.pooling_type() != "none"
-    one = embedder.embed(texts[0])
-    many, count = embedder.embed(texts, return_count=True)
+    one = embedder.embed(texts[0], normalize=True)
+    many, count = embedder.embed(texts, normalize=True, return_count=True)
     assert count == sum(len(embedder.tokenize(t.encode())) for t in texts)
     assert len(many) == 2
     if pooled:
@@ -457,11 +457,13 @@ def test_embeddings(embedder):
     for v in vecs:
         assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-4)
     assert one == many[0]
-    raw = embedder.embed(texts[0], normalize=False)
+    raw = embedder.embed(texts[0])                # raw by default, as in llama-cpp-python
     raw0 = raw if pooled else raw[0]
     assert np.linalg.norm(raw0) != pytest.approx(1.0, abs=1e-3)
+    assert raw == embedder.embed(texts[0], normalize=False)
 
     resp = embedder.create_embedding(texts)
+    assert resp["data"][0]["embedding"] == raw
     assert resp["object"] == "list" and len(resp["data"]) == 2
     assert resp["data"][1]["index"] == 1 and resp["data"][0]["object"] == "embedding"
     assert resp["usage"]["prompt_tokens"] == count
@@ -470,7 +472,7 @@ def test_embeddings(embedder):
 def test_embeddings_mean_pooling(smollm2_path):
     with Llama(model_path=smollm2_path, n_ctx=128, embedding=True, pooling_type="mean",
                **FAST) as llm:
-        v = llm.embed(["one text", "another"])
+        v = llm.embed(["one text", "another"], normalize=True)
         assert len(v) == 2 and all(len(x) == llm.n_embd() for x in v)
         assert np.linalg.norm(v[0]) == pytest.approx(1.0, abs=1e-4)
         assert v[0] != v[1]

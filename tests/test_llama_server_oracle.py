@@ -142,18 +142,18 @@ def test_greedy_completion_equals_llama_server(llama_server, llm, name):
     assert theirs["tokens_evaluated"] == len(prompt_ids) == ours["usage"]["prompt_tokens"]
     assert choice["text"] == theirs["content"], name
     assert choice["finish_reason"] == _FINISH[theirs["stop_type"]], name
-    # token ids: llama-server lists the end-of-generation token it stopped on; generate() does
-    # not yield it
+    # token ids: llama-server lists the end-of-generation token it stopped on; generate()
+    # yields it too (as llama-cpp-python's), and the caller stops there
     their_ids = list(theirs["tokens"])
-    if theirs["stop_type"] == "eos":
-        assert llm.model.is_eog(their_ids[-1])
-        their_ids = their_ids[:-1]
     our_ids = []
     for t in llm.generate(prompt_ids, temp=0.0, top_k=1, repeat_penalty=1.0):
         our_ids.append(t)
-        if len(our_ids) == N_PREDICT:
+        if len(our_ids) == N_PREDICT or llm.model.is_eog(t):
             break
     assert our_ids == their_ids, name
+    if theirs["stop_type"] == "eos":
+        assert llm.model.is_eog(their_ids[-1])
+        their_ids = their_ids[:-1]
     # usage: llama-server counts the end-of-generation token it sampled (n_decoded), pyllamacy
     # does not, as llama-cpp-python (a known difference, not an error of either)
     assert ours["usage"]["completion_tokens"] == len(their_ids) == \

@@ -224,7 +224,8 @@ def test_embeddings_share_the_runners_weights(smollm2_path, opened):
         assert all(abs(np.linalg.norm(v) - 1) < 1e-4 for v in vecs)
         with pyllamacy.Llama(smollm2_path, n_ctx=64, n_threads=1, n_threads_batch=1,
                              embedding=True, pooling_type="mean", verbose=False) as llm:
-            want, want_total = llm.embed(["hello", "a longer text"], return_count=True)
+            want, want_total = llm.embed(["hello", "a longer text"], normalize=True,
+                                         return_count=True)
         assert total == want_total
         np.testing.assert_allclose(vecs, want, atol=1e-5)
         w.close()

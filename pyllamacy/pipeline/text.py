@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import codecs
 from collections import deque
+from numbers import Integral
 from typing import Deque, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 __all__ = ["TextAssembler", "normalize_stop", "TokenText", "LogprobEntry", "TextEntry",
-           "piece_text", "logprob_entry", "FINISH_REASONS"]
+           "piece_text", "logprob_entry", "join_pieces", "FINISH_REASONS"]
 
 # One token's log-probability: (token text, log-probability, {text: log-probability} of the top
 # N alternatives and of the token itself) -- the engine's and Llama's shape.
@@ -141,6 +142,28 @@ class TextAssembler:
         self._dec.reset()
         self.released += len(out)
         return out
+
+
+def join_pieces(model, tokens: Sequence[int], special: bool = False) -> bytes:
+    """Token ids -> bytes the way llama-cpp-python's Llama.detokenize does it: each token's
+    own piece (llama_token_to_piece, nothing stripped; control tokens render as their text only
+    with special=True) joined, less one leading space when the first token is the model's BOS
+    (where a SentencePiece vocabulary's first word carries a word-start space).
+
+    Unlike llama.cpp's llama_detokenize this does not strip a SentencePiece vocabulary's
+    word-start space from whatever token comes first, nor clean up spaces before
+    punctuation (WordPiece): pieces detokenized one by one and joined give the same bytes as
+    the whole list detokenized at once (less that one space after a leading BOS)."""
+    ids = []
+    for t in tokens:
+        if isinstance(t, bool) or not isinstance(t, Integral):
+            raise TypeError(f"token ids must be integers, got {type(t).__name__}")
+        ids.append(int(t))
+    to_piece = model.token_to_piece
+    out = b"".join([to_piece(t, special) for t in ids])
+    if ids and ids[0] == model.token_bos() and out[:1] == b" ":
+        out = out[1:]
+    return out
 
 
 def piece_text(model, token: int) -> str:

@@ -64,7 +64,8 @@ class EmbeddingWorker:
         """(one normalized vector per text, total tokens)."""
         with self.lock:
             lm = self._get()
-            return embed_texts(lm.model, lm.ctx, inputs, limit=min(lm.n_batch, lm.n_ubatch))
+            return embed_texts(lm.model, lm.ctx, inputs, limit=min(lm.n_batch, lm.n_ubatch),
+                               normalize=True)
 
     def rank(self, query: str, documents: List[str]):
         """(one relevance score per document, total tokens): needs a reranker model, whose
