@@ -649,7 +649,8 @@ class MessageStream:
         `error` event and ends the stream.
 
     Text, reasoning and each tool call (by its OpenAI index) are blocks; a block is closed when
-    another opens. Input tokens: `input_tokens` (known before generation), replaced by the
+    another opens. A tool call's first delta carries its id and name (as OpenAI and
+    pyllamacy.chat.ChatDeltas send them): the tool_use block starts with them. Input tokens: `input_tokens` (known before generation), replaced by the
     usage chunk's prompt_tokens when one comes (message_delta then carries them too).
 
         ms = MessageStream(model, input_tokens=n_prompt)
