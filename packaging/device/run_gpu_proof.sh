@@ -334,10 +334,12 @@ if [ "$STAGE" = issue11 ]; then
                 -npp 16 -ntg 64 -npl 1,16 2>&1 | grep '^|' | tee "$OUT/i11-batched-$b.txt"
         fi
         say "server throughput $m"
+        [ "${TRACE:-0}" = 1 ] && export PYLLAMACY_TRACE_STEPS="$OUT/i11-trace-serve-$b.jsonl"
         python3 "$W/src/benchmarks/server_bench.py" --model "$W/$m" --ngl -1 --slots 16 \
             --threads 8 --duration ${SERVE_S:-10} --max-tokens 64 --clients 16 \
             --llama-server "$W/b/core/bin/llama-server" --only pyllamacy,llama-server 2>&1 \
             | tee "$OUT/i11-serve-$b.txt"
+        unset PYLLAMACY_TRACE_STEPS
         if [ -d "$W/site-old" ]; then
             # the same level with the earlier commit's server, then ours again (drift check)
             say "server throughput $m: earlier commit, then this one again"
@@ -362,6 +364,9 @@ if [ "$STAGE" = issue11 ]; then
         grep -h "prompt eval time\|launch_slot\|print_timing" /tmp/server_bench_llama-server.log \
             | head -n 80 >> "$OUT/i11-prefill-$b.txt" 2>&1
     done
+    # a few files come back per call: the traces and logs in one archive
+    (cd "$OUT" && tar czf i11-more.tgz i11-trace-*.jsonl quantize-8b.log 2>/dev/null \
+        && rm -f i11-trace-*.jsonl quantize-8b.log)
     say "issue11 stage done"
     exit 0
 fi
