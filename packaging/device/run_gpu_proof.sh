@@ -365,8 +365,8 @@ if [ "$STAGE" = issue11 ]; then
             | head -n 80 >> "$OUT/i11-prefill-$b.txt" 2>&1
     done
     # a few files come back per call: the traces and logs in one archive
-    (cd "$OUT" && tar czf i11-more.tgz i11-trace-*.jsonl quantize-8b.log 2>/dev/null \
-        && rm -f i11-trace-*.jsonl quantize-8b.log)
+    (cd "$OUT" && tar czf i11-all.tgz i11-* quantize-8b.log 2>/dev/null \
+        && find . -maxdepth 1 -name 'i11-*' ! -name i11-all.tgz -delete && rm -f quantize-8b.log)
     say "issue11 stage done"
     exit 0
 fi
