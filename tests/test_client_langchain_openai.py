@@ -115,6 +115,15 @@ def test_embeddings_default_settings_send_token_arrays(server, monkeypatch):
     assert len(long_vec) == len(vec) and abs(np.linalg.norm(long_vec) - 1) < 1e-5
 
 
+def test_foreign_token_ids_get_a_hint(server):
+    """Token ids past the model's vocabulary (tiktoken's, sent by OpenAIEmbeddings' default
+    path) are a 400 that says what to set."""
+    r = httpx.post(server.url + "/v1/embeddings", json={"model": "smol", "input": [[100257]]})
+    assert r.status_code == 400
+    msg = r.json()["error"]["message"]
+    assert "100257" in msg and "check_embedding_ctx_length=False" in msg
+
+
 def test_chat_stream_usage_matches_the_server(server):
     llm = _chat(server, max_tokens=12, stream_usage=True)
     msgs = [("user", "Say hello.")]

@@ -138,8 +138,16 @@ def test_async_client(server):
         comp = await c.completions.create(model="smol", prompt=["One,", "A, B,"], max_tokens=3,
                                           temperature=0)
         assert [ch.index for ch in comp.choices] == [0, 1]
+        # the client asks for base64 and decodes it; token arrays are inputs too
         emb = await c.embeddings.create(model="smol", input=["x", "y z"])
         assert len(emb.data) == 2 and len(emb.data[0].embedding) > 0
+        import httpx
+        import numpy as np
+        async with httpx.AsyncClient() as h:
+            toks = (await h.post(server.url + "/extras/tokenize",
+                                 json={"input": "y z"})).json()["tokens"]
+        by_ids = await c.embeddings.create(model="smol", input=[toks], encoding_format="float")
+        assert np.allclose(by_ids.data[0].embedding, emb.data[1].embedding, atol=1e-5)
         assert (await c.models.retrieve("smol")).id == "smol"
         tools_stream = await c.chat.completions.create(
             model="smol", messages=ASK, tools=[WEATHER], tool_choice=FORCED, temperature=0,

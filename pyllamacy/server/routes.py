@@ -691,7 +691,12 @@ async def embeddings(body: EmbeddingRequest, request: Request):
     try:
         vecs, total = await run_in_threadpool(state.embedders[runner.name].embed, inputs)
     except (ValueError, TypeError, LlamaError) as e:
-        raise ApiError(400, str(e), param="input") from None
+        msg = str(e)
+        if "outside the vocabulary" in msg:
+            msg += (f" of model {runner.name!r}. A client that tokenizes with tiktoken sends "
+                    "OpenAI's token ids, not this model's: have it send text (LangChain: "
+                    "OpenAIEmbeddings(check_embedding_ctx_length=False))")
+        raise ApiError(400, msg, param="input") from None
     if fmt == "base64":
         vecs = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii")
                 for v in vecs]
