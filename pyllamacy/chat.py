@@ -34,6 +34,7 @@ from . import _chat
 from ._chat import (ChatParseError, ChatTemplateError, ChatTemplateLimitError, SchemaError,
                     get_limits, prestart_sandbox, sandbox_max_workers, set_limits)
 from .chat_formats import chat_template_names, get_chat_template
+from .chat_generic import GenericReplyScanner, scan_generic_reply
 from .grammars import check_patterns as _check_patterns
 from .grammars import check_schema as _check_schema
 from .grammars import parse_schema as _parse_schema
@@ -372,7 +373,9 @@ def _loads_or_str(s):
 
 
 def _parse_generic(text):
-    """-> (content, [(name, arguments_json)])"""
+    """-> (content, [(name, arguments_json)]); the arguments are the model's own JSON text as
+    GenericReplyScanner reads it (the text streamed), json.dumps of the parsed value where the
+    scanner could not follow."""
     try:
         obj = json.loads(text.strip().strip("`").removeprefix("json"))
     except ValueError:
@@ -382,6 +385,10 @@ def _parse_generic(text):
         for c in obj["tool_calls"]:
             if isinstance(c, dict) and isinstance(c.get("name"), str):
                 calls.append((c["name"], json.dumps(c.get("arguments", {}), ensure_ascii=False)))
+        scanned = scan_generic_reply(text)
+        if scanned.done and not scanned.broken and \
+                [(c.name, c.complete) for c in scanned.calls] == [(n, True) for n, _ in calls]:
+            calls = [(n, c.arguments) for (n, _), c in zip(calls, scanned.calls)]
         return "", calls
     if isinstance(obj, dict) and isinstance(obj.get("response"), str):
         return obj["response"], []
@@ -669,18 +676,45 @@ def chat_message(req: ChatRequest, text: str, finish_reason: str):
 
 
 class ChatDeltas:
-    """The reply as stream deltas: feed() the text as it comes, then finish()."""
+    """The reply as stream deltas: feed() the text as it comes, then finish().
+
+    Tool calls stream as OpenAI's do: a call's first delta carries its index, id, type and
+    name (arguments ""), the next ones more of its arguments, and the fragments concatenate to
+    the final arguments. The generic JSON scheme is read incrementally (GenericReplyScanner:
+    each piece is read once); a template's own format is re-parsed by llama.cpp's chat parser
+    on each piece (as llama-server does), which sends what that parser can tell of a partial
+    reply."""
 
     def __init__(self, req: ChatRequest):
         self.req = req
-        self.text = ""
+        self._pieces: List[str] = []
         self.sent_content = ""
         self.sent_calls: List[List[str]] = []      # [id, name, arguments sent]
+        plan = req.plan
+        self._scanner = GenericReplyScanner() if plan is not None and plan.generic_tools \
+            else None
+
+    @property
+    def text(self) -> str:
+        """The reply so far."""
+        if len(self._pieces) > 1:
+            self._pieces = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
 
     def _parse(self, final: bool):
-        if self.req.plan is None:
+        plan = self.req.plan
+        if plan is None:
             return {"content": self.text, "tool_calls": [], "reasoning": ""}
-        return _parse(self.req.plan, self.text, not final)
+        if self._scanner is not None and not final:
+            s = self._scanner
+            calls = []
+            if plan.tools_given:
+                for c in s.calls:
+                    if c.name is None:
+                        break
+                    calls.append((c.name, c.arguments))
+            return {"content": s.response or "", "tool_calls": calls, "reasoning": ""}
+        return _parse(plan, self.text, not final)
 
     def _deltas(self, parsed, final):
         out = []
@@ -718,13 +752,20 @@ class ChatDeltas:
         return out
 
     def feed(self, piece: str) -> List[dict]:
-        self.text += piece
+        self._pieces.append(piece)
+        if self._scanner is not None:
+            self._scanner.feed(piece)
         return self._deltas(self._parse(False), False)
 
     def finish(self, finish_reason: str):
         """-> (last deltas, finish_reason: "tool_calls" when calls were sent; "function_call"
-        for a request made with legacy `functions`)."""
-        out = self._deltas(self._parse(True), True)
+        for a request made with legacy `functions`). A reply cut short (max_tokens) inside a
+        call it has begun to stream ends as OpenAI's does: the call as far as it was sent and
+        the finish reason given."""
+        parsed = self._parse(True)
+        if self.sent_calls and parsed is not None and not parsed["tool_calls"]:
+            return [], finish_reason
+        out = self._deltas(parsed, True)
         if not self.sent_calls:
             return out, finish_reason
         return out, ("function_call" if self.req.legacy_functions else "tool_calls")

@@ -392,6 +392,140 @@ def test_stream_tool_calls(llm):
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
+def _stream_calls(deltas):
+    """{index: [name, [argument fragments]]} of a stream's tool_calls deltas, checking OpenAI's
+    shape: a call's first delta has id, type and name with arguments "", later ones only
+    arguments."""
+    calls = {}
+    for d in deltas:
+        for tc in d.get("tool_calls", []):
+            i = tc["index"]
+            if i not in calls:
+                assert tc["id"] and tc["type"] == "function" and tc["function"]["name"]
+                assert tc["function"]["arguments"] == ""
+                calls[i] = [tc["function"]["name"], []]
+            else:
+                assert set(tc) == {"index", "function"} and set(tc["function"]) == {"arguments"}
+                calls[i][1].append(tc["function"]["arguments"])
+    return calls
+
+
+def test_stream_tool_call_arguments_arrive_as_generated(llm):
+    """A forced tool call streams its arguments in many deltas, as generated; they join to the
+    non-streamed call's arguments, byte for byte."""
+    kw = dict(messages=[{"role": "user", "content": "Weather in Rome?"}], tools=TOOLS,
+              tool_choice={"type": "function", "function": {"name": "get_weather"}},
+              temperature=0, max_tokens=60)
+    full = llm.create_chat_completion(**kw)["choices"][0]["message"]["tool_calls"][0]
+    chunks = list(llm.create_chat_completion(stream=True, **kw))
+    calls = _stream_calls(c["choices"][0]["delta"] for c in chunks)
+    (name, frags), = calls.values()
+    assert name == "get_weather" and len(frags) > 1
+    assert "".join(frags) == full["function"]["arguments"]
+    assert json.loads("".join(frags))["city"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def _generic_deltas(text, step, tools_given=True):
+    plan = chat._Plan()
+    plan.generic_tools = True
+    plan.tools_given = tools_given
+    d = chat.ChatDeltas(chat.ChatRequest([], None, [], set(), plan, False))
+    out = []
+    for i in range(0, len(text), step):
+        out += d.feed(text[i:i + step])
+    last, finish = d.finish("stop")
+    return out, last, finish
+
+
+GENERIC_PARALLEL = ('{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Par\\u00eds",'
+                    '\n   "days":3, "tags": ["a", {"b": null}], "t": true}}, {"name": "get_time", '
+                    '"arguments": {"tz": "Europe/Rome", "x": -1.5e3}}]}')
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 1000])
+def test_generic_tool_calls_stream_in_parallel(step):
+    """The generic scheme read incrementally: two parallel calls (index 0 and 1), each with
+    its own arguments deltas, joined equal to the final parse; whitespace normalized as
+    json.dumps does; the model's own string escapes and numbers kept."""
+    out, last, finish = _generic_deltas(GENERIC_PARALLEL, step)
+    calls = _stream_calls(out + last)
+    assert [calls[i][0] for i in sorted(calls)] == ["get_weather", "get_time"]
+    final = chat._parse_generic(GENERIC_PARALLEL)[1]
+    assert [(calls[i][0], "".join(calls[i][1])) for i in sorted(calls)] == final
+    assert final[0][1] == ('{"city": "Par\\u00eds", "days": 3, "tags": ["a", {"b": null}], '
+                           '"t": true}')
+    assert json.loads(final[1][1]) == {"tz": "Europe/Rome", "x": -1500.0}
+    assert finish == "tool_calls" and not any("content" in d for d in out + last)
+    if step < 100:
+        assert all(len(calls[i][1]) > 1 for i in calls)   # streamed, not sent at the end
+
+
+@pytest.mark.parametrize("step", [1, 2, 5])
+def test_generic_response_streams_as_content(step):
+    """{"response": ...} (tool_choice="auto", no call) streams its text as content while it is
+    generated; escapes and a surrogate pair split across pieces decode as json.loads does."""
+    text = '{"response": "Hi \\"you\\"\\n\\ud83d\\ude00 \\u00e9!"}'
+    out, last, finish = _generic_deltas(text, step)
+    assert len([d for d in out if d.get("content")]) > 1
+    got = "".join(d.get("content", "") for d in out + last)
+    assert got == json.loads(text)["response"] == 'Hi "you"\n\U0001F600 \u00e9!'
+    assert finish == "stop"
+
+
+def test_generic_scanner_matches_json_loads_on_structure():
+    from pyllamacy.chat_generic import scan_generic_reply
+    s = scan_generic_reply(GENERIC_PARALLEL)
+    assert s.done and not s.broken
+    assert [json.loads(c.arguments) for c in s.calls] == \
+        [c["arguments"] for c in json.loads(GENERIC_PARALLEL)["tool_calls"]]
+    for bad in ('{"tool_calls": [}', '{"a" 1}', '{"response": "x\u0001"}', '{"a": @}'):
+        assert scan_generic_reply(bad).broken
+    # text before the object (a fence) is skipped, as the final parse skips it
+    assert scan_generic_reply('```json\n{"response": "x"}```').response == "x"
+
+
+def test_generic_cut_short_inside_a_call_keeps_the_finish_reason():
+    """max_tokens inside a streamed call: the call as sent, finish "length" (OpenAI's shape),
+    no raw JSON sent as content."""
+    plan = chat._Plan()
+    plan.generic_tools = plan.tools_given = True
+    d = chat.ChatDeltas(chat.ChatRequest([], None, [], set(), plan, False))
+    out = d.feed('{"tool_calls": [{"name": "f", "arguments": {"a": "b')
+    assert _stream_calls(out)[0][0] == "f"
+    last, finish = d.finish("length")
+    assert last == [] and finish == "length"
+
+
+def test_native_formats_stream_arguments_as_generated(templates_dir):
+    """Templates with a tool-call format of their own (llama.cpp's chat parser): recorded
+    replies fed in small pieces give argument deltas before the end, which join to the final
+    parse's arguments (parallel calls: index 0 and 1)."""
+    from pyllamacy._chat import ChatParser
+    cases = json.loads((FIXTURES / "recorded_tool_calls.json").read_text())
+    for case in [c for c in cases if c["calls"]]:
+        src = (templates_dir / case["template"]).read_text()
+        r = chat.render_chat(src, [{"role": "user", "content": "Weather?"}],
+                             bos_token=case["bos"], eos_token=case["eos"], tools=TOOLS,
+                             parallel_tool_calls=case.get("parallel", False))
+        plan = chat._Plan()
+        plan.tools_given = True
+        plan.parser = ChatParser({"format": r["format"], "parser": r["parser"],
+                                  "generation_prompt": r["generation_prompt"]})
+        d = chat.ChatDeltas(chat.ChatRequest([], None, [], set(), plan, False))
+        out = []
+        for i in range(0, len(case["output"]), 3):
+            out += d.feed(case["output"][i:i + 3])
+        last, finish = d.finish("stop")
+        calls = _stream_calls(out + last)
+        before = _stream_calls(out)
+        assert finish == "tool_calls", case["template"]
+        assert [(calls[i][0], json.loads("".join(calls[i][1]))) for i in sorted(calls)] == \
+            [tuple(c) for c in case["calls"]], case["template"]
+        assert all(len(before[i][1]) > 1 for i in before) and len(before) == len(calls), \
+            case["template"]
+
+
 def test_legacy_functions_api(llm):
     r = llm.create_chat_completion(
         [{"role": "user", "content": "Weather in Oslo?"}], max_tokens=60, seed=1,

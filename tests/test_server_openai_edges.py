@@ -113,7 +113,7 @@ def test_cli_logs_startup_and_requests(smollm2_path, tmp_path):
         text = (tmp_path / "err.log").read_text()
         assert f"serving at http://127.0.0.1:{port}/v1" in text
         assert "model 'smol':" in text and "slots" in text
-        assert "chat smol 200 prompt=" in text and "completion=" in text
+        assert "POST /v1/chat/completions smol 200 prompt=" in text and "completion=" in text
     finally:
         proc.terminate()
         proc.wait(timeout=60)

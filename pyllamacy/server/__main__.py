@@ -16,6 +16,8 @@ import sys
 import typing
 from typing import List, Optional
 
+from ..defaults import N_CTX_SLOT, N_PARALLEL
+from .logs import setup_logging, uvicorn_log_config
 from .settings import ConfigFileSettings, ModelSettings, ServerSettings, load_config_file
 
 
@@ -62,12 +64,19 @@ def _add_fields(parser, model_cls, group_name):
             continue
         group.add_argument(*flags, dest=name, type=_bool if typ is bool else typ,
                            default=argparse.SUPPRESS, help=help_)
+    return group
 
 
 # llama-server's (and every tutorial's) short options, where they mean the same thing here
 _SHORT = {"model": ["-m"], "model_alias": ["-a", "--alias"], "n_gpu_layers": ["-ngl"],
           "n_threads": ["-t"], "n_threads_batch": ["-tb"], "n_batch": ["-b"],
-          "n_ubatch": ["-ub"], "host": [], "port": []}
+          "n_ubatch": ["-ub"], "n_parallel": ["-np", "--parallel", "--slots"],
+          "host": [], "port": []}
+
+_CTX_HELP = ("Total context in tokens, split evenly across the slots, as llama-server's -c: "
+             "each slot gets N / n_parallel tokens (-c 8192 -np 4: 2048 per slot, the same as "
+             "--n_ctx 2048). 0: the model's training context for each slot. Give -c or --n_ctx, "
+             "not both. (default: n_ctx x n_parallel = {default})")
 
 
 def _help(name: str, field) -> str:
@@ -88,12 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="OpenAI-compatible server with continuous batching.")
     p.add_argument("--config_file", "--config-file", "--config", dest="config_file",
                    help="JSON (or YAML) file with server settings and a list of models")
-    _add_fields(p, ModelSettings, "model")
+    model = _add_fields(p, ModelSettings, "model")
     _add_fields(p, ServerSettings, "server")
-    # llama-server's names for the slots
-    p.add_argument("--slots", "--parallel", "-np", dest="n_parallel", type=int,
-                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    model.add_argument("-c", "--ctx-size", "--ctx_size", dest="ctx_size", type=int,
+                   default=argparse.SUPPRESS, metavar="N",
+                   help=_CTX_HELP.format(default=N_CTX_SLOT * N_PARALLEL))
     return p
+
+
+def _split_ctx_size(model_kw: dict) -> None:
+    """-c N (llama-server's total context) -> n_ctx, the context of each slot."""
+    if "ctx_size" not in model_kw:
+        return
+    total = model_kw.pop("ctx_size")
+    if "n_ctx" in model_kw:
+        raise SystemExit("give -c/--ctx-size (the total context, split across the slots) or "
+                         "--n_ctx (the context of each slot), not both")
+    slots = model_kw.get("n_parallel", N_PARALLEL)
+    if total < 0:
+        raise SystemExit(f"-c/--ctx-size must be >= 0, not {total}")
+    if total and total < slots:
+        raise SystemExit(f"-c {total} is less than one token for each of the {slots} slots")
+    model_kw["n_ctx"] = total // slots
 
 
 def settings_from_args(argv: Optional[List[str]] = None):
@@ -102,6 +127,7 @@ def settings_from_args(argv: Optional[List[str]] = None):
     server_keys = set(ServerSettings.model_fields)
     server_kw = {k: v for k, v in args.items() if k in server_keys}
     model_kw = {k: v for k, v in args.items() if k not in server_keys}
+    _split_ctx_size(model_kw)
     if config:
         cfg = load_config_file(config)
         data = cfg.model_dump(exclude={"models"})
@@ -121,6 +147,11 @@ def settings_from_args(argv: Optional[List[str]] = None):
     return server, models
 
 
+def _log_config(fmt: str) -> dict:
+    config = uvicorn_log_config(fmt)
+    return {} if config is None else {"log_config": config}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     try:
         import uvicorn
@@ -130,28 +161,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .app import create_app
     from .transport import uvicorn_options
     server, models = settings_from_args(argv)
-    _setup_logging(server.log_level)
+    setup_logging(server.log_level, server.log_format)
     for m in models:
         if not os.path.isfile(m.model):
-            print(f"python -m pyllamacy.server: no model file at {m.model!r}", file=sys.stderr)
+            logging.getLogger("pyllamacy.server").error(
+                "python -m pyllamacy.server: no model file at %r", m.model)
             return 2
     app = create_app(model_settings=models, server_settings=server)
     uvicorn.run(app, host=server.host, port=server.port, ssl_keyfile=server.ssl_keyfile,
                 ssl_certfile=server.ssl_certfile, log_level="warning",
+                **_log_config(server.log_format),
                 **uvicorn_options(server))
     return 0
-
-
-def _setup_logging(level: str) -> None:
-    """pyllamacy's log lines on stderr (uvicorn keeps its own, at warning)."""
-    logger = logging.getLogger("pyllamacy")
-    if not any(getattr(h, "_pyllamacy", False) for h in logger.handlers):
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        h._pyllamacy = True
-        logger.addHandler(h)
-    logger.setLevel(level.upper())
-    logger.propagate = False
 
 
 if __name__ == "__main__":

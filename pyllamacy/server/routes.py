@@ -37,6 +37,7 @@ from ..pipeline.sampling import (GrammarCostError, SamplingParams, build_sampler
                                  check_grammar_cost, feed_history)
 from ..pipeline.text import TextEntry, TokenText, piece_text
 from .errors import ApiError, error_body
+from .logs import access
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .runner import EngineRunner, GenRequest, QueueFullError, RunnerClosedError
 from .state import ServerState
@@ -331,12 +332,15 @@ def _record(state: ServerState, runner: EngineRunner, route: str, req: GenReques
     m.latency_s(runner.name, route, took)
     if req.t_first is not None:
         m.ttft_s(runner.name, req.t_first - req.t_submit)
-    if log.isEnabledFor(logging.INFO):
-        ttft = "-" if req.t_first is None else f"{req.t_first - req.t_submit:.3f}s"
-        log.info("%s %s %d prompt=%d completion=%d ttft=%s total=%.3fs finish=%s", route,
-                 runner.name, status, n_prompt, req.n_tokens, ttft, took,
-                 req.finish_reason if isinstance(req.finish_reason, (str, type(None)))
-                 else type(req.finish_reason).__name__)
+    fin = req.finish_reason
+    access(log, method="POST", route=_ROUTE_PATHS.get(route, route), model=runner.name,
+           status=status, tokens_in=n_prompt, tokens_out=req.n_tokens, duration_s=took,
+           ttft_s=None if req.t_first is None else round(req.t_first - req.t_submit, 6),
+           finish_reason=fin if isinstance(fin, (str, type(None))) else type(fin).__name__)
+
+
+_ROUTE_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions",
+                "embeddings": "/v1/embeddings"}
 
 
 def _sse(obj) -> bytes:
@@ -688,13 +692,21 @@ async def embeddings(body: EmbeddingRequest, request: Request):
     try:
         vecs, total = await run_in_threadpool(state.embedders[runner.name].embed, inputs)
     except (ValueError, TypeError, LlamaError) as e:
-        raise ApiError(400, str(e), param="input") from None
+        msg = str(e)
+        if "outside the vocabulary" in msg:
+            msg += (f" of model {runner.name!r}. A client that tokenizes with tiktoken sends "
+                    "OpenAI's token ids, not this model's: have it send text (LangChain: "
+                    "OpenAIEmbeddings(check_embedding_ctx_length=False))")
+        raise ApiError(400, msg, param="input") from None
     if fmt == "base64":
         vecs = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii")
                 for v in vecs]
     state.metrics.request(runner.name, "embeddings", 200)
     state.metrics.tokens(runner.name, total, 0)
-    state.metrics.latency_s(runner.name, "embeddings", time.perf_counter() - t0)
+    took = time.perf_counter() - t0
+    state.metrics.latency_s(runner.name, "embeddings", took)
+    access(log, method="POST", route="/v1/embeddings", model=runner.name, status=200,
+           tokens_in=total, tokens_out=0, duration_s=took)
     return {"object": "list", "model": runner.name,
             "data": [{"object": "embedding", "embedding": v, "index": i}
                      for i, v in enumerate(vecs)],

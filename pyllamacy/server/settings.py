@@ -59,7 +59,8 @@ class ModelSettings(BaseModel):
                                              description="Draft tokens per step.")
     # context
     n_ctx: int = Field(N_CTX_SLOT, ge=0, description="Context of each slot, in tokens (0: the "
-                                                     "model's own).")
+                       "model's own); the server holds n_ctx x n_parallel. The command line's "
+                       "-c N gives the total instead, as llama-server's does.")
     n_batch: int = Field(N_BATCH, ge=1)
     n_ubatch: int = Field(N_UBATCH, ge=1)
     n_threads: Optional[int] = Field(None, ge=1)
@@ -135,6 +136,19 @@ class ServerSettings(BaseModel):
     disable_ping_events: bool = False
     log_level: str = Field("info", description="pyllamacy's log on stderr: debug, info (the "
                            "startup lines and one line per request), warning or error.")
+
+    log_format: str = Field("text", description="Log lines as text, or json: one JSON "
+                            "object per line (time, level, logger, message; a request's line "
+                            "adds method, route, model, status, tokens_in, tokens_out, "
+                            "duration_s).")
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, v: str) -> str:
+        v = v.lower()
+        if v not in ("text", "json"):
+            raise ValueError(f"log_format must be text or json, not {v!r}")
+        return v
 
     @field_validator("log_level")
     @classmethod
