@@ -27,6 +27,8 @@ from .routes import router
 from .routes_rerank import router as rerank_router
 from .routes_slots import router as slots_router
 from .routes_models import router as models_router
+from .routes_anthropic import router as anthropic_router
+from .routes_responses import router as responses_router
 from .trace import StepTrace, TraceMiddleware
 from .settings import ModelSettings, ServerSettings
 from .state import ServerState
@@ -174,6 +176,8 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
     app.include_router(rerank_router)
     app.include_router(slots_router)
     app.include_router(models_router)
+    app.include_router(anthropic_router)
+    app.include_router(responses_router)
     app.add_middleware(_BodyLimit, limit=server_settings.max_body_bytes)
     if server_settings.api_key:
         app.add_middleware(_Auth, api_key=server_settings.api_key)

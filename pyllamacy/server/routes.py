@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from typing import AsyncIterator, List, Optional, Tuple
+from typing import Any, AsyncIterator, Callable, List, Optional, Tuple
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -350,21 +350,29 @@ def _sse(obj) -> bytes:
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def _openai_event(obj: dict):
+    return _sse(obj), "error" in obj
+
+
 def _sse_response(request: Request, state: ServerState, runner: EngineRunner, route: str,
                   reqs: List[GenRequest], n_prompt: int, t0: float,
-                  objects: AsyncIterator[dict]) -> StreamingResponse:
-    """Stream `objects` (chunks, or an error body: status 500) as Server-Sent Events ending
-    with [DONE]; record the requests when the stream ends (499 when the client left).
-    A client that leaves has its requests cancelled at once (_ClientWatch)."""
+                  objects: AsyncIterator[Any], encode: Callable = _openai_event,
+                  end: bytes = b"data: [DONE]\n\n") -> StreamingResponse:
+    """Stream `objects` as Server-Sent Events: encode(obj) -> (bytes, is_error) (OpenAI's
+    `data:` lines by default; an error makes the recorded status 500), then `end` (OpenAI's
+    [DONE]); record the requests when the stream ends (499 when the client left). A client
+    that leaves has its requests cancelled at once (_ClientWatch)."""
     async def gen():
         status = 200
         watch = _ClientWatch(request, runner, reqs)
         try:
             async for obj in objects:
-                if "error" in obj:
+                data, failed = encode(obj)
+                if failed:
                     status = 500
-                yield _sse(obj)
-            yield b"data: [DONE]\n\n"
+                yield data
+            if end:
+                yield end
         except _Disconnected:
             status = 499
         finally:
@@ -577,8 +585,67 @@ async def completions(body: CompletionRequest, request: Request):
 
 # -- /v1/chat/completions ----------------------------------------------------------------------
 
-@router.post("/v1/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request):
+class ChatJob:
+    """A chat request submitted to its model's runner: what the chat route and the routes
+    built on it (Anthropic's /v1/messages, /v1/responses) answer from. chunks() streams the
+    chat.completion.chunk dicts (the include_usage chunk last when asked); result() waits
+    for the chat.completion dict (None when the client left)."""
+
+    def __init__(self, request: Request, state: ServerState, runner: EngineRunner, creq,
+                 reqs: List[GenRequest], tts: List[TokenText], n_prompt: int, want: bool,
+                 with_usage: bool, t0: float, route: str):
+        self.request, self.state, self.runner = request, state, runner
+        self.creq, self.reqs, self.tts = creq, reqs, tts
+        self.n_prompt, self.want, self.with_usage, self.t0 = n_prompt, want, with_usage, t0
+        self.route = route
+        self.meta = ResponseMeta.chat(runner.name)
+
+    def usage(self):
+        return usage(self.n_prompt, sum(tt.n_tokens for tt in self.tts))
+
+    async def chunks(self):
+        reqs, tts, meta = self.reqs, self.tts, self.meta
+        streams = [ChatChunks(meta, i, ChatDeltas(self.creq), self.want)
+                   for i in range(len(reqs))]
+        for cs in streams:
+            yield cs.start()
+        async for i, (text, entries, done) in _merged(
+                [_texts(self.request, self.runner, r, tt) for r, tt in zip(reqs, tts)]):
+            for c in streams[i].push(text, entries):
+                yield c
+            if done:
+                tt = tts[i]
+                if tt.finish_reason == "error":
+                    yield error_body(500, _error_message(tt), "server_error")
+                    return
+                for c in streams[i].finish(tt.finish_reason):
+                    yield c
+        if self.with_usage:
+            yield usage_chunk(meta, "chat.completion.chunk", self.usage())
+
+    def sse(self, objects: Optional[AsyncIterator[Any]] = None, **kw) -> StreamingResponse:
+        """The streamed answer: chunks() (or `objects` made from them) as Server-Sent Events."""
+        return _sse_response(self.request, self.state, self.runner, self.route, self.reqs,
+                             self.n_prompt, self.t0,
+                             self.chunks() if objects is None else objects, **kw)
+
+    async def result(self) -> Optional[dict]:
+        results = await _collect_n(self.request, self.state, self.runner, self.route,
+                                   self.reqs, self.n_prompt, self.tts, self.t0)
+        if results is None:
+            return None
+        choices = []
+        for i, ((text, entries), tt) in enumerate(zip(results, self.tts)):
+            message, finish = await run_in_threadpool(chat_message, self.creq, text,
+                                                      tt.finish_reason)
+            choices.append(chat_choice(i, message, finish, entries if self.want else None))
+        return chat_response(self.meta, choices, self.usage())
+
+
+async def start_chat(body: ChatCompletionRequest, request: Request,
+                     route: str = "chat") -> ChatJob:
+    """Check a chat request, render its prompt, submit its choices: the chat pipeline of
+    every front end. ApiError (4xx) for a bad request."""
     t0 = time.perf_counter()
     state = _state(request)
     runner = await state.acquire(body.model)
@@ -631,38 +698,35 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                            deadlines=_deadlines(state, body),
                            grammar_field=("grammar" if body.grammar else "response_format"
                                           if body.response_format else "tools"))
-    meta = ResponseMeta.chat(runner.name)
     tts = [TokenText(creq.stop) for _ in reqs]
+    return ChatJob(request, state, runner, creq, reqs, tts, n_prompt, want, with_usage, t0,
+                   route)
 
+
+async def count_chat_tokens(body: ChatCompletionRequest, request: Request) -> int:
+    """The prompt tokens a chat request would take (its template rendered, nothing run)."""
+    state = _state(request)
+    runner = await state.acquire(body.model)
+    _checked(check_messages, body.messages)
+    target = state.chat_targets[runner.name]
+    try:
+        creq = await run_in_threadpool(
+            prepare_chat, target, body.messages, tools=body.tools,
+            tool_choice=body.tool_choice, response_format=body.response_format,
+            chat_template_kwargs=body.chat_template_kwargs)
+    except (ValueError, TypeError, KeyError, ChatTemplateError, SchemaError,
+            ChatParseError, LlamaError) as e:
+        raise ApiError(400, f"{type(e).__name__}: {e}") from None
+    return len(creq.prompt_tokens)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    job = await start_chat(body, request)
     if body.stream:
-        async def chunks():
-            streams = [ChatChunks(meta, i, ChatDeltas(creq), want) for i in range(len(reqs))]
-            for cs in streams:
-                yield cs.start()
-            async for i, (text, entries, done) in _merged(
-                    [_texts(request, runner, r, tt) for r, tt in zip(reqs, tts)]):
-                for c in streams[i].push(text, entries):
-                    yield c
-                if done:
-                    tt = tts[i]
-                    if tt.finish_reason == "error":
-                        yield error_body(500, _error_message(tt), "server_error")
-                        return
-                    for c in streams[i].finish(tt.finish_reason):
-                        yield c
-            if with_usage:
-                yield usage_chunk(meta, "chat.completion.chunk",
-                                  usage(n_prompt, sum(tt.n_tokens for tt in tts)))
-        return _sse_response(request, state, runner, "chat", reqs, n_prompt, t0, chunks())
-
-    results = await _collect_n(request, state, runner, "chat", reqs, n_prompt, tts, t0)
-    if results is None:
-        return _client_left()
-    choices = []
-    for i, ((text, entries), tt) in enumerate(zip(results, tts)):
-        message, finish = await run_in_threadpool(chat_message, creq, text, tt.finish_reason)
-        choices.append(chat_choice(i, message, finish, entries if want else None))
-    return chat_response(meta, choices, usage(n_prompt, sum(tt.n_tokens for tt in tts)))
+        return job.sse()
+    out = await job.result()
+    return _client_left() if out is None else out
 
 
 # -- /v1/embeddings ----------------------------------------------------------------------------

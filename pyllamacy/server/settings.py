@@ -193,6 +193,11 @@ class ServerSettings(BaseModel):
         "--slot-save-path): request file names are plain names inside it. None: save and "
         "restore are refused (erase and GET /slots work).")
 
+    # /v1/responses (store: true): kept for previous_response_id and GET /v1/responses/{id}
+    responses_max: int = Field(1000, ge=1, description="Most stored responses (/v1/responses); "
+                               "the oldest go first.")
+    responses_ttl_s: float = Field(3600.0, gt=0, allow_inf_nan=False, description="Seconds a "
+                                   "stored response is kept.")
     # models loaded on demand (llama-server's router, Ollama)
     models_dir: Optional[str] = Field(
         None, description="Also serve every *.gguf file of this folder, named by its file name "

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from ..chat import prestart_sandbox, sandbox_max_workers
 from ..embeddings import embed_texts
 from ..loading import LoadedModel, load
+from ..pipeline.responses_api import ResponseStore
 from ..rerank import rank_documents
 from .errors import ApiError
 from .metrics import Metrics
@@ -134,6 +135,9 @@ class ServerState:
         self.embedders: Dict[str, EmbeddingWorker] = {}
         self.chat_targets: Dict[str, ChatTarget] = {}
         self.entries: Dict[str, _Entry] = {}
+        # /v1/responses: stored responses for previous_response_id (bounded)
+        self.responses = ResponseStore(max_entries=server_settings.responses_max,
+                                       ttl_s=server_settings.responses_ttl_s)
         for ms in model_settings:
             name = ms.model_alias or ms.model
             self.entries[name] = _Entry(name, ms)
