@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 import warnings
 from collections import deque
 from typing import (Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union)
@@ -43,6 +44,9 @@ from .defaults import (ENUM_UNSPECIFIED, LAST_N_TOKENS_SIZE, LORA_SCALE, MAIN_GP
                        N_CTX, N_GPU_LAYERS, N_UBATCH, SEED_RANDOM, SPLIT_MODE, USE_MLOCK,
                        USE_MMAP, normalize_seed)
 from .embeddings import embed_texts
+from .pipeline.responses_api import (ResponseEventStream, ResponseStore, new_response_id,
+                                     response_object)
+from .pipeline.responses_api import parse_request as parse_response_request
 from .rerank import check_rerank_request, rank_documents, rerank_response
 from .loading import LoadedModel, load
 from .llama_cache import (BaseLlamaCache, LlamaCache, LlamaDiskCache,  # noqa: F401
@@ -57,7 +61,7 @@ from .pipeline.options import (chat_logprobs_count, completion_logprobs_count, s
 from .pipeline.prompts import infill_tokens, prompt_tokens
 from .pipeline.responses import (ChatChunks, ResponseMeta, chat_choice, chat_response,
                                  completion_choice, completion_chunk, completion_response,
-                                 echo_entries, usage)
+                                 echo_entries, usage, usage_chunk)
 from .pipeline.sampling import SamplingParams, build_sampler, feed_history
 from .pipeline.text import (LogprobEntry, TextEntry, TokenText, join_pieces, logprob_entry,
                             piece_text)
@@ -74,6 +78,9 @@ LLAMA_DEFAULT_SEED = SEED_RANDOM      # llama.cpp's name: a random seed per call
 _IGNORED_KWARGS = frozenset({"numa", "mul_mat_q", "f16_kv", "low_vram", "n_gqa", "rms_norm_eps",
                              "n_parts"})
 
+# chat-request fields of a Responses request that Llama.create_chat_completion does not take
+_NOT_FOR_LLAMA_CHAT = frozenset({"model", "user"})
+_FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 _GOLDEN = 0x9E3779B1
 
 
@@ -1171,7 +1178,23 @@ class Llama:
         logprobs/top_logprobs and the sampling settings of create_completion().
         See pyllamacy.chat."""
         self._check()
-        return _create_chat_completion(self, messages, **kwargs)
+        opts = kwargs.pop("stream_options", None)
+        if opts is not None and (not isinstance(opts, dict) or
+                                 not isinstance(opts.get("include_usage", False), bool)):
+            raise ValueError(f"stream_options must be {{'include_usage': bool}}, got {opts!r}")
+        out = _create_chat_completion(self, messages, **kwargs)
+        if opts and opts.get("include_usage") and kwargs.get("stream"):
+            return self._with_usage_chunk(out)
+        return out
+
+    def _with_usage_chunk(self, chunks):
+        """OpenAI's stream_options.include_usage: the stream, then a chunk without choices
+        that carries the usage (of the chat this Llama streamed last)."""
+        self._stream_usage = None
+        yield from chunks
+        if self._stream_usage is not None:
+            meta, use = self._stream_usage
+            yield usage_chunk(meta, "chat.completion.chunk", use)
 
     def complete_chat(self, request: ChatRequest, prompt=None, *,
                       max_tokens: Optional[int] = None, temperature: float = 0.2,
@@ -1218,6 +1241,8 @@ class Llama:
         for text, entries in self._completion_events(run):
             yield from chunks.push(text, entries)
         yield from chunks.finish(run["finish_reason"])
+        self._stream_usage = (run["meta"], usage(len(run["prompt_tokens"]),
+                                                 run["completion_tokens"]))
 
     def create_chat_completion_openai_v1(self, *args, **kwargs):
         """create_chat_completion() returning the openai package's types (ChatCompletion, or
@@ -1234,6 +1259,60 @@ class Llama:
         if stream:
             return (ChatCompletionChunk.model_validate(chunk) for chunk in result)
         return ChatCompletion.model_validate(result)
+
+    # -- OpenAI's Responses API ----------------------------------------------------------------
+
+    def create_response(self, **body):
+        """OpenAI's Responses API on this model, the shape of the server's POST /v1/responses:
+        `input` (a string or items), `instructions`, function `tools`, `tool_choice`,
+        `text={"format": ...}`, `max_output_tokens`, `temperature`, ... -> a Response dict;
+        stream=True -> an iterator of the Responses events (response.created ...
+        response.completed). Responses are kept (store=True, the default) in this Llama's
+        bounded store, for `previous_response_id` and retrieve_response(). A bad field is a
+        ValueError naming it (pyllamacy.pipeline.responses_api.ResponsesRequestError); an
+        unknown previous_response_id is a KeyError (ResponseNotFound)."""
+        self._check()
+        req = parse_response_request(body, self._responses)
+        chat = {k: v for k, v in req.chat.items() if k not in _NOT_FOR_LLAMA_CHAT}
+        rid, created = new_response_id(), int(time.time())
+        model = self.model_path
+        if req.stream:
+            return self._response_events(req, chat, rid, created, model)
+        out = self.create_chat_completion(**chat)
+        resp = response_object(out, body, rid, created)
+        resp["model"] = body.get("model") or model
+        if req.store:
+            self._responses.put(resp, req.input_items)
+        return resp
+
+    def _response_events(self, req, chat, rid, created, model):
+        stream = ResponseEventStream(req.body, rid, created, req.body.get("model") or model)
+        yield from stream.start()
+        final = None
+        for chunk in self.create_chat_completion(**chat):
+            for ev in stream.feed(chunk):
+                final = ev if ev["type"] in _FINAL_EVENTS else final
+                yield ev
+        if final is None:
+            for ev in stream.finish():
+                final = ev if ev["type"] in _FINAL_EVENTS else final
+                yield ev
+        if req.store and final is not None and final["type"] != "response.failed":
+            self._responses.put(final["response"], req.input_items)
+
+    def retrieve_response(self, response_id: str) -> dict:
+        """A response stored by create_response (KeyError if it is not, or no longer, kept)."""
+        return self._responses.get(response_id)
+
+    def delete_response(self, response_id: str) -> dict:
+        return self._responses.delete(response_id)
+
+    @property
+    def _responses(self) -> ResponseStore:
+        store = self.__dict__.get("_response_store")
+        if store is None:
+            store = self.__dict__["_response_store"] = ResponseStore()
+        return store
 
     # -- reranking ----------------------------------------------------------------------------
 
