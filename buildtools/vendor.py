@@ -141,12 +141,18 @@ def _extract_python_sources(tar: tarfile.TarFile, pin: dict, tmpdir: Path) -> No
     _install_tree(staging, PY_SOURCE_DIR, pin)
 
 
-def fetch(force: bool = False, archive: Path | None = None) -> Path:
+def fetch(force: bool = False, archive: Path | None = None,
+          python_sources: bool = True) -> Path:
     """Make sure vendor/llama.cpp holds the pinned source (and vendor/llama_cpp_python the
-    pinned llama-cpp-python modules); return the llama.cpp path."""
+    pinned llama-cpp-python modules, which only the tests read); return the llama.cpp path.
+    python_sources=False (a build): the Python modules are extracted when the archive is
+    fetched for llama.cpp anyway, never fetched for their own sake (offline builds of an
+    existing tree stay offline)."""
     pin = load_pin()
     need_cpp = force or not _stamped(VENDOR_DIR, pin)
     need_py = force or not _stamped(PY_SOURCE_DIR, pin)
+    if not need_cpp and not python_sources and archive is None:
+        need_py = False
     if not (need_cpp or need_py):
         return VENDOR_DIR
     with tempfile.TemporaryDirectory(prefix="pyllamacy-vendor-") as tmp:
@@ -169,7 +175,7 @@ def source_dir() -> Path:
             raise VendorError(f"{ENV_DIR}={env} does not look like a llama.cpp checkout "
                               "(no include/llama.h)")
         return p
-    return fetch()
+    return fetch(python_sources=False)
 
 
 def _main(argv) -> None:
