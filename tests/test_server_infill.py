@@ -35,7 +35,8 @@ MODELS = {"sc": ("starcoder", {"fim_rep_token_id": 5, "fim_sep_token_id": 6}),
           "nofim": ("gpt-2", None)}
 
 CODE = "def add(a, b):\n    return a + b\n\n"
-SMALL = dict(input_prefix="import os\n\ndef area(w, h):\n    ", input_suffix="\n\nprint(area(2, 3))\n",
+SMALL = dict(input_prefix="import os\n\ndef area(w, h):\n    ",
+             input_suffix="\n\nprint(area(2, 3))\n",
              prompt="return", input_extra=[{"filename": "util.py", "text": CODE},
                                            {"text": "x = 1\n"}])
 # over every budget: prefix > 3/4 n_batch, suffix > n_batch/4, extras > n_ctx - n_batch - 2n

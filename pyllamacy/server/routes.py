@@ -583,7 +583,7 @@ async def completions(body: CompletionRequest, request: Request):
     return completion_response(meta, choices, usage(n_prompt, n_completion))
 
 
-# -- one completion for other front ends (llama-server's /infill) -----------------------------------
+# -- one completion for other front ends (llama-server's /infill) ------------------------------
 
 class CompletionJob:
     """One prompt of tokens, one choice, submitted to its model's runner: what routes that
