@@ -327,6 +327,9 @@ cdef class Model:
     def token_fim_pre(self): self._check(); return L.llama_vocab_fim_pre(self._vocab)
     def token_fim_suf(self): self._check(); return L.llama_vocab_fim_suf(self._vocab)
     def token_fim_mid(self): self._check(); return L.llama_vocab_fim_mid(self._vocab)
+    def token_fim_pad(self): self._check(); return L.llama_vocab_fim_pad(self._vocab)
+    def token_fim_rep(self): self._check(); return L.llama_vocab_fim_rep(self._vocab)
+    def token_fim_sep(self): self._check(); return L.llama_vocab_fim_sep(self._vocab)
 
     @property
     def add_bos(self):

@@ -4,7 +4,7 @@ adapters for it. F32 everywhere, so that tests can compare llama.cpp's result wi
 merged here in numpy."""
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -50,9 +50,14 @@ def tiny_weights(n_vocab: int, seed: int = 0) -> Dict[str, np.ndarray]:
     return t
 
 
-def write_tiny_model(path: str, tokenizer_src: str, weights: Dict[str, np.ndarray]) -> None:
+def write_tiny_model(path: str, tokenizer_src: str, weights: Dict[str, np.ndarray],
+                     token_ids: Optional[Dict[str, int]] = None) -> None:
+    """token_ids: extra tokenizer.ggml.<name> ids to set (e.g. {"fim_rep_token_id": 5}), for a
+    vocabulary whose special tokens llama.cpp does not find by their text."""
     w = gguf.GGUFWriter(path, arch="llama")
     n_vocab = _copy_tokenizer(tokenizer_src, w)
+    for key, tid in (token_ids or {}).items():
+        w.add_uint32(f"tokenizer.ggml.{key}", tid)
     E = TINY["n_embd"]
     w.add_name("tiny random llama")
     w.add_block_count(TINY["n_layer"])

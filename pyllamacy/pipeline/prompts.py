@@ -6,30 +6,94 @@ a message meant for the caller (the server answers it with 400).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .checks import FieldError, check_text
 
-__all__ = ["prompt_tokens", "infill_tokens"]
+__all__ = ["prompt_tokens", "infill_tokens", "InfillLimits", "InfillUnsupportedError"]
+
+
+class InfillUnsupportedError(ValueError):
+    """The model has no fill-in-the-middle tokens (FIM prefix / suffix / middle)."""
+
+
+@dataclass(frozen=True)
+class InfillLimits:
+    """llama-server /infill's budget for the parts of a FIM prompt: the prefix keeps its last
+    3/4 of `n_batch` tokens, the suffix its first n_batch/4 - 2 - (typed tokens), and the
+    other files' chunks (repo-level context) the last n_ctx - n_batch - 2 * n_predict tokens
+    (n_ctx: a slot's context; n_predict: the tokens the request asks for)."""
+    n_batch: int
+    n_ctx: int
+    n_predict: int = 0
+
+
+# a chunk of another file without a FIM file-separator token: a text line around it
+_SNIPPET_SEPARATOR = "\n\n--- snippet ---\n\n"
+_REPO_NAME = "myproject"          # llama-server's project name line after FIM_REP
+_FILE_NAME = "filename"           # and its name of the file being edited
+
+
+def _fim_ids(model, name: str) -> Tuple[int, int, int]:
+    pre, suf, mid = model.token_fim_pre(), model.token_fim_suf(), model.token_fim_mid()
+    missing = [what for what, t in (("prefix", pre), ("suffix", suf), ("middle", mid)) if t < 0]
+    if missing:
+        raise InfillUnsupportedError(
+            f"fill-in-the-middle (infill) needs a model with FIM prefix/suffix/middle tokens; "
+            f"{name} has none (missing: {', '.join(missing)})")
+    return pre, suf, mid
+
+
+def _repo_tokens(model, extra: Sequence[Tuple[str, str]]) -> List[int]:
+    """The repo-level context: FIM_REP "myproject\\n", then per chunk FIM_SEP "<filename>\\n"
+    and its text (a "--- snippet ---" line instead of FIM_SEP for a model without one), then
+    FIM_SEP "filename\\n" for the file being edited (the layout of Qwen2.5-Coder's paper,
+    arXiv 2409.12186, as llama-server writes it)."""
+    def tok(text: str) -> List[int]:
+        return model.tokenize(text.encode("utf-8"), add_special=False, parse_special=False) \
+            if text else []
+    rep, sep = model.token_fim_rep(), model.token_fim_sep()
+    out: List[int] = []
+    if rep >= 0:
+        out += [rep] + tok(_REPO_NAME + "\n")
+    for filename, text in extra:
+        out += ([sep] + tok(filename + "\n")) if sep >= 0 else tok(_SNIPPET_SEPARATOR)
+        out += tok(text)
+    if sep >= 0:
+        out += [sep] + tok(_FILE_NAME + "\n")
+    return out
 
 
 def infill_tokens(model, prefix_tokens: Sequence[int], suffix_tokens: Sequence[int],
-                  spm_infill: bool = False, name: str = "this model") -> List[int]:
-    """The fill-in-the-middle prompt: [BOS] FIM_PRE prefix FIM_SUF suffix FIM_MID (the suffix
-    part first with spm_infill). ValueError when the model has no FIM tokens."""
-    pre, suf, mid = model.token_fim_pre(), model.token_fim_suf(), model.token_fim_mid()
-    if min(pre, suf, mid) < 0:
-        raise ValueError(f"suffix= (fill-in-the-middle) needs a model with FIM prefix/suffix/"
-                         f"middle tokens; {name} has none")
-    prefix_part = [pre] + list(prefix_tokens)
-    suffix_part = [suf] + list(suffix_tokens)
-    toks = (suffix_part + prefix_part) if spm_infill else (prefix_part + suffix_part)
+                  spm_infill: bool = False, name: str = "this model", *,
+                  typed: Sequence[int] = (), extra: Optional[Sequence[Tuple[str, str]]] = None,
+                  limits: Optional[InfillLimits] = None) -> List[int]:
+    """The fill-in-the-middle prompt: [BOS] FIM_PRE prefix typed FIM_SUF suffix FIM_MID (the
+    FIM_SUF part first with spm_infill), for Llama(suffix=), /v1/completions' suffix and
+    /infill. `typed`: the tokens of the line being typed (/infill's `prompt`), after the
+    prefix. `extra`: [(filename, text)] of other files (/infill's input_extra; [] for none):
+    the repo-level context (_repo_tokens) goes first, before BOS. `limits`: cut the parts to
+    llama-server /infill's budget (InfillLimits); None: nothing is cut.
+    InfillUnsupportedError (a ValueError) when the model has no FIM tokens."""
+    pre, suf, mid = _fim_ids(model, name)
+    prefix, suffix, typed = list(prefix_tokens), list(suffix_tokens), list(typed)
+    repo = _repo_tokens(model, extra) if extra is not None else []
+    if limits is not None:
+        quarter = limits.n_batch // 4
+        n_prefix = min(len(prefix), 3 * quarter)
+        prefix = prefix[len(prefix) - n_prefix:]
+        suffix = suffix[:max(0, quarter - (2 + len(typed)))]
+        n_repo = min(max(0, limits.n_ctx - limits.n_batch - 2 * limits.n_predict), len(repo))
+        repo = repo[len(repo) - n_repo:]
+    prefix_part = [pre] + prefix + typed
+    suffix_part = [suf] + suffix
+    first, second = (suffix_part, prefix_part) if spm_infill else (prefix_part, suffix_part)
     bos = model.token_bos()
-    if model.add_bos and bos >= 0:
-        toks = [bos] + toks
-    return toks + [mid]
+    lead = [bos] if model.add_bos and bos >= 0 else []
+    return repo + lead + first + second + [mid]
 
 
 class _ModelTokenizer:

@@ -29,6 +29,7 @@ from .routes_slots import router as slots_router
 from .routes_models import router as models_router
 from .routes_anthropic import router as anthropic_router
 from .routes_responses import router as responses_router
+from .routes_infill import router as infill_router
 from .trace import StepTrace, TraceMiddleware
 from .settings import ModelSettings, ServerSettings
 from .state import ServerState
@@ -178,6 +179,7 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
     app.include_router(models_router)
     app.include_router(anthropic_router)
     app.include_router(responses_router)
+    app.include_router(infill_router)
     app.add_middleware(_BodyLimit, limit=server_settings.max_body_bytes)
     if server_settings.api_key:
         app.add_middleware(_Auth, api_key=server_settings.api_key)

@@ -340,7 +340,7 @@ def _record(state: ServerState, runner: EngineRunner, route: str, req: GenReques
 
 
 _ROUTE_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions",
-                "embeddings": "/v1/embeddings"}
+                "embeddings": "/v1/embeddings", "infill": "/infill"}
 
 
 def _sse(obj) -> bytes:
@@ -581,6 +581,95 @@ async def completions(body: CompletionRequest, request: Request):
                                          lp(entries)))
     n_completion = 0 if prompt_only else sum(tt.n_tokens for tt in tts)
     return completion_response(meta, choices, usage(n_prompt, n_completion))
+
+
+# -- one completion for other front ends (llama-server's /infill) ------------------------------
+
+class CompletionJob:
+    """One prompt of tokens, one choice, submitted to its model's runner: what routes that
+    answer in a shape of their own (llama-server's /infill) build on. texts() yields (text,
+    done) as text is released; result() waits for the whole text (None when the client left);
+    sse() streams objects made from texts(). Once done: finish_reason ("stop", "length",
+    "error"), stop_hit (the stop string that ended it), n_tokens, timings()."""
+
+    def __init__(self, request: Request, state: ServerState, runner: EngineRunner,
+                 req: GenRequest, tt: TokenText, n_prompt: int, t0: float, route: str):
+        self.request, self.state, self.runner = request, state, runner
+        self.req, self.tt, self.n_prompt, self.t0, self.route = req, tt, n_prompt, t0, route
+        self.t_done: Optional[float] = None
+
+    @property
+    def finish_reason(self) -> Optional[str]:
+        return self.tt.finish_reason
+
+    @property
+    def stop_hit(self) -> Optional[str]:
+        return self.tt.stop_hit
+
+    @property
+    def n_tokens(self) -> int:
+        return self.tt.n_tokens
+
+    @property
+    def error_message(self) -> str:
+        return _error_message(self.tt)
+
+    def timings(self) -> dict:
+        """llama-server's `timings`: prompt and generation times (ms) and rates (from the
+        submit to the first token, and from there to the end)."""
+        req = self.req
+        end = self.t_done if self.t_done is not None else time.perf_counter()
+        first = req.t_first if req.t_first is not None else end
+        prompt_ms, predicted_ms = (first - req.t_submit) * 1000.0, (end - first) * 1000.0
+        n_gen = self.tt.n_tokens
+
+        def rate(n, ms):
+            return (ms / n if n else 0.0), (1000.0 * n / ms if ms > 0 else 0.0)
+        p_tok, p_sec = rate(self.n_prompt, prompt_ms)
+        g_tok, g_sec = rate(n_gen, predicted_ms)
+        return {"prompt_n": self.n_prompt, "prompt_ms": prompt_ms,
+                "prompt_per_token_ms": p_tok, "prompt_per_second": p_sec,
+                "predicted_n": n_gen, "predicted_ms": predicted_ms,
+                "predicted_per_token_ms": g_tok, "predicted_per_second": g_sec}
+
+    async def texts(self) -> AsyncIterator[Tuple[str, bool]]:
+        """(text, done) until the end (done True once, with what was held back)."""
+        async for text, _entries, done in _texts(self.request, self.runner, self.req, self.tt):
+            if done:
+                self.t_done = time.perf_counter()
+            yield text, done
+
+    def sse(self, objects: AsyncIterator[Any], **kw) -> StreamingResponse:
+        """`objects` (made from texts()) as Server-Sent Events (see _sse_response)."""
+        return _sse_response(self.request, self.state, self.runner, self.route, [self.req],
+                             self.n_prompt, self.t0, objects, **kw)
+
+    async def result(self) -> Optional[str]:
+        """The whole text; None when the client left; ApiError(500) when generation failed."""
+        out = await _collect_n(self.request, self.state, self.runner, self.route, [self.req],
+                               self.n_prompt, [self.tt], self.t0)
+        self.t_done = time.perf_counter()
+        return None if out is None else out[0][0]
+
+
+async def start_completion(body: CompletionRequest, request: Request, runner: EngineRunner,
+                           tokens: List[int], route: str = "completions",
+                           prompt_only: bool = False) -> CompletionJob:
+    """Submit `tokens` (a prompt made by the caller) with `body`'s sampling, stop, lora,
+    seed, max_tokens and deadline fields, as /v1/completions does: one choice (body.n is not
+    used), no logprobs. prompt_only: evaluate the prompt, generate nothing kept (max_tokens 0
+    as /v1/completions' echo). ApiError (4xx) for a bad request."""
+    t0 = time.perf_counter()
+    state = _state(request)
+    stop = _checked(stop_strings, body.stop, _MAX_STOPS)
+    sp = _sampling(state, body)
+    loras = _lora(runner, body.lora)
+    max_tokens = 1 if prompt_only else _max_tokens(state, runner, body.max_tokens, len(tokens))
+    if prompt_only:
+        _max_tokens(state, runner, None, len(tokens))      # the prompt must still fit
+    req = await _submit(state, runner, tokens, sp, body.seed, max_tokens, stop, loras=loras,
+                        deadlines=_deadlines(state, body))
+    return CompletionJob(request, state, runner, req, TokenText(stop), len(tokens), t0, route)
 
 
 # -- /v1/chat/completions ----------------------------------------------------------------------
