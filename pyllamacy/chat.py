@@ -42,7 +42,8 @@ from .grammars import schema_to_grammar
 from .llama_types import LlamaGrammar
 
 __all__ = ["create_chat_completion", "register_chat_format", "ChatFormatterResponse",
-           "ChatRequest", "prepare_chat", "chat_message", "ChatDeltas",
+           "ChatRequest", "prepare_chat", "chat_message", "ChatDeltas", "REASONING_FORMATS",
+           "REASONING_EFFORTS", "check_reasoning_format",
            "schema_to_grammar", "render_chat", "ChatTemplateError", "ChatTemplateLimitError",
            "SchemaError", "ChatParseError", "set_limits", "get_limits", "prestart_sandbox",
            "sandbox_max_workers"]
@@ -128,13 +129,18 @@ def render_chat(template: str, messages: List[dict], *, bos_token: str = "",
                 eos_token: str = "", tools=None, tool_choice: str = "auto", json_schema=None,
                 add_generation_prompt: bool = True, parallel_tool_calls: bool = False,
                 chat_template_kwargs: Optional[dict] = None, reasoning_format: str = "none",
-                now: Optional[float] = None) -> dict:
+                enable_thinking: bool = True, now: Optional[float] = None) -> dict:
     """Render `messages` with a Jinja chat template through llama.cpp's chat layer in the
-    sandbox; returns its answer (prompt, grammar, parser, ...; see csrc/chat_shim.h)."""
+    sandbox; returns its answer (prompt, grammar, parser, ...; see csrc/chat_shim.h).
+
+    reasoning_format: "none" builds a parser that leaves the reply's thinking in content,
+    the others one that separates it (see REASONING_FORMATS). enable_thinking: the template's
+    `enable_thinking` (chat_template_kwargs may override it, as in llama-server)."""
     req = {"template": template, "bos_token": bos_token, "eos_token": eos_token,
            "messages": messages, "tools": tools or None, "tool_choice": tool_choice,
            "json_schema": json_schema, "add_generation_prompt": add_generation_prompt,
            "parallel_tool_calls": parallel_tool_calls, "reasoning_format": reasoning_format,
+           "enable_thinking": bool(enable_thinking),
            "chat_template_kwargs": chat_template_kwargs or {}}
     if now is not None:
         req["now"] = now
@@ -256,6 +262,58 @@ def _response_schema(response_format, allow_unconstrained_patterns=False):
         return schema if schema else {"type": "object"}
     raise ValueError(f"response_format type must be 'text', 'json_object' or 'json_schema', "
                      f"got {typ!r}")
+
+
+# -- reasoning (thinking models) -------------------------------------------------------------------
+
+# llama-server's --reasoning-format / request "reasoning_format" (llama.cpp's
+# common_reasoning_format names): "none" leaves the thinking in content as the model wrote it;
+# "auto" and "deepseek" put it in message.reasoning_content (and stream it as
+# delta.reasoning_content). "deepseek-legacy" is documented by llama.cpp to keep the <think>
+# text in streamed content too, but the pinned llama.cpp's parser does not read that flag, so
+# llama-server treats it as "deepseek"; so does pyllamacy. llama-server's default is deepseek
+# (its help says auto: the same parser).
+REASONING_FORMATS = ("auto", "deepseek", "deepseek-legacy", "none")
+DEFAULT_REASONING_FORMAT = "auto"
+# OpenAI's reasoning_effort values (and llama-server's --reasoning-effort levels)
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
+def check_reasoning_format(value, where: str = "reasoning_format") -> str:
+    """`value` if it is one of REASONING_FORMATS, else ValueError naming `where`."""
+    if value not in REASONING_FORMATS:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
+        raise ValueError(f"{where} must be one of {', '.join(REASONING_FORMATS)}, got {shown}")
+    return value
+
+
+def _reasoning_options(reasoning_effort, chat_template_kwargs):
+    """-> (template kwargs, enable_thinking), as llama-server derives them from a request:
+    chat_template_kwargs.enable_thinking (a boolean) switches thinking on or off;
+    reasoning_effort "none" switches it off, another level is given to the template as
+    chat_template_kwargs.reasoning_effort (gpt-oss and others read it)."""
+    if chat_template_kwargs is not None and not isinstance(chat_template_kwargs, dict):
+        raise TypeError(f"chat_template_kwargs must be a dict, not "
+                        f"{type(chat_template_kwargs).__name__}")
+    kwargs = dict(chat_template_kwargs or {})
+    enable_thinking = True
+    if "enable_thinking" in kwargs:
+        v = kwargs["enable_thinking"]
+        if not isinstance(v, bool):
+            raise ValueError(f"chat_template_kwargs.enable_thinking must be a boolean, got "
+                             f"{v!r}"[:200])
+        enable_thinking = v
+    if reasoning_effort is not None:
+        if reasoning_effort not in REASONING_EFFORTS:
+            shown = repr(reasoning_effort)[:60]
+            raise ValueError(f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}, "
+                             f"got {shown}")
+        if reasoning_effort == "none":
+            enable_thinking = False
+            kwargs.pop("reasoning_effort", None)
+        else:
+            kwargs["reasoning_effort"] = reasoning_effort
+    return kwargs, enable_thinking
 
 
 # -- the generic tool-call scheme (templates without their own) -----------------------------------
@@ -417,7 +475,7 @@ def _word_trigger_regex(word: str) -> str:
 
 
 def _plan(llama, messages, tools, mode, forced_name, schema, user_grammar, parallel,
-          chat_template_kwargs) -> _Plan:
+          chat_template_kwargs, reasoning_format="none", enable_thinking=True) -> _Plan:
     info = _template_info(llama)
     model = llama.model
     plan = _Plan()
@@ -430,7 +488,8 @@ def _plan(llama, messages, tools, mode, forced_name, schema, user_grammar, paral
         template = info.tool_use
     use_tools = bool(tools) and mode != "none"
     kw = dict(bos_token=info.bos, eos_token=info.eos, chat_template_kwargs=chat_template_kwargs,
-              parallel_tool_calls=parallel)
+              parallel_tool_calls=parallel, reasoning_format=reasoning_format,
+              enable_thinking=enable_thinking)
 
     r = render_chat(template, messages, tools=tools if use_tools else None,
                     tool_choice=mode if use_tools else "auto",
@@ -474,7 +533,7 @@ def _plan(llama, messages, tools, mode, forced_name, schema, user_grammar, paral
     plan.json_content = schema is not None and not use_tools
     plan.parser = _chat.ChatParser({"format": r["format"], "parser": r["parser"],
                                     "generation_prompt": r["generation_prompt"],
-                                    "reasoning_format": "none",
+                                    "reasoning_format": reasoning_format,
                                     "parse_tool_calls": use_tools and not plan.generic_tools})
     return plan
 
@@ -564,9 +623,12 @@ def create_chat_completion(
     chat_template_kwargs: Optional[dict] = None,
     stopping_criteria=None,
     allow_unconstrained_patterns: bool = False,
+    reasoning_format: Optional[str] = None,
+    reasoning_effort: Optional[str] = None,
     **kwargs,
 ):
-    """llama-cpp-python's Llama.create_chat_completion (see the module docstring)."""
+    """llama-cpp-python's Llama.create_chat_completion (see the module docstring), plus
+    llama-server's reasoning_format and OpenAI's reasoning_effort (see prepare_chat)."""
     handler = llama.chat_handler
     if handler is not None:
         return handler(llama=llama, messages=messages, functions=functions,
@@ -583,7 +645,8 @@ def create_chat_completion(
                                 chat_template_kwargs=chat_template_kwargs,
                                 stopping_criteria=stopping_criteria,
                                 allow_unconstrained_patterns=allow_unconstrained_patterns
-                                or None),
+                                or None, reasoning_format=reasoning_format,
+                                reasoning_effort=reasoning_effort),
                        **kwargs)
     if kwargs:
         raise TypeError(f"create_chat_completion() got unexpected keyword argument(s): "
@@ -593,7 +656,8 @@ def create_chat_completion(
                        tools=tools, tool_choice=tool_choice, response_format=response_format,
                        grammar=grammar, stop=stop, parallel_tool_calls=parallel_tool_calls,
                        chat_template_kwargs=chat_template_kwargs,
-                       allow_unconstrained_patterns=allow_unconstrained_patterns)
+                       allow_unconstrained_patterns=allow_unconstrained_patterns,
+                       reasoning_format=reasoning_format, reasoning_effort=reasoning_effort)
     return llama.complete_chat(
         req, max_tokens=max_tokens, temperature=temperature,
         top_p=top_p, min_p=min_p, typical_p=typical_p, logprobs=logprobs,
@@ -620,13 +684,24 @@ class ChatRequest:
 def prepare_chat(llama, messages, *, functions=None, function_call=None, tools=None,
                  tool_choice=None, response_format=None, grammar=None, stop=None,
                  parallel_tool_calls=None, chat_template_kwargs=None,
-                 allow_unconstrained_patterns=False) -> ChatRequest:
+                 allow_unconstrained_patterns=False, reasoning_format=None,
+                 reasoning_effort=None) -> ChatRequest:
     """Render `messages` (+ tools / response_format) for `llama`: anything with .model (a
     pyllamacy.Model) and .chat_format (None: the model's own template).
 
     A JSON schema `pattern` (response_format, tool parameters) that llama.cpp's converter cannot
     turn into grammar raises SchemaError naming where it is; allow_unconstrained_patterns: let
-    such strings be any string instead (as llama.cpp does, with one short warning logged)."""
+    such strings be any string instead (as llama.cpp does, with one short warning logged).
+
+    reasoning_format (REASONING_FORMATS; None: `llama.reasoning_format`, else "auto"): whether
+    the reply's thinking goes to reasoning_content or stays in content. reasoning_effort
+    (OpenAI's field) and chat_template_kwargs.enable_thinking reach the template as
+    llama-server passes them (see _reasoning_options)."""
+    if reasoning_format is None:
+        reasoning_format = getattr(llama, "reasoning_format", None) or DEFAULT_REASONING_FORMAT
+    check_reasoning_format(reasoning_format)
+    chat_template_kwargs, enable_thinking = _reasoning_options(reasoning_effort,
+                                                               chat_template_kwargs)
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if grammar is not None and not isinstance(grammar, LlamaGrammar):
         grammar = LlamaGrammar.from_string(grammar) if isinstance(grammar, str) else grammar
@@ -648,7 +723,7 @@ def prepare_chat(llama, messages, *, functions=None, function_call=None, tools=N
         raise ValueError("grammar cannot be combined with response_format or tools")
     parallel = bool(parallel_tool_calls) if parallel_tool_calls is not None else False
     plan = _plan(llama, msgs, tool_list, mode, forced, schema, grammar, parallel,
-                 chat_template_kwargs)
+                 chat_template_kwargs, reasoning_format, enable_thinking)
     return ChatRequest(_prompt_tokens(llama, plan), plan.grammar, stops + plan.stop,
                        plan.special_tokens, plan, functions is not None and tools is None)
 
@@ -683,11 +758,16 @@ class ChatDeltas:
     the final arguments. The generic JSON scheme is read incrementally (GenericReplyScanner:
     each piece is read once); a template's own format is re-parsed by llama.cpp's chat parser
     on each piece (as llama-server does), which sends what that parser can tell of a partial
-    reply."""
+    reply.
+
+    A thinking model's reasoning (reasoning_format other than "none") streams as
+    {"reasoning_content": ...} deltas (llama-server's and DeepSeek's shape), apart from the
+    content; each concatenates to what chat_message() gives for the whole reply."""
 
     def __init__(self, req: ChatRequest):
         self.req = req
         self._pieces: List[str] = []
+        self.sent_reasoning = ""
         self.sent_content = ""
         self.sent_calls: List[List[str]] = []      # [id, name, arguments sent]
         plan = req.plan
@@ -720,6 +800,11 @@ class ChatDeltas:
         out = []
         if parsed is None:
             return out
+        reasoning = parsed["reasoning"] or ""
+        if reasoning.startswith(self.sent_reasoning) and \
+                len(reasoning) > len(self.sent_reasoning):
+            out.append({"reasoning_content": reasoning[len(self.sent_reasoning):]})
+            self.sent_reasoning = reasoning
         content = parsed["content"] or ""
         if content.startswith(self.sent_content) and len(content) > len(self.sent_content):
             out.append({"content": content[len(self.sent_content):]})

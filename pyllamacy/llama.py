@@ -38,7 +38,8 @@ import numpy as np
 
 from ._llama import (ClosedError, Context, ContextOverflowError, Model, MultimodalInput,
                      Sampler, check_gguf, set_log_level)
-from .chat import ChatDeltas, ChatRequest, chat_message
+from .chat import DEFAULT_REASONING_FORMAT, ChatDeltas, ChatRequest, chat_message
+from .chat import check_reasoning_format
 from .chat import create_chat_completion as _create_chat_completion
 from .defaults import (ENUM_UNSPECIFIED, LAST_N_TOKENS_SIZE, LORA_SCALE, MAIN_GPU, N_BATCH,
                        N_CTX, N_GPU_LAYERS, N_UBATCH, SEED_RANDOM, SPLIT_MODE, USE_MLOCK,
@@ -206,6 +207,7 @@ class Llama:
         # chat (used by create_chat_completion)
         chat_format: Optional[str] = None,
         chat_handler: Optional[Any] = None,
+        reasoning_format: str = DEFAULT_REASONING_FORMAT,
         # speculative decoding: LlamaPromptLookupDecoding / LlamaDraftModel
         draft_model: Optional[Any] = None,
         # tokenizer override
@@ -223,6 +225,9 @@ class Llama:
         llama.cpp decide ("auto"); llama-cpp-python's default is False. verbose=True prints
         llama.cpp's warnings and errors, verbose=False only its errors (llama.cpp's log level
         is process-wide).
+        reasoning_format: the default of create_chat_completion(reasoning_format=) for a
+        thinking model's reply ("auto": its reasoning in reasoning_content, as llama-server's
+        --reasoning-format does; "none": left in content; see pyllamacy.chat).
         backend_sampling=True samples inside the compute graph (on the GPU with n_gpu_layers)
         where a request allows it: a chain of greedy/dist/top_k/top_p/min_p/temp/logit_bias,
         no logprobs, grammar, penalties, logits processors or draft model. Saves copying the
@@ -248,6 +253,7 @@ class Llama:
             warnings.warn("lora_base has no effect: llama.cpp applies the LoRA adapter to the "
                           "loaded model's weights as they are", UserWarning, stacklevel=2)
         check_draft_model(draft_model)
+        check_reasoning_format(reasoning_format)
         if not isinstance(model_path, (str, os.PathLike)):
             raise TypeError(f"model_path must be str or os.PathLike, not "
                             f"{type(model_path).__name__}")
@@ -276,7 +282,8 @@ class Llama:
             offload_kqv=offload_kqv, flash_attn=flash_attn, op_offload=op_offload,
             swa_full=swa_full, type_k=type_k, type_v=type_v, no_perf=no_perf,
             last_n_tokens_size=last_n_tokens_size, chat_format=chat_format,
-            chat_handler=chat_handler, tokenizer=tokenizer, spm_infill=spm_infill,
+            chat_handler=chat_handler, reasoning_format=reasoning_format,
+            tokenizer=tokenizer, spm_infill=spm_infill,
             verbose=verbose, lora_path=lora_path, lora_scale=lora_scale, lora_base=lora_base)
 
         self.verbose = verbose
@@ -290,6 +297,7 @@ class Llama:
         self.lora_path = None if lora_path is None else os.fspath(lora_path)
         self.chat_format = chat_format
         self.chat_handler = chat_handler
+        self.reasoning_format = reasoning_format
         self.draft_model = draft_model
         self.backend_sampling = bool(backend_sampling)
         self.cache: Optional[BaseLlamaCache] = None

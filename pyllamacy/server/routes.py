@@ -755,7 +755,10 @@ async def start_chat(body: ChatCompletionRequest, request: Request,
                    parallel_tool_calls=body.parallel_tool_calls,
                    chat_template_kwargs=body.chat_template_kwargs,
                    allow_unconstrained_patterns=state.settings.allow_unconstrained_patterns
-                   if allow_any is None else allow_any)
+                   if allow_any is None else allow_any,
+                   reasoning_format=runner.settings.reasoning_format
+                   if body.reasoning_format is None else body.reasoning_format,
+                   reasoning_effort=body.reasoning_effort)
     target = state.chat_targets[runner.name]
     media = None
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Optional, Union
+from typing import List, Literal, Optional, Union
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -74,6 +74,11 @@ class ModelSettings(BaseModel):
     embedding: bool = Field(True, description="Serve /v1/embeddings with this model (an extra "
                                               "context, created on first use).")
     chat_format: Optional[str] = Field(None, description="None: the model's own template.")
+    reasoning_format: Literal["auto", "deepseek", "deepseek-legacy", "none"] = Field(
+        "auto", description="A thinking model's reasoning: auto / deepseek (deepseek-legacy "
+        "alike) put it in message.reasoning_content and stream it as delta.reasoning_content; "
+        "none leaves it in content (llama-server's --reasoning-format). A request's "
+        "reasoning_format overrides it.")
     spm_infill: bool = Field(False, description="Fill-in-the-middle prompts (suffix=) put the "
                              "suffix before the prefix (models trained that way).")
     verbose: bool = False

@@ -72,6 +72,12 @@ class ChatCompletionRequest(_Sampling):
     logprobs: Optional[bool] = None
     top_logprobs: Optional[int] = Field(None, ge=0)
     chat_template_kwargs: Optional[Dict[str, Any]] = None
+    # llama-server's: where a thinking model's reasoning goes (auto / deepseek /
+    # deepseek-legacy: reasoning_content, none: content); None: the model's setting. OpenAI's
+    # reasoning_effort ("none" turns thinking off). Both checked by pyllamacy.chat (a 400
+    # naming the field)
+    reasoning_format: Optional[str] = None
+    reasoning_effort: Optional[str] = None
     # ours: a JSON schema `pattern` llama.cpp cannot enforce leaves the string unconstrained
     # (with a warning) instead of a 400; None: the server's setting
     allow_unconstrained_patterns: Optional[bool] = None
