@@ -52,7 +52,8 @@ def _rendered(llm, chat_req: dict) -> str:
                             tool_choice=chat_req.get("tool_choice"),
                             response_format=chat_req.get("response_format"),
                             parallel_tool_calls=chat_req.get("parallel_tool_calls"),
-                            chat_template_kwargs=chat_req.get("chat_template_kwargs"))
+                            chat_template_kwargs=chat_req.get("chat_template_kwargs"),
+                            reasoning_effort=chat_req.get("reasoning_effort"))
     return llm.detokenize(req.prompt_tokens, special=True).decode()
 
 
@@ -146,15 +147,15 @@ def test_fields_mapped():
     assert (c["max_tokens"], c["temperature"], c["top_p"]) == (7, 0.0, 0.5)
     assert c["stream"] is True and c["stream_options"] == {"include_usage": True}
     assert (c["user"], c["seed"], c["top_k"]) == ("u1", 3, 5)
-    assert c["chat_template_kwargs"] == {"reasoning_effort": "low"}
+    assert c["reasoning_effort"] == "low" and "chat_template_kwargs" not in c
     assert (c["logprobs"], c["top_logprobs"]) == (True, 2)
     assert r.store is False and r.stream is True
     assert chat_request({"input": "x", "text": {"format": {"type": "json_object"}}})[
         "response_format"] == {"type": "json_object"}
     assert "response_format" not in chat_request({"input": "x",
                                                   "text": {"format": {"type": "text"}}})
-    assert "chat_template_kwargs" not in chat_request({"input": "x",
-                                                       "reasoning": {"effort": "none"}})
+    assert chat_request({"input": "x", "reasoning": {"effort": "none"}})[
+        "reasoning_effort"] == "none"
 
 
 def test_json_schema_request_renders_and_constrains(llm):

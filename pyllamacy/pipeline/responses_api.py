@@ -42,8 +42,8 @@ Request mapping (Responses field -> chat field):
                                    the server chat route's; echoed in the Response)
     top_logprobs, include ["message.output_text.logprobs"]
                                    logprobs: true, top_logprobs (output_text.logprobs)
-    reasoning.effort               chat_template_kwargs.reasoning_effort (as llama-server
-                                   does; "none": left out)
+    reasoning.effort               reasoning_effort (the chat layer turns thinking off for
+                                   "none" and passes a level to the template, as llama-server)
     stream                         stream, with stream_options.include_usage (the usage of
                                    response.completed)
     user                           user
@@ -604,8 +604,10 @@ def parse_request(body: dict, store: Optional["ResponseStore"] = None) -> Respon
         chat["logprobs"] = True
         chat["top_logprobs"] = echo.top_logprobs
     effort = echo.reasoning["effort"]
-    if effort not in (None, "none"):
-        chat["chat_template_kwargs"] = {"reasoning_effort": effort}
+    if effort is not None:
+        # the chat's reasoning_effort: "none" turns thinking off, a level reaches the template
+        # as chat_template_kwargs.reasoning_effort (llama-server's handling, pyllamacy.chat)
+        chat["reasoning_effort"] = effort
     if stream:
         chat["stream_options"] = {"include_usage": True}
     if user is not None:

@@ -731,6 +731,23 @@ class ChatJob:
         return chat_response(self.meta, choices, self.usage())
 
 
+def _chat_options(state: ServerState, runner: EngineRunner, body: ChatCompletionRequest,
+                  stop) -> dict:
+    """The keywords of pyllamacy.chat.prepare_chat for a chat request (one place for the
+    route and the token count)."""
+    allow_any = body.allow_unconstrained_patterns
+    return dict(functions=body.functions, function_call=body.function_call,
+                tools=body.tools, tool_choice=body.tool_choice,
+                response_format=body.response_format, grammar=body.grammar, stop=stop,
+                parallel_tool_calls=body.parallel_tool_calls,
+                chat_template_kwargs=body.chat_template_kwargs,
+                allow_unconstrained_patterns=state.settings.allow_unconstrained_patterns
+                if allow_any is None else allow_any,
+                reasoning_format=runner.settings.reasoning_format
+                if body.reasoning_format is None else body.reasoning_format,
+                reasoning_effort=body.reasoning_effort)
+
+
 async def start_chat(body: ChatCompletionRequest, request: Request,
                      route: str = "chat") -> ChatJob:
     """Check a chat request, render its prompt, submit its choices: the chat pipeline of
@@ -747,18 +764,8 @@ async def start_chat(body: ChatCompletionRequest, request: Request,
     for name in ("tools", "functions", "tool_choice", "function_call", "response_format",
                  "chat_template_kwargs"):
         _checked(check_texts, getattr(body, name), name)
-    allow_any = body.allow_unconstrained_patterns
     loras = _lora(runner, body.lora)
-    chat_kw = dict(functions=body.functions, function_call=body.function_call,
-                   tools=body.tools, tool_choice=body.tool_choice,
-                   response_format=body.response_format, grammar=body.grammar, stop=stop,
-                   parallel_tool_calls=body.parallel_tool_calls,
-                   chat_template_kwargs=body.chat_template_kwargs,
-                   allow_unconstrained_patterns=state.settings.allow_unconstrained_patterns
-                   if allow_any is None else allow_any,
-                   reasoning_format=runner.settings.reasoning_format
-                   if body.reasoning_format is None else body.reasoning_format,
-                   reasoning_effort=body.reasoning_effort)
+    chat_kw = _chat_options(state, runner, body, stop)
     target = state.chat_targets[runner.name]
     media = None
     try:
@@ -800,12 +807,11 @@ async def count_chat_tokens(body: ChatCompletionRequest, request: Request) -> in
     state = _state(request)
     runner = await state.acquire(body.model)
     _checked(check_messages, body.messages)
+    stop = _checked(stop_strings, body.stop, _MAX_STOPS)
     target = state.chat_targets[runner.name]
     try:
-        creq = await run_in_threadpool(
-            prepare_chat, target, body.messages, tools=body.tools,
-            tool_choice=body.tool_choice, response_format=body.response_format,
-            chat_template_kwargs=body.chat_template_kwargs)
+        creq = await run_in_threadpool(prepare_chat, target, body.messages,
+                                       **_chat_options(state, runner, body, stop))
     except (ValueError, TypeError, KeyError, ChatTemplateError, SchemaError,
             ChatParseError, LlamaError) as e:
         raise ApiError(400, f"{type(e).__name__}: {e}") from None
