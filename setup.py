@@ -38,6 +38,9 @@ class BuildLlama(build_ext):
                         str(src / "ggml" / "include"), str(src / "tools" / "mtmd")]
         for ext in self.extensions:
             ext.include_dirs[:0] = include_dirs
+            if ext.name == "pyllamacy._llama":
+                # common/fit.h (libllama-common) and src/llama-ext.h (memory breakdown)
+                ext.include_dirs += [str(src / "common"), str(src / "src")]
             if ext.name == "pyllamacy._chat":
                 # llama.cpp's common chat layer (libllama-common) and its vendored headers
                 ext.include_dirs += [str(src / "common"), str(src / "vendor")]
@@ -84,7 +87,7 @@ ext = Extension(
     "pyllamacy._llama",
     sources=["pyllamacy/_llama.pyx"],
     language="c++",
-    libraries=["mtmd", "llama", "ggml", "ggml-base"],
+    libraries=["mtmd", "llama-common", "llama", "ggml", "ggml-base"],
     extra_compile_args=["-O2", "-std=c++17", "-Wno-unused-function", "-Wno-unreachable-code"]
     + _OPENMP,
     extra_link_args=["-Wl,-rpath,$ORIGIN/lib"] + _OPENMP,

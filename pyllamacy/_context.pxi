@@ -204,6 +204,12 @@ cdef class Context:
         if self._bx == NULL:
             raise MemoryError("llama_batch_ext_init failed")
 
+    def memory_breakdown(self):
+        """What this context and its model use, per device then the host, as llama.cpp counts
+        it (llama_get_memory_breakdown): a pyllamacy.memory.MemoryBreakdown."""
+        from pyllamacy.memory import MemoryBreakdown
+        return MemoryBreakdown.from_rows(_context_memory_rows(self), n_ctx=self.n_ctx)
+
     # -- lifetime -----------------------------------------------------------------------------
 
     cdef int _check(self) except -1:

@@ -18,6 +18,7 @@ This file is a table of contents; each included .pxi holds one domain:
     _generate.pxi  Generation: the nogil loop of one sequence over the kernel
     _engine.pxi    Engine: continuous batching of many slots over one Context, on the kernel
     _quantize.pxi  quantize() over llama_model_quantize
+    _fit.pxi       memory estimate (no-alloc dry run) and fitting, over libllama-common's fit.h
 
 Ownership: every C pointer has exactly one owning Python object; children keep their parents
 alive (Context -> Model, Sampler -> Model for vocab-bound samplers, LoraAdapter -> Model,
@@ -64,5 +65,6 @@ include "_slot.pxi"
 include "_generate.pxi"
 include "_engine.pxi"
 include "_quantize.pxi"
+include "_fit.pxi"
 
 _init_library()

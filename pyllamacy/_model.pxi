@@ -64,7 +64,7 @@ cdef class Model:
     def __init__(self, path, *, int n_gpu_layers=-1, split_mode="layer", int main_gpu=0,
                  tensor_split=None, bint vocab_only=False, bint use_mmap=True,
                  bint use_mlock=False, bint check_tensors=False, kv_overrides=None,
-                 progress_callback=None):
+                 progress_callback=None, tensor_buft_overrides=None):
         if self._model != NULL:
             raise RuntimeError("Model.__init__ called twice")
         # the file (and kv_overrides) checked for what would make llama.cpp abort the process
@@ -111,6 +111,11 @@ cdef class Model:
         cdef const char * c_path = bpath
         cdef uint64_t mark = S.log_mark()
         cdef L.llama_model * model = NULL
+        # [(tensor name regex, buffer type name)], as fit_params() answers them
+        cdef _FitParams tbo_owner = None
+        if tensor_buft_overrides:
+            tbo_owner = _FitParams(self.path, tensor_buft_overrides=tensor_buft_overrides)
+            p.tensor_buft_overrides = tbo_owner.tbo
         try:
             if tensor_split is not None:
                 vals = [float(x) for x in tensor_split]

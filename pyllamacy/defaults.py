@@ -16,7 +16,8 @@ __all__ = [
     # sentinels
     "SEED_RANDOM", "SEED_MASK", "UNLIMITED", "ENUM_UNSPECIFIED", "normalize_seed",
     # model
-    "N_GPU_LAYERS", "N_GPU_LAYERS_ALL", "SPLIT_MODE", "MAIN_GPU", "USE_MMAP", "USE_MLOCK",
+    "N_GPU_LAYERS", "N_GPU_LAYERS_ALL", "N_GPU_LAYERS_AUTO", "FIT_MARGIN_MIB", "FIT_N_CTX_MIN",
+    "SPLIT_MODE", "MAIN_GPU", "USE_MMAP", "USE_MLOCK",
     # context
     "N_CTX", "N_CTX_SLOT", "N_CTX_TRAIN", "N_BATCH", "N_UBATCH", "N_SEQ_MAX",
     "LAST_N_TOKENS_SIZE", "LORA_SCALE",
@@ -67,6 +68,13 @@ def normalize_seed(seed: Optional[int]) -> int:
 
 N_GPU_LAYERS = 0
 N_GPU_LAYERS_ALL = -1
+# "auto": fit the model to the machine (pyllamacy/memory.py, llama.cpp's --fit): the largest
+# offload, and with n_ctx=0 the largest context, that leave FIT_MARGIN_MIB free on each device
+# (llama.cpp's --fit-target default); the context is not shrunk below FIT_N_CTX_MIN (its
+# --fit-ctx default)
+N_GPU_LAYERS_AUTO = "auto"
+FIT_MARGIN_MIB = 1024
+FIT_N_CTX_MIN = 4096
 SPLIT_MODE = 1                  # llama_split_mode LAYER (the core's "layer")
 MAIN_GPU = 0
 USE_MMAP = True

@@ -22,7 +22,8 @@ from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Unio
 
 from ._llama import Context, LoraAdapter, Model, Projector, check_gguf
 from .defaults import (DRAFT_N_BATCH, DRAFT_N_CTX, MAIN_GPU, N_BATCH, N_CTX, N_GPU_LAYERS,
-                       N_SEQ_MAX, N_UBATCH, SPLIT_MODE, USE_MLOCK, USE_MMAP)
+                       N_GPU_LAYERS_AUTO, N_SEQ_MAX, N_UBATCH, SPLIT_MODE, USE_MLOCK, USE_MMAP)
+from . import memory
 
 __all__ = ["load", "LoadedModel"]
 
@@ -34,13 +35,14 @@ class LoadedModel:
     """What load() opened: `model`, `ctx` (None with vocab_only), `loras` ([(adapter, scale)],
     attached to ctx), `projector` (or None), `draft` (a LoadedModel, or None) and the context
     sizes as resolved (`n_ctx` of the whole context, `n_batch`, `n_ubatch`: the context's
-    own when there is one).
+    own when there is one), `n_gpu_layers` as loaded and `fit` (the memory.FitResult, or None
+    when the load was not fitted).
 
     close() frees what this object opened, in reverse order; borrowed objects (a Model or
     LoraAdapter passed in) stay open. Safe to call twice; a `with` block calls it."""
 
     __slots__ = ("model", "ctx", "loras", "projector", "draft", "n_ctx", "n_batch", "n_ubatch",
-                 "_owned", "_closed")
+                 "n_gpu_layers", "fit", "_owned", "_closed")
 
     def __init__(self) -> None:
         self.model: Optional[Model] = None
@@ -51,6 +53,8 @@ class LoadedModel:
         self.n_ctx = 0
         self.n_batch = 0
         self.n_ubatch = 0
+        self.n_gpu_layers = 0            # as loaded (the fitted value with "auto")
+        self.fit = None                  # the memory.FitResult when the load was fitted
         self._owned: List[Any] = []      # in the order opened; closed in reverse
         self._closed = False
 
@@ -112,7 +116,7 @@ def _lora_specs(lora: Iterable[LoraSpec]) -> List[Tuple[Union[str, LoraAdapter],
 
 def load(model: Union[_Path, Model], *,
          # the model (not used when `model` is an open Model)
-         n_gpu_layers: int = N_GPU_LAYERS, split_mode: Union[int, str] = SPLIT_MODE,
+         n_gpu_layers: Union[int, str] = N_GPU_LAYERS, split_mode: Union[int, str] = SPLIT_MODE,
          main_gpu: int = MAIN_GPU, tensor_split: Optional[Sequence[float]] = None,
          vocab_only: bool = False, use_mmap: bool = USE_MMAP, use_mlock: bool = USE_MLOCK,
          kv_overrides: Optional[Mapping[str, Union[bool, int, float, str]]] = None,
@@ -124,7 +128,9 @@ def load(model: Union[_Path, Model], *,
          clip_model_path: Optional[_Path] = None,
          projector_options: Optional[Mapping[str, Any]] = None,
          draft_model_path: Optional[_Path] = None,
-         draft_options: Optional[Mapping[str, Any]] = None) -> LoadedModel:
+         draft_options: Optional[Mapping[str, Any]] = None,
+         # fitting to the machine (pyllamacy/memory.py)
+         fit: Optional[bool] = None, fit_margin_mib: Optional[int] = None) -> LoadedModel:
     """Open a model and what goes with it; on any failure close what was opened and raise.
 
     n_ctx: tokens per sequence (0: the model's training context); the context holds
@@ -141,6 +147,13 @@ def load(model: Union[_Path, Model], *,
 
     Every file's GGUF header is checked before anything is loaded, so a wrong adapter or
     projector path fails in milliseconds rather than after the weights are read.
+
+    fit (default: on when n_gpu_layers is "auto" or n_ctx is 0): before loading, llama.cpp's
+    common_fit_params picks, for n_gpu_layers="auto", the largest offload and, for n_ctx=0,
+    the largest context (up to the training one) that leave fit_margin_mib MiB free on every
+    device, measured by a dry run that allocates nothing; a load that cannot fit even the host
+    raises MemoryError with the figures, before anything is loaded. The choice is logged once
+    at info level and kept in the result's n_gpu_layers, n_ctx and fit.
     """
     borrowed_model = isinstance(model, Model)
     if not borrowed_model:
@@ -157,7 +170,33 @@ def load(model: Union[_Path, Model], *,
         raise ValueError("a vocab_only model has no weights: it takes no LoRA adapter, "
                          "projector or draft model")
 
+    auto = n_gpu_layers == N_GPU_LAYERS_AUTO
+    if fit is None:
+        fit = auto or n_ctx == 0
+    if auto and not fit:
+        raise ValueError("n_gpu_layers='auto' needs fit on: give a number of layers with "
+                         "fit=False")
+    fitted = None
+    tensor_buft_overrides = None
+    if fit and not borrowed_model and not vocab_only:
+        fitted = memory.fit(model, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx,
+                            n_parallel=n_seq_max, n_batch=n_batch, n_ubatch=n_ubatch,
+                            split_mode=split_mode, main_gpu=main_gpu,
+                            tensor_split=tensor_split, fit_margin_mib=fit_margin_mib,
+                            **{k: v for k, v in dict(context_options or {}).items()
+                               if k in memory.CONTEXT_KEYS})
+        memory.logger.info("fitted %s to the machine: n_gpu_layers=%d, n_ctx=%d per sequence%s",
+                           os.fspath(model), fitted.n_gpu_layers, fitted.n_ctx,
+                           f", tensor_split={fitted.tensor_split}" if fitted.tensor_split
+                           else "")
+        n_gpu_layers, n_ctx = fitted.n_gpu_layers, fitted.n_ctx
+        tensor_split = fitted.tensor_split or tensor_split
+        tensor_buft_overrides = fitted.tensor_buft_overrides or None
+    elif auto:      # nothing to fit (vocab_only, or an open Model)
+        n_gpu_layers = 0
+
     lm = LoadedModel()
+    lm.fit = fitted
     try:
         if borrowed_model:
             lm.model = model
@@ -165,7 +204,9 @@ def load(model: Union[_Path, Model], *,
             lm.model = lm._own(Model(
                 model, n_gpu_layers=int(n_gpu_layers), split_mode=split_mode,
                 main_gpu=main_gpu, tensor_split=tensor_split, vocab_only=vocab_only,
-                use_mmap=use_mmap, use_mlock=use_mlock, kv_overrides=kv_overrides))
+                use_mmap=use_mmap, use_mlock=use_mlock, kv_overrides=kv_overrides,
+                tensor_buft_overrides=tensor_buft_overrides))
+            lm.n_gpu_layers = int(n_gpu_layers)
         m = lm.model
         n_ctx_total = (n_ctx or m.n_ctx_train) * n_seq_max
         lm.n_batch = max(1, min(n_ctx_total, n_batch))
