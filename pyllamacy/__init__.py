@@ -72,6 +72,9 @@ def __getattr__(name):
                 "StoppingCriteriaList", "LogitsProcessorList", "LLAMA_DEFAULT_SEED"):
         from . import llama as _hl
         return getattr(_hl, name)
+    if name in ("estimate", "MemoryBreakdown", "DeviceMemory", "FitResult"):
+        from . import memory as _mem
+        return getattr(_mem, name)
     if name in ("LlamaPromptLookupDecoding", "LlamaDraftModel"):
         from . import llama_speculative as _spec
         return getattr(_spec, name)

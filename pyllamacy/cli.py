@@ -61,6 +61,8 @@ def _usage_error_from(e: BaseException) -> Optional[UsageError]:
         return UsageError(f"{e.filename or e}: permission denied")
     if isinstance(e, pyllamacy.ModelLoadError):
         return UsageError(str(e))
+    if isinstance(e, MemoryError) and str(e):     # memory.check_fits: the model cannot fit
+        return UsageError(str(e))
     return None
 
 
@@ -98,7 +100,19 @@ def _fmt_bytes(n: int) -> str:
     return str(n)
 
 
+def _model_memory(path: str) -> str:
+    """The memory breakdown of `path` loaded as `pyllamacy info --model` does: fitted
+    (n_gpu_layers "auto", the training context shrunk to what fits)."""
+    from pyllamacy.loading import load
+    with load(path, n_gpu_layers="auto", n_ctx=0) as lm:
+        return (f"model {path}: n_gpu_layers={lm.n_gpu_layers} n_ctx={lm.n_ctx}\n"
+                + lm.ctx.memory_breakdown().table())
+
+
 def cmd_info(args) -> int:
+    if getattr(args, "model", None):
+        print(_model_memory(args.model))
+        return EXIT_OK
     d = _info_data()
     if args.json:
         print(json.dumps(d, indent=2, default=str))
@@ -131,6 +145,34 @@ def cmd_info(args) -> int:
     if bin_dir:
         out.append(f"llama.cpp programs {bin_dir}")
     print("\n".join(out))
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------- fit
+
+
+def _n_gpu_layers_arg(v: str):
+    if v == "auto":
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of layers or 'auto', got {v!r}")
+
+
+def cmd_fit(args) -> int:
+    """Print what MODEL would use per device (a dry run: nothing is allocated)."""
+    from pyllamacy.memory import estimate
+    est = estimate(args.model, n_ctx=args.n_ctx, n_parallel=args.n_parallel,
+                   n_gpu_layers=args.n_gpu_layers, fit_margin_mib=args.fit_target)
+    print(f"model {args.model}: n_layer={est.n_layer} n_ctx_train={est.n_ctx_train}")
+    print(est.table())
+    from pyllamacy.memory import check_fits
+    try:
+        check_fits(est, args.model)
+    except MemoryError as e:
+        print(f"does not fit: {e}")
+        return 1
     return EXIT_OK
 
 
@@ -450,7 +492,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("info", help="versions, llama.cpp commit, CPU variant, backends, devices")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--model", "-m", default=None,
+                   help="load this GGUF (fitted) and print its memory breakdown instead")
     s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("fit", help="estimate a model's memory per device without loading it",
+                       description="Print the weights, KV cache and compute buffers MODEL "
+                                   "would take on each device and the host, measured by a "
+                                   "dry run that allocates nothing.")
+    s.add_argument("model", help="GGUF file")
+    s.add_argument("-c", "--n-ctx", type=int, default=0,
+                   help="context per sequence (default 0: the model's training context)")
+    s.add_argument("--n-parallel", "-np", type=int, default=1, help="sequences (default 1)")
+    s.add_argument("--ngl", "--n-gpu-layers", dest="n_gpu_layers", type=_n_gpu_layers_arg,
+                   default="auto", help="layers to offload, or 'auto' (default): the most "
+                                        "that fit")
+    s.add_argument("--fit-target", type=int, default=None, metavar="MiB",
+                   help="with 'auto': memory to leave free per device (default 1024)")
+    s.set_defaults(func=cmd_fit)
 
     s = sub.add_parser("complete", help="complete a prompt, streaming the text to stdout",
                        description="Complete PROMPT (or stdin) with a GGUF model; the text "

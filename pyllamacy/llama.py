@@ -164,7 +164,7 @@ class Llama:
         model_path: str,
         *,
         # model
-        n_gpu_layers: int = N_GPU_LAYERS,
+        n_gpu_layers: Union[int, str] = N_GPU_LAYERS,
         split_mode: Union[int, str] = SPLIT_MODE,
         main_gpu: int = MAIN_GPU,
         tensor_split: Optional[List[float]] = None,
@@ -216,12 +216,15 @@ class Llama:
         spm_infill: bool = False,
         verbose: bool = True,
         backend_sampling: bool = False,
+        fit_margin_mib: Optional[int] = None,
         **kwargs,
     ):
         """Load `model_path` and create a context of `n_ctx` tokens (0: the model's own).
 
         n_gpu_layers: layers to offload (-1: all; the default 0 keeps every layer on the CPU,
-        as llama-cpp-python does; pyllamacy.Model's own default is -1). flash_attn: None lets
+        as llama-cpp-python does; pyllamacy.Model's own default is -1; "auto": the most that
+        leave fit_margin_mib MiB free on every device, 0 without a GPU; see
+        pyllamacy.memory). n_ctx=0 is the training context, shrunk to what fits. flash_attn: None lets
         llama.cpp decide ("auto"); llama-cpp-python's default is False. verbose=True prints
         llama.cpp's warnings and errors, verbose=False only its errors (llama.cpp's log level
         is process-wide).
@@ -284,7 +287,8 @@ class Llama:
             last_n_tokens_size=last_n_tokens_size, chat_format=chat_format,
             chat_handler=chat_handler, reasoning_format=reasoning_format,
             tokenizer=tokenizer, spm_infill=spm_infill,
-            verbose=verbose, lora_path=lora_path, lora_scale=lora_scale, lora_base=lora_base)
+            verbose=verbose, lora_path=lora_path, lora_scale=lora_scale, lora_base=lora_base,
+            fit_margin_mib=fit_margin_mib)
 
         self.verbose = verbose
         set_log_level("warn" if verbose else "error")
@@ -328,7 +332,7 @@ class Llama:
                       main_gpu=main_gpu, tensor_split=tensor_split, vocab_only=vocab_only,
                       use_mmap=use_mmap, use_mlock=use_mlock, kv_overrides=kv_overrides,
                       n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
-                      context_options=context_options,
+                      context_options=context_options, fit_margin_mib=fit_margin_mib,
                       # a vocab_only Llama ignores its adapter (it has no weights to change)
                       lora=[] if self.lora_path is None or vocab_only
                       else [(self.lora_path, self.lora_scale)])
@@ -337,6 +341,7 @@ class Llama:
         self._ctx = ctx = loaded.ctx
         try:
             self._n_ctx = loaded.n_ctx
+            self.n_gpu_layers = loaded.n_gpu_layers     # as loaded: the fitted value of "auto"
             self.n_batch = loaded.n_batch
             self.n_ubatch = loaded.n_ubatch
             self.n_threads = None if ctx is None else ctx.n_threads
@@ -445,6 +450,13 @@ class Llama:
                      maxlen=self._n_ctx if self._logits_all else 1)
 
     # -- sizes and special tokens -----------------------------------------------------------
+
+    def memory_breakdown(self):
+        """What the model and its context use, per device then the host (llama.cpp's
+        figures): a pyllamacy.memory.MemoryBreakdown; `.table()` renders it."""
+        if self._ctx is None:
+            raise ValueError("a vocab_only Llama has no context")
+        return self._ctx.memory_breakdown()
 
     def n_ctx(self) -> int:
         self._check()

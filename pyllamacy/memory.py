@@ -171,7 +171,7 @@ def estimate(model_path: Union[str, "os.PathLike[str]"], *, n_ctx: int = 0,
     if n_gpu_layers == "auto":
         r = fit(model_path, n_ctx=n_ctx, n_parallel=n_parallel, n_batch=n_batch,
                 n_ubatch=n_ubatch, split_mode=split_mode, main_gpu=main_gpu,
-                fit_margin_mib=fit_margin_mib, **context_options)
+                fit_margin_mib=fit_margin_mib, check=False, **context_options)
         params.update(n_gpu_layers=r.n_gpu_layers, tensor_split=r.tensor_split,
                       tensor_buft_overrides=r.tensor_buft_overrides,
                       n_ctx=(r.n_ctx or n_ctx) * n_parallel)
@@ -187,17 +187,20 @@ def estimate(model_path: Union[str, "os.PathLike[str]"], *, n_ctx: int = 0,
 
 
 def fit(model_path: Union[str, "os.PathLike[str]"], *, n_gpu_layers: Union[int, str] = "auto",
-        n_ctx: int = 0, n_parallel: int = 1, n_batch: int = 2048, n_ubatch: int = 512, split_mode: Union[int, str] = "layer",
+        n_ctx: int = 0, n_parallel: int = 1, n_batch: int = 2048, n_ubatch: int = 512,
+        split_mode: Union[int, str] = "layer",
         main_gpu: int = 0, tensor_split: Optional[Sequence[float]] = None,
-        fit_margin_mib: Optional[Union[int, Sequence[int]]] = None, n_ctx_min: int = FIT_N_CTX_MIN, **context_options: Any) -> FitResult:
+        fit_margin_mib: Optional[Union[int, Sequence[int]]] = None,
+        n_ctx_min: int = FIT_N_CTX_MIN, check: bool = True,
+        **context_options: Any) -> FitResult:
     """llama.cpp's common_fit_params: with n_gpu_layers="auto" the largest offload (a number
     of layers is kept as given), and with n_ctx=0 the largest
     context per sequence (at least n_ctx_min, at most the training one), that leave
     `fit_margin_mib` MiB free on every device (default FIT_MARGIN_MIB, llama.cpp's 1024;
     a list gives one per device). On a machine without a GPU the offload is 0 layers.
 
-    Raises MemoryError, naming the figures, when even the smallest choice does not fit the
-    devices and host memory together; nothing is loaded."""
+    Raises MemoryError (check=True), naming the figures, when even the smallest choice does
+    not fit the devices and host memory together; nothing is loaded."""
     from . import _llama
     margin = FIT_MARGIN_MIB if fit_margin_mib is None else fit_margin_mib
     if isinstance(margin, (list, tuple)):
@@ -224,7 +227,8 @@ def fit(model_path: Union[str, "os.PathLike[str]"], *, n_gpu_layers: Union[int, 
     n_total = n_total or hp["n_ctx_train"] * n_parallel
     # llama.cpp answers "failure" also where it only could not improve on the request; the
     # decision is taken on the figures of the choice
-    check_fits(MemoryBreakdown.from_rows(rows, n_ctx=n_total), model_path)
+    if check:
+        check_fits(MemoryBreakdown.from_rows(rows, n_ctx=n_total), model_path)
     ngl = r["n_gpu_layers"]
     if not rows[:-1]:
         ngl = 0                         # no device to offload to: every layer on the CPU
