@@ -5,7 +5,7 @@ What it holds, by llama-cpp-python's names:
 - the handler registry (LlamaChatCompletionHandlerRegistry, register_chat_completion_handler,
   get_chat_completion_handler) and register_chat_format, which also makes the name usable as
   ``Llama(chat_format=name)`` (through pyllamacy.chat.register_chat_format);
-- the function-style formats format_llama2, format_chatml, ... (in _prompt_formats: the exact
+- the function-style formats format_llama2, format_chatml, ... (in prompt_formats: the exact
   prompts llama-cpp-python builds), registered under their names. Names for which pyllamacy
   has a Jinja template of its own (pyllamacy.chat_formats: "chatml", "llama-2", ...) keep that
   template for ``Llama(chat_format=...)``, which can also render tools; the others ("phind",
@@ -35,9 +35,9 @@ from ..chat_multimodal import (Llama3VisionAlphaChatHandler, Llava15ChatHandler,
                                MultimodalChatHandler, NanoLlavaChatHandler, Qwen25VLChatHandler)
 from ..grammars import schema_to_grammar
 from ..llama_types import LlamaGrammar, StoppingCriteriaList
-from . import _prompt_formats
+from . import prompt_formats
 from ._gbnf_texts import JSON_GBNF
-from ._prompt_formats import (format_alpaca, format_baichuan, format_baichuan2,  # noqa: F401
+from .prompt_formats import (format_alpaca, format_baichuan, format_baichuan2,  # noqa: F401
                               format_chatglm3, format_chatml, format_gemma, format_intel,
                               format_llama2, format_llama3, format_mistral_instruct,
                               format_mistrallite, format_oasst_llama, format_open_orca,
@@ -56,7 +56,7 @@ __all__ = [
     "hf_autotokenizer_to_chat_formatter", "hf_autotokenizer_to_chat_completion_handler",
     "hf_tokenizer_config_to_chat_formatter", "hf_tokenizer_config_to_chat_completion_handler",
     "guess_chat_format_from_gguf_metadata", "register_chat_format", "chatml_function_calling",
-    *[f.__name__ for f in _prompt_formats.FORMATS.values()], "format",
+    *[f.__name__ for f in prompt_formats.FORMATS.values()], "format",
     "Llava15ChatHandler", "Llava16ChatHandler", "MoondreamChatHandler", "NanoLlavaChatHandler",
     "Llama3VisionAlphaChatHandler", "Llama3VisionAlpha", "MiniCPMv26ChatHandler",
     "Qwen25VLChatHandler", "MTMDChatHandler", "Gemma4ChatHandler", "ObsidianChatHandler",
@@ -436,7 +436,7 @@ def _register_builtin(name: str, formatter: ChatFormatter) -> None:
         _chat_layer.register_chat_format(name)(formatter)
 
 
-for _name, _formatter in _prompt_formats.FORMATS.items():
+for _name, _formatter in prompt_formats.FORMATS.items():
     _register_builtin(_name, _formatter)
 
 format = format_vicuna    # llama-cpp-python's name for the "vicuna" formatter  # noqa: A001

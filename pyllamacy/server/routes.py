@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Callable, List, Optional, Tuple
 
 import numpy as np
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -729,6 +730,29 @@ class ChatJob:
                                                       tt.finish_reason)
             choices.append(chat_choice(i, message, finish, entries if self.want else None))
         return chat_response(self.meta, choices, self.usage())
+
+
+async def read_json_object(request: Request) -> dict:
+    """The request body as a JSON object (the routes that take it unparsed: /v1/messages,
+    /v1/responses); ApiError 400 otherwise."""
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise ApiError(400, "the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+def chat_request_model(chat: dict) -> ChatCompletionRequest:
+    """A chat request dict (made by another API's adapter) as the chat route's request model;
+    ApiError 400 naming the first field pydantic refuses."""
+    try:
+        return ChatCompletionRequest.model_validate(chat)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        raise ApiError(400, f"{loc}: {err.get('msg', 'invalid')}") from None
 
 
 def _chat_options(state: ServerState, runner: EngineRunner, body: ChatCompletionRequest,

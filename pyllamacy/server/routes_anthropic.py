@@ -5,17 +5,13 @@ its chat.completion (or chunks) becomes a Message (or Anthropic's stream events)
 Anthropic's error objects. The API key may come as `x-api-key` (the app's auth)."""
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from ..pipeline import anthropic_messages as am
 from ..pipeline.checks import FieldError
 from .errors import ApiError
-from .routes import count_chat_tokens, start_chat
-from .types import ChatCompletionRequest
+from .routes import chat_request_model, count_chat_tokens, read_json_object, start_chat
 
 __all__ = ["router"]
 
@@ -26,31 +22,12 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(am.error_body(status, message), status_code=status)
 
 
-async def _body(request: Request) -> dict:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise ApiError(400, "the body must be JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return body
-
-
-def _chat_request(chat: dict) -> ChatCompletionRequest:
-    try:
-        return ChatCompletionRequest.model_validate(chat)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        raise ApiError(400, f"{loc}: {err.get('msg', 'invalid')}") from None
-
-
 @router.post("/v1/messages")
 async def messages(request: Request):
     try:
-        body = await _body(request)
+        body = await read_json_object(request)
         chat = am.chat_request(body)
-        job = await start_chat(_chat_request(chat), request, route="messages")
+        job = await start_chat(chat_request_model(chat), request, route="messages")
     except FieldError as e:
         return _error(400, str(e))
     except ApiError as e:
@@ -81,8 +58,8 @@ async def messages(request: Request):
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request):
     try:
-        body = await _body(request)
-        n = await count_chat_tokens(_chat_request(am.count_tokens_request(body)), request)
+        body = await read_json_object(request)
+        n = await count_chat_tokens(chat_request_model(am.count_tokens_request(body)), request)
     except FieldError as e:
         return _error(400, str(e))
     except ApiError as e:

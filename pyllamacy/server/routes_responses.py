@@ -11,29 +11,17 @@ import time
 from typing import Optional
 
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
 
 from ..pipeline import responses_api as ra
 from .errors import ApiError
-from .routes import start_chat
+from .routes import chat_request_model, read_json_object, start_chat
 from .state import ServerState
-from .types import ChatCompletionRequest
 
 __all__ = ["router"]
 
 router = APIRouter()
 
 _FINAL = ("response.completed", "response.incomplete", "response.failed")
-
-
-async def _body(request: Request) -> dict:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise ApiError(400, "the body must be JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return body
 
 
 def _event_bytes(ev: dict):
@@ -46,19 +34,14 @@ def _event_bytes(ev: dict):
 async def create_response(request: Request):
     state: ServerState = request.app.state.server
     store = state.responses
-    body = await _body(request)
+    body = await read_json_object(request)
     try:
         req = ra.parse_request(body, store)
     except ra.ResponsesRequestError as e:
         raise ApiError(400, str(e), param=e.param) from None
     except ra.ResponseNotFound as e:
         raise ApiError(404, str(e), "not_found_error", param="previous_response_id") from None
-    try:
-        chat = ChatCompletionRequest.model_validate(req.chat)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        raise ApiError(400, f"{loc}: {err.get('msg', 'invalid')}") from None
+    chat = chat_request_model(req.chat)
     job = await start_chat(chat, request, route="responses")
     rid, created = ra.new_response_id(), int(time.time())
     if req.stream:
