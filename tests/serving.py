@@ -118,3 +118,23 @@ def start_process(cmd, log_path: Path, url: str, health: str, env=None,
     except BaseException:
         stop_process(proc)
         raise
+
+
+# -- the `pyllamacy` command as a subprocess ----------------------------------------------------
+
+def run_cli(*args, input=None, timeout=300, env=None) -> subprocess.CompletedProcess:
+    """`python -m pyllamacy ARGS` with the pyllamacy this test process imported: its parent
+    folder first on PYTHONPATH, and run from there (`python -m` puts the working directory
+    first on sys.path, and from a source checkout the uncompiled package would shadow the
+    installed one)."""
+    import sys
+
+    import pyllamacy
+    parent = str(Path(pyllamacy.__file__).resolve().parent.parent)
+    e = dict(os.environ)
+    e["PYTHONPATH"] = parent + os.pathsep + e.get("PYTHONPATH", "")
+    e.pop("PYLLAMACY_DEBUG", None)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pyllamacy", *args], input=input,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=timeout, env=e, cwd=parent)

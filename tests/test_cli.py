@@ -10,21 +10,10 @@ from pathlib import Path
 import pytest
 
 import pyllamacy
+from serving import run_cli
 
 # the same pyllamacy this test process imported, whatever the working directory
 _PKG_PARENT = str(Path(pyllamacy.__file__).resolve().parent.parent)
-
-
-def run_cli(*args, input=None, timeout=300, env=None):
-    e = dict(os.environ)
-    e["PYTHONPATH"] = _PKG_PARENT + os.pathsep + e.get("PYTHONPATH", "")
-    e.pop("PYLLAMACY_DEBUG", None)
-    e.update(env or {})
-    # cwd: `python -m` puts the working directory first on sys.path, and from a source
-    # checkout that would shadow the installed package
-    return subprocess.run([sys.executable, "-m", "pyllamacy", *args], input=input,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=timeout, env=e, cwd=_PKG_PARENT)
 
 
 def _one_line_error(r):

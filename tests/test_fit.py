@@ -4,14 +4,13 @@ that cannot fit, Context/Llama.memory_breakdown, `pyllamacy fit` / `info --model
 
 Oracles: the GGUF's own tensor sizes (gguf.GGUFReader) for the weights and the KV-cache formula
 n_ctx * n_layer * (n_embd_k_gqa + n_embd_v_gqa) * 2 bytes (f16) from the GGUF's metadata."""
-import subprocess
-import sys
 
 import pytest
 
 import pyllamacy as pc
 from pyllamacy import loading, memory
 from pyllamacy.memory import MiB
+from serving import run_cli
 
 
 def _has_gpu():
@@ -153,8 +152,7 @@ def test_context_memory_breakdown_matches_estimate(smollm2_path, gguf_facts):
 
 
 def test_cli_fit_and_info(smollm2_path):
-    r = subprocess.run([sys.executable, "-m", "pyllamacy", "fit", smollm2_path, "-c", "4096"],
-                       capture_output=True, text=True, timeout=300)
+    r = run_cli("fit", smollm2_path, "-c", "4096")
     assert r.returncode == 0, r.stderr
     est = pc.estimate(smollm2_path, n_ctx=4096, n_gpu_layers="auto")
     assert "memory breakdown [MiB], n_ctx=4096" in r.stdout
@@ -162,14 +160,11 @@ def test_cli_fit_and_info(smollm2_path):
     assert host_line.split()[1:] == [str(v // MiB) for v in (
         est.host.total, est.host.free, est.host.used, est.host.model, est.host.context,
         est.host.compute)]
-    r = subprocess.run([sys.executable, "-m", "pyllamacy", "fit", smollm2_path, "-c",
-                        "100000000"], capture_output=True, text=True, timeout=300)
+    r = run_cli("fit", smollm2_path, "-c", "100000000")
     assert r.returncode == 1 and "does not fit" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "pyllamacy", "fit", smollm2_path, "--ngl", "x"],
-                       capture_output=True, text=True, timeout=300)
+    r = run_cli("fit", smollm2_path, "--ngl", "x")
     assert r.returncode == 2
-    r = subprocess.run([sys.executable, "-m", "pyllamacy", "info", "--model", smollm2_path],
-                       capture_output=True, text=True, timeout=300)
+    r = run_cli("info", "--model", smollm2_path)
     assert r.returncode == 0, r.stderr
     assert "memory breakdown" in r.stdout and "Host" in r.stdout
 
