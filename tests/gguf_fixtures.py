@@ -50,33 +50,45 @@ def tiny_weights(n_vocab: int, seed: int = 0) -> Dict[str, np.ndarray]:
     return t
 
 
-def write_tiny_model(path: str, tokenizer_src: str, weights: Dict[str, np.ndarray],
-                     token_ids: Optional[Dict[str, int]] = None) -> None:
-    """token_ids: extra tokenizer.ggml.<name> ids to set (e.g. {"fim_rep_token_id": 5}), for a
-    vocabulary whose special tokens llama.cpp does not find by their text."""
-    w = gguf.GGUFWriter(path, arch="llama")
+def _write_tiny(path: str, arch: str, name: str, tokenizer_src: str,
+                weights: Dict[str, np.ndarray], *, context_length: int, rms_eps: float,
+                extra=None) -> None:
+    """A GGUF of the TINY shape: the tokenizer of `tokenizer_src`, the hyperparameters, what
+    `extra(writer, n_vocab)` adds, then `weights` (all F32)."""
+    w = gguf.GGUFWriter(path, arch=arch)
     n_vocab = _copy_tokenizer(tokenizer_src, w)
-    for key, tid in (token_ids or {}).items():
-        w.add_uint32(f"tokenizer.ggml.{key}", tid)
     E = TINY["n_embd"]
-    w.add_name("tiny random llama")
+    w.add_name(name)
     w.add_block_count(TINY["n_layer"])
-    w.add_context_length(256)
+    w.add_context_length(context_length)
     w.add_embedding_length(E)
     w.add_feed_forward_length(TINY["n_ff"])
     w.add_head_count(TINY["n_head"])
     w.add_head_count_kv(TINY["n_head_kv"])
     w.add_rope_dimension_count(E // TINY["n_head"])
     w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(1e-5)
+    w.add_layer_norm_rms_eps(rms_eps)
     w.add_vocab_size(n_vocab)
+    if extra is not None:
+        extra(w, n_vocab)
     w.add_file_type(0)                       # all F32
-    for name, arr in weights.items():
-        w.add_tensor(name, arr)
+    for tname, arr in weights.items():
+        w.add_tensor(tname, arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def write_tiny_model(path: str, tokenizer_src: str, weights: Dict[str, np.ndarray],
+                     token_ids: Optional[Dict[str, int]] = None) -> None:
+    """token_ids: extra tokenizer.ggml.<name> ids to set (e.g. {"fim_rep_token_id": 5}), for a
+    vocabulary whose special tokens llama.cpp does not find by their text."""
+    def extra(w, n_vocab):
+        for key, tid in (token_ids or {}).items():
+            w.add_uint32(f"tokenizer.ggml.{key}", tid)
+    _write_tiny(path, "llama", "tiny random llama", tokenizer_src, weights,
+                context_length=256, rms_eps=1e-5, extra=extra)
 
 
 def random_lora(weights: Dict[str, np.ndarray], names, rank: int, seed: int = 1,
@@ -213,29 +225,13 @@ def write_tiny_reranker(path: str, tokenizer_src: str, seed: int = 7,
         weights[f"blk.{i}.attn_q_norm.weight"] = np.ones(head, dtype=np.float32)
         weights[f"blk.{i}.attn_k_norm.weight"] = np.ones(head, dtype=np.float32)
     weights["cls.output.weight"] = (rng.standard_normal((2, E)) * 0.5).astype(np.float32)
-    w = gguf.GGUFWriter(path, arch="qwen3")
-    n_vocab = _copy_tokenizer(tokenizer_src, w)
-    w.add_name("tiny random qwen3 reranker")
-    w.add_block_count(TINY["n_layer"])
-    w.add_context_length(512)
-    w.add_embedding_length(E)
-    w.add_feed_forward_length(TINY["n_ff"])
-    w.add_head_count(TINY["n_head"])
-    w.add_head_count_kv(TINY["n_head_kv"])
-    w.add_key_length(head)
-    w.add_value_length(head)
-    w.add_rope_dimension_count(head)
-    w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(1e-6)
-    w.add_vocab_size(n_vocab)
-    w.add_pooling_type(gguf.PoolingType.RANK)
-    w.add_array("qwen3.classifier.output_labels", ["yes", "no"])
-    if template:
-        w.add_string("tokenizer.chat_template.rerank", RERANK_TEMPLATE)
-    w.add_file_type(0)
-    for name, arr in weights.items():
-        w.add_tensor(name, arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+
+    def extra(w, n_vocab):
+        w.add_key_length(head)
+        w.add_value_length(head)
+        w.add_pooling_type(gguf.PoolingType.RANK)
+        w.add_array("qwen3.classifier.output_labels", ["yes", "no"])
+        if template:
+            w.add_string("tokenizer.chat_template.rerank", RERANK_TEMPLATE)
+    _write_tiny(path, "qwen3", "tiny random qwen3 reranker", tokenizer_src, weights,
+                context_length=512, rms_eps=1e-6, extra=extra)

@@ -17,6 +17,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def client_test_server(model_path: str, **server_kw) -> "LocalServer":
+    """The test model served as "smol" the way the client-library tests use it: 2 slots,
+    1,024 tokens each, flash attention off (CPU flash attention's results depend a little on
+    where a request's cells lie in the KV cache, i.e. on earlier requests: off, greedy replies
+    compare exactly)."""
+    from pyllamacy.server import ModelSettings
+    return LocalServer([ModelSettings(model=model_path, model_alias="smol", n_ctx=1024,
+                                      n_batch=128, n_threads=2, n_parallel=2,
+                                      flash_attn=False, verbose=False)], **server_kw)
+
+
 class LocalServer:
     """create_app(models, ServerSettings(port=..., **server_kw)) served by uvicorn in a thread;
     `url` once it answers. stop() ends it."""

@@ -33,11 +33,8 @@ USERS = [{"role": "user", "content": "Alice is 30 and Bob is 25. List the users.
 
 @pytest.fixture(scope="module")
 def server(smollm2_path):
-    from pyllamacy.server import ModelSettings
-    from serving import LocalServer
-    s = LocalServer([ModelSettings(model=smollm2_path, model_alias="smol", n_ctx=1024,
-                                   n_batch=128, n_threads=2, n_parallel=2,
-                                   flash_attn=False)])      # replies independent of the cache
+    from serving import client_test_server
+    s = client_test_server(smollm2_path)
     yield s
     s.stop()
 

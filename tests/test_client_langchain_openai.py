@@ -35,14 +35,8 @@ class Weather(BaseModel):
 
 @pytest.fixture(scope="module")
 def server(smollm2_path):
-    from pyllamacy.server import ModelSettings
-    from serving import LocalServer
-    s = LocalServer([ModelSettings(model=smollm2_path, model_alias="smol", n_ctx=1024,
-                                   n_batch=128, n_threads=2, n_parallel=2,
-                                   # CPU flash attention's results depend a little on where
-                                   # a request's cells lie in the KV cache (what earlier
-                                   # requests left): off, greedy replies compare exactly
-                                   flash_attn=False)])
+    from serving import client_test_server
+    s = client_test_server(smollm2_path)
     yield s
     s.stop()
 

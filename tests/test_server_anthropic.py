@@ -9,8 +9,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 anthropic = pytest.importorskip("anthropic")
 
-from pyllamacy.server import ModelSettings  # noqa: E402
-from serving import LocalServer  # noqa: E402
+from serving import client_test_server  # noqa: E402
 
 KEY = "anthropic-key"
 # this client version has no temperature argument (newer Claude models take none); the server
@@ -23,9 +22,7 @@ WEATHER = {"name": "get_weather", "description": "The weather in a city.",
 
 @pytest.fixture(scope="module")
 def server(smollm2_path):
-    s = LocalServer([ModelSettings(model=smollm2_path, model_alias="smol", n_ctx=1024,
-                                   n_batch=256, n_threads=1, n_threads_batch=1, n_parallel=2,
-                                   flash_attn=False, verbose=False)], api_key=KEY)
+    s = client_test_server(smollm2_path, api_key=KEY)
     yield s
     s.stop()
 
