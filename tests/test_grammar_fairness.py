@@ -48,6 +48,29 @@ def test_check_grammar_cost(vocab):
     assert check_grammar_cost(pyllamacy.Sampler(vocab).greedy(), 0.01) == 0.0
 
 
+def test_the_limit_scales_with_the_machine(vocab):
+    """The limit is judged against a plain string's grammar on the same machine, so a slow CI
+    box refuses what a fast one does: a tool schema is far under it, a 3,000-value enum over."""
+    from pyllamacy.pipeline.sampling import (GRAMMAR_COST_REFERENCE_FACTOR, grammar_limit_ms,
+                                             reference_grammar_ms)
+    assert grammar_limit_ms(vocab, 0) == 0.0
+    ref = reference_grammar_ms(vocab)
+    assert ref > 0
+    floor = grammar_limit_ms(vocab, 1e-6)
+    assert GRAMMAR_COST_REFERENCE_FACTOR * ref / 3 < floor < GRAMMAR_COST_REFERENCE_FACTOR * ref * 3
+    assert grammar_limit_ms(vocab, 1e9) == 1e9
+    tool = LlamaGrammar.from_json_schema(json.dumps({
+        "type": "object", "properties": {"city": {"type": "string"}, "unit": {
+            "type": "string", "enum": ["celsius", "fahrenheit"]}, "days": {"type": "integer"}},
+        "required": ["city"]})).grammar
+    cheap = pyllamacy.Sampler(vocab).grammar(tool).greedy()
+    assert check_grammar_cost(cheap, floor) < floor
+    assert min(cheap.grammar_cost(0) for _ in range(3)) * 1000 < floor / 4
+    costly = pyllamacy.Sampler(vocab).grammar(_enum_grammar(3000)).greedy()
+    with pytest.raises(GrammarCostError, match="50x a plain string"):
+        check_grammar_cost(costly, floor)
+
+
 def test_engine_ends_a_slot_whose_token_takes_too_long(smollm2_path):
     with pyllamacy.Model(smollm2_path) as m, \
             pyllamacy.Context(m, n_ctx=512, n_batch=64, n_seq_max=2, n_threads=2) as ctx, \

@@ -16,7 +16,7 @@ from ..llama_types import LlamaGrammar
 from .checks import check_text, short
 
 __all__ = ["SamplingParams", "check_number", "check_logit_bias_ids", "build_sampler",
-           "feed_history", "prefill_tokens"]
+           "feed_history", "prefill_tokens", "grammar_limit_ms", "reference_grammar_ms"]
 
 
 def check_number(name: str, value, lo: Optional[float] = None,
@@ -217,19 +217,48 @@ class GrammarCostError(ValueError):
     """A request's grammar costs more per token than the server allows."""
 
 
+# A grammar is never refused for costing less than this many times what a plain JSON string's
+# grammar costs on the same vocabulary and machine: a slow or busy CPU makes every grammar
+# dearer, and the limit follows it, so it refuses the same grammars everywhere (long enums,
+# thousands of alternatives) and not a three-field tool schema on a slow machine.
+GRAMMAR_COST_REFERENCE_FACTOR = 50.0
+_REFERENCE_GRAMMAR = r'root ::= "\"" [^"\\]* "\""'
+
+
+def reference_grammar_ms(model) -> float:
+    """Milliseconds of CPU one full pass of a plain JSON string's grammar costs over `model`'s
+    vocabulary on this machine (the least of three passes): the unit a grammar's cost is
+    judged in."""
+    with Sampler(model).grammar(_REFERENCE_GRAMMAR) as s:
+        return min(s.grammar_cost(0) for _ in range(3)) * 1000.0
+
+
+def grammar_limit_ms(model, limit_ms: float) -> float:
+    """The per-token grammar cost a server refuses above: `limit_ms` (grammar_max_ms_per_token),
+    raised to GRAMMAR_COST_REFERENCE_FACTOR times reference_grammar_ms(model) where this
+    machine is slower than that allows; 0 (no limit) stays 0."""
+    if limit_ms <= 0:
+        return 0.0
+    return max(float(limit_ms), GRAMMAR_COST_REFERENCE_FACTOR * reference_grammar_ms(model))
+
+
 def check_grammar_cost(sampler: Sampler, limit_ms: float, field: str = "grammar") -> float:
     """Milliseconds the grammars of `sampler` cost per token at worst (one pass over the
     vocabulary from their starting state); GrammarCostError when above `limit_ms` (<= 0: no
     limit, nothing measured). A cheap estimate on part of the vocabulary comes first, so that
-    a grammar far over the limit is refused without paying a full pass."""
+    a grammar far over the limit is refused without paying a full pass; a full pass over the
+    limit is measured once more (the lesser counts), so that one unlucky pass refuses nothing."""
     if limit_ms <= 0 or "grammar" not in sampler.names:
         return 0.0
     ms = sampler.grammar_cost(4096) * 1000.0
     if ms <= limit_ms:
         ms = sampler.grammar_cost(0) * 1000.0
+        if ms > limit_ms:
+            ms = min(ms, sampler.grammar_cost(0) * 1000.0)
     if ms > limit_ms:
         raise GrammarCostError(
             f"{field}: the grammar it makes costs about {ms:.0f} ms per token to apply, over "
-            f"this server's limit of {limit_ms:g} ms (grammar_max_ms_per_token); long enums "
-            f"or many alternatives are the usual cause")
+            f"this server's limit of {limit_ms:.0f} ms (grammar_max_ms_per_token, or "
+            f"{GRAMMAR_COST_REFERENCE_FACTOR:g}x a plain string's grammar on this machine); "
+            f"long enums or many alternatives are the usual cause")
     return ms

@@ -122,7 +122,7 @@ def _new_sampler(runner: EngineRunner, sp: SamplingParams, seed: int, tokens: Li
     ms = runner.settings
     sampler = build_sampler(runner.model, sp, seed, ms.last_n_tokens_size)
     try:
-        check_grammar_cost(sampler, ms.grammar_max_ms_per_token, grammar_field)
+        check_grammar_cost(sampler, runner.grammar_limit_ms, grammar_field)
     except BaseException:
         sampler.close()
         raise

@@ -18,6 +18,7 @@ from typing import Deque, Dict, List, Optional, Set
 from .._llama import Engine, LlamaError, Sampler, set_log_level, supports_gpu_offload
 from ..defaults import PROMPT_LOOKUP_MAX_NGRAM_SIZE
 from ..loading import load
+from ..pipeline.sampling import grammar_limit_ms
 from ..pipeline.text import logprob_entry
 from .settings import PROMPT_LOOKUP, ModelSettings
 from .trace import StepTrace
@@ -178,6 +179,9 @@ class EngineRunner:
             self._trace = StepTrace.from_env()
             if s.warmup:
                 self._warmup()
+            # what a request's grammar may cost per token (routes refuse dearer ones; a token
+            # taking 4x this ends its request): the setting, scaled to this machine
+            self.grammar_limit_ms = grammar_limit_ms(self.model, s.grammar_max_ms_per_token)
             self._cv = threading.Condition()
             self._waiting: Deque[GenRequest] = collections.deque()
             self._to_cancel: List[GenRequest] = []
@@ -319,7 +323,7 @@ class EngineRunner:
                             req.tokens if req.media is None else req.media, req.sampler,
                             req.max_tokens, req.stop,
                             -1 if req.logprobs is None else req.logprobs, req.prompt_logprobs,
-                            loras=req.loras, max_sample_ms=4 * s.grammar_max_ms_per_token)
+                            loras=req.loras, max_sample_ms=4 * self.grammar_limit_ms)
                     except Exception as e:    # bad prompt: only this request fails
                         _close_sampler(req)
                         self._fail(req, e, batch)

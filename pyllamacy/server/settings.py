@@ -93,7 +93,8 @@ class ModelSettings(BaseModel):
     grammar_max_ms_per_token: float = Field(
         100.0, ge=0, description="Refuse (400) a request whose grammar (grammar, "
         "response_format, tools) costs more than this per token to apply, measured when the "
-        "request arrives; a token that takes 4x this to choose ends its request. A costly "
+        "request arrives (never below 50x a plain JSON string's grammar on this machine); a token "
+        "that takes 4x the limit to choose ends its request. A costly "
         "grammar would slow every request sharing the model's batch. 0: no limit.")
     warmup: bool = Field(True, description="One decode before serving (as llama-server does; a "
                          "full ubatch when layers are on a GPU), so that the first request does "
