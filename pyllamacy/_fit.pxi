@@ -20,6 +20,17 @@ cdef extern from "fit_shim.h" namespace "pyl_fit" nogil:
     vector[device_memory] context_breakdown(const L.llama_context * ctx) except +
     const char * device_name(const L.llama_model * model, int32_t i)
     const char * device_description(const L.llama_model * model, int32_t i)
+    # common_fit_params / common_get_device_memory_data, one call at a time in the process
+    CF.common_params_fit_status fit_params_locked(
+        const char * path_model, L.llama_model_params * mparams,
+        L.llama_context_params * cparams, float * tensor_split,
+        L.llama_model_tensor_buft_override * tensor_buft_overrides, size_t * margins,
+        uint32_t n_ctx_min, G.ggml_log_level log_level)
+    vector[CF.common_device_memory_data] device_memory_data_locked(
+        const char * path_model, const L.llama_model_params * mparams,
+        const L.llama_context_params * cparams, vector[GB.ggml_backend_dev_t] & devs,
+        uint32_t & hp_ngl, uint32_t & hp_n_ctx_train, uint32_t & hp_n_expert,
+        G.ggml_log_level log_level) except +
 
 _FIT_STATUS = {CF.COMMON_PARAMS_FIT_STATUS_SUCCESS: "success",
                CF.COMMON_PARAMS_FIT_STATUS_FAILURE: "failure",
@@ -147,8 +158,8 @@ def device_memory_estimate(path, **params):
     CL.common_log_set_verbosity_thold(-1)
     try:
         with nogil:
-            d = CF.common_get_device_memory_data(c_path, &fp.mp, &fp.cp, devs, hp_ngl, hp_nct,
-                                                 hp_nex, G.GGML_LOG_LEVEL_ERROR)
+            d = device_memory_data_locked(c_path, &fp.mp, &fp.cp, devs, hp_ngl, hp_nct,
+                                          hp_nex, G.GGML_LOG_LEVEL_ERROR)
     except RuntimeError as e:
         raise ModelLoadError(f"cannot estimate the memory of {os.fsdecode(fp.path)}: {e}: "
                              f"{_recent_log(mark) or 'llama.cpp gave no reason'}") from None
@@ -197,8 +208,8 @@ def fit_params(path, *, margin_bytes, n_ctx_min=4096, **params):
     CL.common_log_set_verbosity_thold(-1)
     try:
         with nogil:
-            st = CF.common_fit_params(c_path, &fp.mp, &fp.cp, fp.split, fp.tbo, c_margins,
-                                      c_min, NULL, G.GGML_LOG_LEVEL_ERROR)
+            st = fit_params_locked(c_path, &fp.mp, &fp.cp, fp.split, fp.tbo, c_margins,
+                                   c_min, G.GGML_LOG_LEVEL_ERROR)
     finally:
         free(c_margins)
     split = None

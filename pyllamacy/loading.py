@@ -140,7 +140,8 @@ def load(model: Union[_Path, Model], *,
 
     lora: (path or LoraAdapter, scale) pairs, attached to the context in that order.
     clip_model_path: a multimodal projector (mmproj GGUF) for this model, opened with
-    projector_options (Projector() keywords: use_gpu, n_threads, ...).
+    projector_options (Projector() keywords: use_gpu, n_threads, ...; use_gpu defaults to
+    whether the model has layers on a GPU).
     draft_model_path: a draft model for speculative decoding, loaded by load() itself with
     draft_options (its keywords; default n_ctx DRAFT_N_CTX, n_batch DRAFT_N_BATCH); its
     vocabulary must be the size of this model's.
@@ -224,8 +225,10 @@ def load(model: Union[_Path, Model], *,
             if lm.loras:
                 lm.ctx.set_loras(lm.loras)
         if clip_model_path is not None:
-            lm.projector = lm._own(Projector(m, clip_model_path,
-                                             **dict(projector_options or {})))
+            popts = dict(projector_options or {})
+            if not borrowed_model:          # with the model's layers
+                popts.setdefault("use_gpu", lm.n_gpu_layers != 0)
+            lm.projector = lm._own(Projector(m, clip_model_path, **popts))
         if draft_model_path is not None:
             opts = dict(n_ctx=DRAFT_N_CTX, n_batch=DRAFT_N_BATCH)
             opts.update(draft_options or {})

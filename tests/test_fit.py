@@ -182,3 +182,82 @@ def test_gpu_auto_offloads_and_estimate_on_device(smollm2_path):
         assert llm("Hello", max_tokens=4, temperature=0)["choices"][0]["text"] is not None
     finally:
         llm.close()
+
+
+def test_fits_in_several_threads_at_once(smollm2_path):
+    """llama.cpp's fitting swaps the process's log callback for one pointing into its own stack
+    frame while it runs: fits in several threads at once (a server loading two models on
+    demand) left a dangling callback, and the next log line crashed the process."""
+    import concurrent.futures as cf
+
+    def work(i):
+        if i % 2:
+            return memory.fit(smollm2_path, n_ctx=512, n_ctx_min=256).n_ctx
+        return pc.estimate(smollm2_path, n_ctx=512).n_ctx
+
+    with cf.ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(work, range(24)))
+    assert got == [512] * 24
+    # llama.cpp logs while loading: each line goes through a live callback
+    with pc.Model(smollm2_path, vocab_only=True) as m:
+        assert m.n_vocab > 0
+
+
+# -- the server: --fit on|off, --fit_target ------------------------------------------------------
+
+def test_server_fit_settings(smollm2_path):
+    from pyllamacy.server.__main__ import settings_from_args
+
+    def offload(*argv):
+        _, models = settings_from_args(["-m", smollm2_path, *argv])
+        return models[0].offload(), models[0].fit_target
+
+    assert offload() == (("auto", True), None)          # llama-server's default: fit on
+    assert offload("--fit", "off") == ((0, False), None)
+    assert offload("-ngl", "12") == ((12, False), None)  # a number of layers: kept, no fit
+    assert offload("-ngl", "-1", "--fit", "on") == ((-1, True), None)
+    assert offload("-ngl", "auto") == (("auto", True), None)
+    assert offload("--fit-target", "512,2048") == (("auto", True), [512, 2048])
+    assert offload("--fit_target", "256") == (("auto", True), 256)
+    for bad in (["-ngl", "auto", "--fit", "off"], ["--fit_target", "lots"],
+                ["--fit_target", "-5"], ["-ngl", "-3"], ["--fit", "maybe"]):
+        with pytest.raises((SystemExit, ValueError)):
+            settings_from_args(["-m", smollm2_path, *bad])
+
+
+def test_server_reports_the_fitted_placement(smollm2_path, gguf_facts):
+    """/v1/models says where each loaded model went: fitted by default (0 layers without a
+    GPU), as given with --fit off; n_ctx 0 with fit on is the training context here (it fits
+    the host)."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from pyllamacy.server import ModelSettings
+    from serving import LocalServer
+    common = dict(n_threads=2, n_parallel=2, warmup=False, verbose=False)
+    s = LocalServer([ModelSettings(model=smollm2_path, model_alias="fitted", n_ctx=0, **common),
+                     ModelSettings(model=smollm2_path, model_alias="fixed", n_ctx=512,
+                                   fit=False, **common)])
+    try:
+        meta = {m["id"]: m["meta"] for m in httpx.get(s.url + "/v1/models").json()["data"]}
+    finally:
+        s.stop()
+    gpu = _has_gpu()
+    n_train = gguf_facts["n_ctx_train"]
+    assert meta["fitted"]["fit"] is True and meta["fixed"]["fit"] is False
+    assert meta["fixed"]["n_gpu_layers"] == 0 and meta["fixed"]["n_ctx"] == 512
+    if not gpu:
+        assert meta["fitted"]["n_gpu_layers"] == 0
+    assert meta["fitted"]["n_ctx"] == n_train
+    assert meta["fitted"]["n_ctx_train"] == n_train and meta["fitted"]["n_parallel"] == 2
+    assert meta["fitted"]["size"] <= gguf_facts["tensor_bytes"] <= 1.02 * meta["fitted"]["size"]
+
+
+def test_server_refuses_a_model_too_large_for_the_host(smollm2_path):
+    """Fit on (the default): a context far beyond host memory stops the server at start with
+    the figures, before llama.cpp allocates anything; no abort."""
+    r = run_cli("serve", "-m", smollm2_path, "--n_ctx", str(1 << 24), "-np", "1",
+                "--port", "0", timeout=120)
+    assert r.returncode not in (0, -6, -11), r.returncode
+    err = r.stderr
+    assert "host memory" in err and "MiB" in err, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]

@@ -7,11 +7,43 @@
 #include "llama.h"
 #include "llama-ext.h"
 #include "ggml-backend.h"
+#include "fit.h"
 
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 namespace pyl_fit {
+
+// common/fit.cpp replaces llama.cpp's process-wide log callback with one whose user data lives
+// in its own stack frame, and puts the previous callback back when it returns. Two fits at
+// once (a server loading two models on demand) would each restore the other's callback, whose
+// frame is gone: the next log line jumps into freed stack. Every fit and estimate takes this
+// lock, so at most one runs at a time in the process.
+inline std::mutex & fit_lock() {
+    static std::mutex m;
+    return m;
+}
+
+inline common_params_fit_status fit_params_locked(
+        const char * path_model, llama_model_params * mparams, llama_context_params * cparams,
+        float * tensor_split, llama_model_tensor_buft_override * tensor_buft_overrides,
+        size_t * margins, uint32_t n_ctx_min, ggml_log_level log_level) {
+    std::lock_guard<std::mutex> hold(fit_lock());
+    return common_fit_params(path_model, mparams, cparams, tensor_split, tensor_buft_overrides,
+                             margins, n_ctx_min, nullptr, log_level);
+}
+
+// throws what common_get_device_memory_data throws (std::runtime_error)
+inline std::vector<common_device_memory_data> device_memory_data_locked(
+        const char * path_model, const llama_model_params * mparams,
+        const llama_context_params * cparams, std::vector<ggml_backend_dev_t> & devs,
+        uint32_t & hp_ngl, uint32_t & hp_n_ctx_train, uint32_t & hp_n_expert,
+        ggml_log_level log_level) {
+    std::lock_guard<std::mutex> hold(fit_lock());
+    return common_get_device_memory_data(path_model, mparams, cparams, devs, hp_ngl,
+                                         hp_n_ctx_train, hp_n_expert, log_level);
+}
 
 struct device_memory {
     int64_t total;

@@ -16,6 +16,7 @@ import sys
 import typing
 from typing import List, Optional
 
+from .._llama import LlamaError
 from ..defaults import N_CTX_SLOT, N_PARALLEL
 from .logs import setup_logging, uvicorn_log_config
 from .settings import ConfigFileSettings, ModelSettings, ServerSettings, load_config_file
@@ -168,6 +169,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "python -m pyllamacy.server: no model file at %r", m.model)
             return 2
     app = create_app(model_settings=models, server_settings=server)
+    try:
+        # before uvicorn: a model that cannot load is one line and exit status 1, not a
+        # lifespan traceback
+        app.state.server.start()
+    except (MemoryError, LlamaError, ValueError, OSError) as e:
+        logging.getLogger("pyllamacy.server").error(
+            "python -m pyllamacy.server: cannot load the models: %s: %s", type(e).__name__, e)
+        return 1
     uvicorn.run(app, host=server.host, port=server.port, ssl_keyfile=server.ssl_keyfile,
                 ssl_certfile=server.ssl_certfile, log_level="warning",
                 **_log_config(server.log_format),

@@ -126,12 +126,12 @@ def create_app(model_settings: Optional[List[ModelSettings]] = None,
 
     @asynccontextmanager
     async def lifespan(app):
-        if not state.started:
+        if not state.started:       # the command line loads the models before uvicorn starts
             state.start()
-            state.start_background()
-            for line in state.describe():
-                log.info("%s", line)
-            log.info("serving at http://%s:%d/v1", server_settings.host, server_settings.port)
+        state.start_background()
+        for line in state.describe():
+            log.info("%s", line)
+        log.info("serving at http://%s:%d/v1", server_settings.host, server_settings.port)
         try:
             yield
         finally:

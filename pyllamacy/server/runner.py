@@ -138,8 +138,10 @@ class EngineRunner:
         set_log_level("warn" if settings.verbose else "error")
         s = settings
         self.n_slots = s.n_parallel
+        layers, fit = s.offload()
         self.loaded = load(
-            s.model, n_gpu_layers=s.n_gpu_layers, split_mode=s.split_mode,
+            s.model, n_gpu_layers=layers, fit=fit, fit_margin_mib=s.fit_target,
+            split_mode=s.split_mode,
             main_gpu=s.main_gpu, tensor_split=s.tensor_split, use_mmap=s.use_mmap,
             use_mlock=s.use_mlock, n_ctx=s.n_ctx, n_seq_max=self.n_slots, n_batch=s.n_batch,
             n_ubatch=s.n_ubatch,
@@ -148,13 +150,16 @@ class EngineRunner:
                                  kv_unified=False),
             lora=s.adapters(),
             clip_model_path=s.clip_model_path,
-            projector_options=dict(use_gpu=s.n_gpu_layers != 0, n_threads=s.n_threads),
+            projector_options=dict(n_threads=s.n_threads),
             draft_model_path=None if s.draft_model in (None, PROMPT_LOOKUP) else s.draft_model,
-            draft_options=dict(n_gpu_layers=s.n_gpu_layers, n_ctx=s.n_ctx,
+            draft_options=dict(n_gpu_layers=layers, fit=fit, fit_margin_mib=s.fit_target,
+                               n_ctx=s.n_ctx,
                                n_seq_max=self.n_slots, n_batch=s.n_batch,
                                context_options=dict(n_threads=s.n_threads,
                                                     n_threads_batch=s.n_threads_batch,
                                                     kv_unified=False)))
+        # as loaded: the fitted offload where fit chose it
+        self.n_gpu_layers = self.loaded.n_gpu_layers
         self.model = self.loaded.model
         self.ctx = self.loaded.ctx
         # [(LoraAdapter, scale)] attached to ctx: the adapter set of requests without `lora`;
@@ -198,13 +203,22 @@ class EngineRunner:
             self._free()
             raise
 
+    def meta(self) -> dict:
+        """What /v1/models says of the loaded model: llama-server's "meta" fields, and how it
+        was placed (n_gpu_layers as loaded, each slot's context, whether fit chose them)."""
+        m = self.model
+        return {"n_vocab": m.n_vocab,
+                "n_ctx_train": m.n_ctx_train, "n_embd": m.n_embd, "n_params": m.n_params,
+                "size": m.size, "n_gpu_layers": self.n_gpu_layers, "n_ctx": self.n_ctx_slot,
+                "n_parallel": self.n_slots, "fit": self.loaded.fit is not None}
+
     def _warmup(self) -> None:
         """One decode into slot 0, then an empty cache (llama.cpp's warmup: BOS + EOS). With
         layers on a GPU the batch is one full ubatch, so the kernels prompts use are loaded
         before the first request too."""
         m = self.model
         toks = [t for t in (m.token_bos(), m.token_eos()) if t >= 0] or [0]
-        if self.settings.n_gpu_layers != 0 and supports_gpu_offload():
+        if self.n_gpu_layers != 0 and supports_gpu_offload():
             n = max(len(toks), min(self.ctx.n_ubatch, self.n_ctx_slot - 1))
             toks = (toks * n)[:n]
         try:

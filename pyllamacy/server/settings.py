@@ -9,7 +9,7 @@ from typing import List, Literal, Optional, Union
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ..defaults import (LAST_N_TOKENS_SIZE, LORA_SCALE, MAIN_GPU, MAX_QUEUE, N_BATCH,
-                        N_CTX_SLOT, N_GPU_LAYERS, N_PARALLEL, N_UBATCH,
+                        FIT_MARGIN_MIB, N_CTX_SLOT, N_GPU_LAYERS, N_GPU_LAYERS_AUTO, N_PARALLEL, N_UBATCH,
                         PROMPT_LOOKUP_MAX_NGRAM_SIZE, PROMPT_LOOKUP_NUM_PRED_TOKENS, SEED_RANDOM,
                         SPLIT_MODE, USE_MLOCK, USE_MMAP)
 
@@ -25,8 +25,18 @@ class ModelSettings(BaseModel):
     model: str = Field(description="Path to the GGUF model file.")
     model_alias: Optional[str] = Field(None, description="Name clients use (default: the path).")
     # model
-    n_gpu_layers: int = Field(N_GPU_LAYERS, ge=-1, description="Layers to offload (-1: all; "
-                              "default 0: every layer on the CPU).")
+    n_gpu_layers: Optional[Union[int, Literal["auto"]]] = Field(
+        None, description="Layers to offload (-1: all; 0: every layer on the CPU; \"auto\": as "
+        "many as fit). Not given: \"auto\" while fit is on, else 0.")
+    fit: Optional[bool] = Field(None, description="Fit the model to the machine before loading "
+                                "(llama-server's --fit): with n_gpu_layers not given or "
+                                "\"auto\", the largest offload, and with n_ctx 0 the largest "
+                                "context, that leave fit_target MiB free on every device; a "
+                                "model too large even for the host is refused before loading. "
+                                "Default: on unless n_gpu_layers is a number.")
+    fit_target: Optional[Union[int, List[int]]] = Field(
+        None, description="MiB to leave free on each device when fitting (one value, or one "
+        f"per device: 1024,2048); default {FIT_MARGIN_MIB}, llama-server's --fit-target.")
     main_gpu: int = MAIN_GPU
     split_mode: Union[int, str] = SPLIT_MODE
     tensor_split: Optional[List[float]] = None
@@ -100,8 +110,45 @@ class ModelSettings(BaseModel):
                          "full ubatch when layers are on a GPU), so that the first request does "
                          "not pay for first-use setup.")
 
+    @field_validator("n_gpu_layers")
+    @classmethod
+    def _check_n_gpu_layers(cls, v):
+        if isinstance(v, int) and v < -1:
+            raise ValueError(f"n_gpu_layers must be -1 (all), 0 or more, or \"auto\"; got {v}")
+        return v
+
+    @field_validator("fit_target", mode="before")
+    @classmethod
+    def _parse_fit_target(cls, v):
+        """llama-server's spelling, "1024" or "1024,2048" (one per device), as numbers."""
+        if isinstance(v, str):
+            try:
+                parts = [int(x) for x in v.split(",")]
+            except ValueError:
+                raise ValueError(f"fit_target must be MiB as an integer or a comma-separated "
+                                 f"list of integers (one per device), got {v!r}") from None
+            v = parts[0] if len(parts) == 1 else parts
+        for x in (v if isinstance(v, list) else [v]):
+            if isinstance(x, int) and not isinstance(x, bool) and x < 0:
+                raise ValueError(f"fit_target must be >= 0 MiB, got {x}")
+        return v
+
+    def offload(self):
+        """(n_gpu_layers, fit) as load() takes them: not given means "auto" while fit is on
+        (the default) and 0 with fit off; "auto" with fit off is refused."""
+        fit = self.fit
+        if fit is None:
+            fit = self.n_gpu_layers in (None, N_GPU_LAYERS_AUTO) or self.n_ctx == 0
+        layers = self.n_gpu_layers
+        if layers is None:
+            layers = N_GPU_LAYERS_AUTO if fit else N_GPU_LAYERS
+        return layers, fit
+
     @model_validator(mode="after")
     def _check_extras(self):
+        if self.fit is False and self.n_gpu_layers == N_GPU_LAYERS_AUTO:
+            raise ValueError("n_gpu_layers \"auto\" needs fit on: give a number of layers "
+                             "with --fit off")
         if self.lora_scales is not None:
             if self.lora_paths is None or len(self.lora_scales) != len(self.lora_paths):
                 raise ValueError("lora_scales needs one scale per entry of lora_paths")

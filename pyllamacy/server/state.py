@@ -210,7 +210,7 @@ class ServerState:
         out = []
         for name, r in self.runners.items():
             ms = r.settings
-            where = "CPU" if ms.n_gpu_layers == 0 else f"GPU layers {ms.n_gpu_layers}"
+            where = "CPU" if r.n_gpu_layers == 0 else f"GPU layers {r.n_gpu_layers}"
             out.append(f"model {name!r}: {ms.model} ({r.model.size / 2**20:.0f} MiB, "
                        f"{r.model.desc}), {where}, {r.n_slots} slots x {r.n_ctx_slot} tokens")
         if self.on_demand:
@@ -352,6 +352,10 @@ class ServerState:
             st = {"value": e.status}
             if e.error and e.status == "failed":
                 st["error"] = e.error
-            out.append({"id": e.name, "object": "model", "owned_by": "me", "permissions": [],
-                        "created": 0, "status": st})
+            item = {"id": e.name, "object": "model", "owned_by": "me", "permissions": [],
+                    "created": 0, "status": st}
+            r = self.runners.get(e.name)
+            if r is not None:
+                item["meta"] = r.meta()
+            out.append(item)
         return out
