@@ -20,6 +20,9 @@
 #   call 3: bash packaging/device/run_gpu_proof.sh serve
 #     - benchmarks/server_bench.py: pyllamacy's server vs llama-server vs llama-cpp-python's,
 #       16 slots, all layers on the GPU; then both batching servers with backend sampling
+#   or, right after a `build` with MAKE_8B=1 SKIP_1B=1: bash packaging/device/run_gpu_proof.sh fit
+#     - issue 15: n_gpu_layers="auto" on the 8B shape with a margin for about half its layers,
+#       then none; pyllamacy.estimate against nvidia-smi (packaging/device/fit_proof.py)
 #   call 4: bash packaging/device/run_gpu_proof.sh prefill   (after `test`: needs the builds and
 #           smol.gguf; carry .device/m2 too if `test` did not run on this machine)
 #     - the 8B-shaped random model (Llama-3.1-8B dims, SmolLM2 vocabulary) written and quantized
@@ -105,6 +108,14 @@ after_builds() {
     "$W/b/core/bin/llama-quantize" "$W/r1b-f16.gguf" "$W/r1b-q4_0.gguf" q4_0 > "$OUT/quantize.log" 2>&1
     rm -f "$W/r1b-f16.gguf"; ls -la "$W"/*.gguf
     touch "$W/after.done"
+}
+# the 8B shape that `build` wrote with MAKE_8B=1, quantized to Q4_0 once
+quantize_8b() {
+    if [ ! -f "$W/r8b-q4_0.gguf" ] && [ -f "$W/r8b-f16.gguf" ]; then
+        "$W/b/core/bin/llama-quantize" "$W/r8b-f16.gguf" "$W/r8b-q4_0.gguf" q4_0 \
+            > "$OUT/quantize-8b.log" 2>&1
+        rm -f "$W/r8b-f16.gguf"; ls -la "$W"/*.gguf
+    fi
 }
 # OLD_REF (prepare.sh) carries .device/old-src.tar.xz: pyllamacy/ and pyproject.toml of an
 # earlier commit. Its wheel is built against the same llama.cpp build (only the Cython and
@@ -314,11 +325,7 @@ if [ "$STAGE" = issue11 ]; then
         sed "s#\.models/SmolLM2-135M-Instruct.Q4_1.gguf#smol.gguf#" "$R/.device/m2/smol.sha256" \
             | sha256sum -c - || exit 1
     fi
-    if [ ! -f "$W/r8b-q4_0.gguf" ] && [ -f "$W/r8b-f16.gguf" ]; then
-        "$W/b/core/bin/llama-quantize" "$W/r8b-f16.gguf" "$W/r8b-q4_0.gguf" q4_0 \
-            > "$OUT/quantize-8b.log" 2>&1
-        rm -f "$W/r8b-f16.gguf"; ls -la "$W"/*.gguf
-    fi
+    quantize_8b
     export PYTHONPATH=$W/site:$W/srvsite
     nvidia-smi --query-gpu=name,memory.used --format=csv
     for m in ${ISSUE11_MODELS:-smol.gguf r8b-q4_0.gguf}; do
@@ -368,6 +375,22 @@ if [ "$STAGE" = issue11 ]; then
     (cd "$OUT" && tar czf i11-all.tgz i11-* quantize-8b.log 2>/dev/null \
         && find . -maxdepth 1 -name 'i11-*' ! -name i11-all.tgz -delete && rm -f quantize-8b.log)
     say "issue11 stage done"
+    exit 0
+fi
+if [ "$STAGE" = fit ]; then
+    # issue 15, right after `build` (MAKE_8B=1 SKIP_1B=1): n_gpu_layers="auto" on the 8B-shaped
+    # Q4_0 with a margin leaving room for about half of it, then with none; estimate vs
+    # nvidia-smi (packaging/device/fit_proof.py). Results: $OUT/fit.jsonl, $OUT/fit-table.txt
+    wait_builds ${BUILD_WAIT_S:-400} || exit 1
+    after_builds
+    quantize_8b
+    export PYTHONPATH=$W/site
+    cd "$W"
+    nvidia-smi --query-gpu=name,memory.used,memory.free,memory.total --format=csv | tee "$OUT/fit-gpu.txt"
+    python3 -m pyllamacy fit "$W/r8b-q4_0.gguf" -c 4096 2>&1 | tee "$OUT/fit-table.txt"
+    python3 "$W/src/packaging/device/fit_proof.py" "$W/r8b-q4_0.gguf" --n-ctx 4096 2>&1 \
+        | tee "$OUT/fit.jsonl"
+    say "fit stage done"
     exit 0
 fi
 echo "unknown stage $STAGE"; exit 2
