@@ -83,6 +83,38 @@ class TestTextAssembler:
         assert a.push("ok 🙂".encode()[:-1]) == "ok "
         assert a.flush() == ""
 
+    @staticmethod
+    def _indent_reference(text, n):
+        """llama-server's n_indent rule, line by line: the text up to the first character of
+        the first line after the first whose leading spaces/tabs number fewer than n."""
+        if n <= 0:
+            return text
+        first, sep, rest = text.partition("\n")
+        out = first + sep
+        while sep:
+            line, sep, rest = rest.partition("\n")
+            body = line.lstrip(" \t")
+            lead = len(line) - len(body)
+            if lead < n and (body or sep):
+                return out + line[:lead]
+            out += line + sep
+        return out
+
+    @pytest.mark.parametrize("n", [0, 1, 2, 4])
+    @pytest.mark.parametrize("stop", [[], ["w ="], ["q"]])
+    def test_min_indent(self, n, stop):
+        text = "def f(x):\n    y = 1\n  \tz = 2\n\n      w = 3\n  v\nlast"
+        by_indent = self._indent_reference(text, n)
+        at_stop = min([text.index(s) for s in stop if s in text], default=len(text) + 1)
+        indent_first = len(by_indent) < min(len(text), at_stop)
+        want = by_indent if indent_first else text[:at_stop]
+        for step in (1, 3, len(text.encode())):            # pieces of any size
+            a = TextAssembler(stop, min_indent=n)
+            b = text.encode()
+            out = "".join(a.push(b[i:i + step]) for i in range(0, len(b), step)) + a.flush()
+            assert out == want, (step, out)
+            assert a.indent_stop == indent_first
+
 
 # -- constructor --------------------------------------------------------------------------------
 

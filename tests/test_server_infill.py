@@ -136,6 +136,35 @@ def test_infill_equals_llama_server(server, oracles, name, case):
         assert "--- snippet ---" in o["prompt"]
 
 
+@pytest.mark.parametrize("n_indent", [0, 2, 4])
+def test_n_indent_equals_llama_server(server, oracles, n_indent):
+    """n_indent: the completion ends before the first line (after the first) indented less
+    than n_indent, as llama-server's stop_type "limit". A grammar makes the text lines of known
+    indentation, so the cut is exercised whatever the random weights prefer."""
+    url, log = oracles["sc"]
+    grammar = 'root ::= "x = 1\\n  y = 2\\n      z = 3\\n    w = 4\\nv = 5\\n"'
+    body = dict(SMALL, temperature=0, cache_prompt=False, seed=1, n_predict=40,
+                grammar=grammar, n_indent=n_indent)
+    theirs = _post(url, body)
+    assert theirs.status_code == 200, (theirs.text, log_tail(log))
+    ours = _post(server.url, dict(body, model="sc"))
+    assert ours.status_code == 200, ours.text
+    t, o = theirs.json(), ours.json()
+    assert o["content"] == t["content"], (o["content"], t["content"])
+    assert o["stop_type"] == t["stop_type"]
+    expect = {0: "x = 1\n  y = 2\n      z = 3\n    w = 4\nv = 5\n",
+              2: "x = 1\n  y = 2\n      z = 3\n    w = 4\n",
+              4: "x = 1\n  "}[n_indent]
+    assert o["content"] == expect
+    assert (o["stop_type"] == "limit") == (n_indent > 0)
+    # streamed: the same pieces
+    with httpx.stream("POST", server.url + "/infill", json=dict(body, model="sc", stream=True),
+                      timeout=300) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert "".join(e.get("content", "") for e in events) == expect
+    assert events[-1]["stop"] is True and events[-1]["stop_type"] == o["stop_type"]
+
+
 def test_prompt_only_equals_llama_server(server, oracles):
     """n_predict 0: the prompt is evaluated, nothing is generated here."""
     url, log = oracles["sc"]
@@ -199,6 +228,8 @@ BAD = [
      "input_extra[0].filename"),
     ({"input_prefix": "", "input_suffix": "", "n_predict": -2}, "n_predict"),
     ({"input_prefix": "", "input_suffix": "", "n_predict": "5"}, "n_predict"),
+    ({"input_prefix": "", "input_suffix": "", "n_indent": -1}, "n_indent"),
+    ({"input_prefix": "", "input_suffix": "", "n_indent": 2.5}, "n_indent"),
     ({"input_prefix": "", "input_suffix": "", "temperature": "hot"}, "temperature"),
     ({"input_prefix": "", "input_suffix": "", "temperature": -1}, "temperature"),
     ({"input_prefix": "", "input_suffix": "", "top_k": 1.5}, "top_k"),

@@ -66,14 +66,16 @@ class TextAssembler:
     Attributes:
         stopped:  a stop string was found; `push` ignores further input.
         stop_hit: the stop string that ended the text (or None).
+        indent_stop: a line less indented than `min_indent` ended the text (llama-server's
+                  n_indent; its first character and what follows are cut).
         decoded:  characters decoded so far, before any cut (offset of the next token's text).
         released: characters handed out so far (push + flush).
     """
 
     __slots__ = ("_dec", "_stop", "_max_hold", "_pending", "stopped", "stop_hit", "decoded",
-                 "released")
+                 "released", "_min_indent", "_indent", "indent_stop")
 
-    def __init__(self, stop: Optional[Sequence[str]] = None):
+    def __init__(self, stop: Optional[Sequence[str]] = None, min_indent: int = 0):
         self._dec = codecs.getincrementaldecoder("utf-8")("replace")
         self._stop = normalize_stop(stop)
         self._max_hold = max((len(s) for s in self._stop), default=1) - 1
@@ -82,6 +84,28 @@ class TextAssembler:
         self.stop_hit: Optional[str] = None
         self.decoded = 0
         self.released = 0
+        # llama-server's n_indent: a line after the first that starts less indented than
+        # this (spaces and tabs count one each) ends the text before its first character
+        self._min_indent = min_indent
+        self._indent = -1           # -1: first line (or past the indentation of this one)
+        self.indent_stop = False    # the text ended at a less-indented line
+
+    def _indent_cut(self, new: str) -> int:
+        """Where in `new` a line starts less indented than min_indent (its first character
+        that is not a space or tab), or -1; follows the lines across pushes."""
+        for i, ch in enumerate(new):
+            if ch == "\n":
+                if self._indent >= 0 and self._indent < self._min_indent:
+                    return i        # an empty line is less indented too (as llama-server)
+                self._indent = 0
+            elif self._indent >= 0:
+                if ch in " \t":
+                    self._indent += 1
+                elif self._indent < self._min_indent:
+                    return i
+                else:
+                    self._indent = -1
+        return -1
 
     def push(self, piece: bytes) -> str:
         """Add one token's bytes; returns the text that can be released now (maybe "")."""
@@ -91,7 +115,8 @@ class TextAssembler:
         if not new:
             return ""
         self.decoded += len(new)
-        if not self._stop:
+        indent_cut = self._indent_cut(new) if self._min_indent > 0 else -1
+        if not self._stop and indent_cut == -1:
             self.released += len(new)
             return new
         # the held-back text cannot contain a whole stop string (it would have been cut), so
@@ -104,6 +129,9 @@ class TextAssembler:
             i = buf.find(s)
             if i != -1 and (cut == -1 or i < cut):
                 cut, hit = i, s
+        if indent_cut != -1 and (cut == -1 or len(self._pending) + indent_cut < cut):
+            cut, hit = len(self._pending) + indent_cut, None
+            self.indent_stop = True
         if cut != -1:
             self.stopped = True
             self.stop_hit = hit
@@ -209,8 +237,9 @@ class TokenText:
 
     __slots__ = ("_asm", "_base", "_pending", "n_tokens", "finish_reason", "error")
 
-    def __init__(self, stop: Optional[Sequence[str]] = None, base: int = 0):
-        self._asm = TextAssembler(stop)
+    def __init__(self, stop: Optional[Sequence[str]] = None, base: int = 0,
+                 min_indent: int = 0):
+        self._asm = TextAssembler(stop, min_indent)
         self._base = base
         self._pending: Deque[TextEntry] = deque()
         self.n_tokens = 0
@@ -249,13 +278,15 @@ class TokenText:
                ) -> Tuple[str, List[TextEntry]]:
         """The generation ended (reason: "stop", "length", "aborted", "error" or None, with
         `error` for "error") -> the (text, entries) held back until now. The finish reason of
-        the response: "stop" when a stop string ended the text, for "aborted" and for None."""
+        the response: "stop" when a stop string ended the text, for "aborted" and for None;
+        "length" when a less-indented line did (min_indent)."""
         asm = self._asm
         text = asm.flush()
         if asm.stopped:
             entries = self._released()
             self._pending.clear()
-            self.finish_reason = "stop"
+            # a less-indented line is llama-server's "limit" stop, not a stop string
+            self.finish_reason = "length" if asm.indent_stop else "stop"
         else:
             entries = list(self._pending)
             self._pending.clear()

@@ -655,11 +655,12 @@ class CompletionJob:
 
 async def start_completion(body: CompletionRequest, request: Request, runner: EngineRunner,
                            tokens: List[int], route: str = "completions",
-                           prompt_only: bool = False) -> CompletionJob:
+                           prompt_only: bool = False, min_indent: int = 0) -> CompletionJob:
     """Submit `tokens` (a prompt made by the caller) with `body`'s sampling, stop, lora,
     seed, max_tokens and deadline fields, as /v1/completions does: one choice (body.n is not
     used), no logprobs. prompt_only: evaluate the prompt, generate nothing kept (max_tokens 0
-    as /v1/completions' echo). ApiError (4xx) for a bad request."""
+    as /v1/completions' echo). min_indent: llama-server's n_indent (TokenText). ApiError (4xx)
+    for a bad request."""
     t0 = time.perf_counter()
     state = _state(request)
     stop = _checked(stop_strings, body.stop, _MAX_STOPS)
@@ -670,7 +671,8 @@ async def start_completion(body: CompletionRequest, request: Request, runner: En
         _max_tokens(state, runner, None, len(tokens))      # the prompt must still fit
     req = await _submit(state, runner, tokens, sp, body.seed, max_tokens, stop, loras=loras,
                         deadlines=_deadlines(state, body))
-    return CompletionJob(request, state, runner, req, TokenText(stop), len(tokens), t0, route)
+    return CompletionJob(request, state, runner, req, TokenText(stop, min_indent=min_indent),
+                         len(tokens), t0, route)
 
 
 # -- /v1/chat/completions ----------------------------------------------------------------------

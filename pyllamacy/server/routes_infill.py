@@ -7,18 +7,19 @@ line being typed (`prompt`, optional) and chunks of other files (`input_extra`: 
 (InfillLimits), and routes.start_completion runs it as /v1/completions would. The answer is
 llama-server's native completion object (`content`, `stop`, `tokens_predicted`,
 `tokens_evaluated`, `stop_type`, `timings`, ...); with `stream: true`, `data: {...}` events
-with `content` pieces and a last one with `stop: true`.
+with `content` pieces and a last one with `stop: true`. `n_indent` (as llama-server) ends the
+completion before the first line after the first that is less indented than that many spaces
+or tabs (`stop_type: "limit"`).
 
 Every field is checked before anything runs: a wrong type or range is a 400 naming the field.
 Fields llama-server takes that change nothing here are accepted and ignored: `cache_prompt`
 (the runner reuses a slot's prompt on its own), `t_max_prompt_ms` (llama-server does not apply
-it either), `n_indent` (not applied: generation is not cut at a less-indented line),
-`id_slot`, `samplers`, `n_probs` (no probabilities in the answer), `response_fields`."""
+it either), `id_slot`, `samplers`, `n_probs` (no probabilities in the answer), `response_fields`."""
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, NamedTuple
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
@@ -32,7 +33,7 @@ from .runner import EngineRunner
 from .state import ServerState
 from .types import CompletionRequest
 
-__all__ = ["router", "infill_request"]
+__all__ = ["router", "infill_request", "InfillCall"]
 
 router = APIRouter()
 
@@ -45,7 +46,8 @@ _NUMBERS = {"temperature": "temperature", "top_p": "top_p", "min_p": "min_p",
             "mirostat_tau": "mirostat_tau", "mirostat_eta": "mirostat_eta",
             "t_max_predict_ms": "t_max_predict_ms", "timeout": "timeout"}
 _INTEGERS = {"top_k": "top_k", "mirostat": "mirostat_mode"}
-_IGNORED_NUMBERS = ("t_max_prompt_ms", "n_indent", "id_slot", "n_probs")
+_IGNORED_NUMBERS = ("t_max_prompt_ms", "id_slot", "n_probs")
+_MAX_INDENT = 1 << 16
 
 
 def _bad(field: str, message: str) -> ApiError:
@@ -103,10 +105,21 @@ def _extra(data: dict) -> List[Tuple[str, str]]:
     return out
 
 
-def infill_request(data: Any) -> Tuple[str, str, str, List[Tuple[str, str]], CompletionRequest,
-                                        bool]:
-    """A /infill body (parsed JSON) checked -> (prefix, suffix, typed, extra chunks, the
-    sampling fields as a CompletionRequest, prompt_only). ApiError(400) naming the field."""
+class InfillCall(NamedTuple):
+    """A checked /infill body: the code around the cursor, the line being typed, chunks of
+    other files [(filename, text)], the sampling fields as a CompletionRequest, whether only
+    the prompt is evaluated (n_predict 0), and llama-server's n_indent (0: none)."""
+    prefix: str
+    suffix: str
+    typed: str
+    extra: List[Any]
+    body: CompletionRequest
+    prompt_only: bool
+    n_indent: int
+
+
+def infill_request(data: Any) -> InfillCall:
+    """A /infill body (parsed JSON) checked -> InfillCall. ApiError(400) naming the field."""
     if not isinstance(data, dict):
         raise ApiError(400, f"the body must be a JSON object, not {type(data).__name__}")
     prefix = _text(data, "input_prefix", True)
@@ -127,6 +140,9 @@ def infill_request(data: Any) -> Tuple[str, str, str, List[Tuple[str, str]], Com
     for native in _IGNORED_NUMBERS:
         if data.get(native) is not None and not _is_number(data[native]):
             raise _bad(native, f"must be a number, got {data[native]!r}")
+    n_indent = data.get("n_indent") or 0
+    if not _is_int(n_indent) or not 0 <= n_indent <= _MAX_INDENT:
+        raise _bad("n_indent", f"must be an integer from 0 to {_MAX_INDENT}, got {n_indent!r}")
     for flag in ("stream", "cache_prompt"):
         if data.get(flag) is not None and not isinstance(data[flag], bool):
             raise _bad(flag, f"must be true or false, got {data[flag]!r}")
@@ -166,7 +182,7 @@ def infill_request(data: Any) -> Tuple[str, str, str, List[Tuple[str, str]], Com
         native = next((k for k, v in {**_NUMBERS, **_INTEGERS}.items() if v == ours),
                       "n_predict" if ours == "max_tokens" else ours)
         raise _bad(native, err.get("msg", "invalid")) from None
-    return prefix, suffix, typed, extra, body, prompt_only
+    return InfillCall(prefix, suffix, typed, extra, body, prompt_only, n_indent)
 
 
 def _prompt(runner: EngineRunner, prefix: str, suffix: str, typed: str,
@@ -219,7 +235,7 @@ async def infill(request: Request):
         data = await request.json()
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "the body must be JSON") from None
-    prefix, suffix, typed, extra, body, prompt_only = infill_request(data)
+    prefix, suffix, typed, extra, body, prompt_only, n_indent = infill_request(data)
     state: ServerState = request.app.state.server
     runner = await state.acquire(body.model)
     n_predict = body.max_tokens or 0
@@ -230,11 +246,11 @@ async def infill(request: Request):
         raise ApiError(400, f"infill is not supported by this model: {e}", param="model") \
             from None
     job = await start_completion(body, request, runner, tokens, route="infill",
-                                 prompt_only=prompt_only)
+                                 prompt_only=prompt_only, min_indent=n_indent)
     settings = {"n_predict": -1 if body.max_tokens is None else body.max_tokens,
                 "temperature": body.temperature, "top_k": body.top_k, "top_p": body.top_p,
                 "min_p": body.min_p, "seed": -1 if body.seed is None else body.seed,
-                "stop": list(body.stop or []), "stream": body.stream}
+                "stop": list(body.stop or []), "stream": body.stream, "n_indent": n_indent}
     if prompt_only:
         settings["n_predict"] = 0
 
