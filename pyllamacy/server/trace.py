@@ -11,6 +11,7 @@ Off (None) unless the variable is set; nothing is measured then.
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import os
@@ -40,7 +41,13 @@ class StepTrace:
         with cls._shared_lock:
             if cls._shared is None:
                 cls._shared = cls(path)
+                atexit.register(cls._shared.close)      # shared by the process: closed at exit
             return cls._shared
+
+    def close(self) -> None:
+        """Close the file; later writes are dropped."""
+        with self._lock:
+            self._f.close()
 
     def write(self, event: str, **fields) -> None:
         fields["ev"] = event
