@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -284,12 +285,14 @@ def test_python_renderer_merges_like_kustomize():
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_binary_render_equals_the_python_render(overlay):
+def test_binary_render_equals_the_python_render(overlay, record_property):
     got = _render_binary(K8S / "overlays" / overlay)
     if got is None:
         pytest.skip("neither kustomize nor kubectl on PATH: the overlays were checked by the "
                     "Python renderer only (test_python_render_of_the_overlays)")
     tool, objs = got
+    record_property("renderer", tool)
+    print(f"overlay {overlay}: rendered by {tool} and by the Python renderer")
     assert {_key(o): o for o in objs} == rendered(overlay), f"{tool} renders differently"
 
 
@@ -382,7 +385,7 @@ def test_dockerfile_installs_extras_and_version_that_exist(name):
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
-def test_dockerfile_runtime_settings(name, capsys):
+def test_dockerfile_runtime_settings(name):
     from pyllamacy.server.__main__ import settings_from_args
     path = DOCKER / name
     user = _one(path, "USER").split(":")[0]
@@ -573,3 +576,33 @@ def test_adapter_rule_mapping_can_fail():
     assert _adapter_names({"llamacpp:requests_processing"}) == {
         "llamacpp_requests_processing": "llamacpp:requests_processing"}
     assert _adapter_names({"llamacpp:requests_processed", "pyllamacy_queue"}) == {}
+
+
+@pytest.mark.optional_deps
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_args_start_the_server(overlay, smollm2_path, tmp_path):
+    """The container's exact arguments, run as `python -m pyllamacy serve ...` (the image's
+    ENTRYPOINT) with the test model in place of /models/model.gguf, on loopback and a free
+    port: the server comes up (/health 200), and the key from $(API_KEY) guards the API."""
+    httpx = pytest.importorskip("httpx")
+    import pyllamacy
+    from serving import free_port, start_process, stop_process
+    port = free_port()
+    swap = {"/models/model.gguf": smollm2_path, "8000": str(port), "0.0.0.0": "127.0.0.1"}
+    args = [swap.get(a, a) for a in _container_args(rendered(overlay))]
+    assert smollm2_path in args and str(port) in args and "127.0.0.1" in args
+    env = dict(os.environ)
+    parent = str(Path(pyllamacy.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = parent + os.pathsep + env.get("PYTHONPATH", "")
+    env["HOME"] = str(tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    proc = start_process([sys.executable, "-m", "pyllamacy", "serve", *args],
+                         tmp_path / "server.log", url, "/health", env=env, timeout=180)
+    try:
+        assert httpx.get(url + "/v1/models", timeout=30).status_code == 401
+        r = httpx.get(url + "/v1/models", timeout=30,
+                      headers={"Authorization": "Bearer k8s-test-key"})
+        assert r.status_code == 200
+        assert [m["id"] for m in r.json()["data"]] == ["default"]
+    finally:
+        stop_process(proc)
