@@ -68,6 +68,8 @@ asan_env() {
     export PYTHONPATH="$ROOT/tests"
     export PATH="$VENV/bin:$PATH"
     RUN_DIR="$(mktemp -d /tmp/pyllamacy-asan-XXXXXX)"
+    # kept when it holds something (the fuzz workers' logs), removed when empty
+    trap 'rmdir "$RUN_DIR" 2>/dev/null || true' EXIT
     cd "$RUN_DIR"
 }
 
@@ -79,12 +81,16 @@ import os, subprocess, sys
 import pyllamacy, pyllamacy._llama as L, pyllamacy._chat as C
 lib = os.path.join(os.path.dirname(pyllamacy.__file__), "lib")
 objs = [L.__file__, C.__file__] + sorted(os.path.join(lib, f) for f in os.listdir(lib))
-bad = [o for o in objs if b"libasan" not in subprocess.run(["ldd", o], capture_output=True).stdout]
+# the objects' own NEEDED entries (readelf), not ldd: ldd lists LD_PRELOAD (libasan) for anything
+def needs_asan(o):
+    out = subprocess.run(["readelf", "-d", o], capture_output=True, text=True).stdout
+    return any("NEEDED" in l and "libasan" in l for l in out.splitlines())
+bad = [o for o in objs if not needs_asan(o)]
 print("pyllamacy:", pyllamacy.__file__)
 print("cpu variants:", sorted(f for f in os.listdir(lib) if f.startswith("libggml-cpu-")))
 if bad:
-    sys.exit("not instrumented (no libasan in ldd): " + ", ".join(bad))
-print(f"all {len(objs)} native objects link libasan")
+    sys.exit("not instrumented (libasan not NEEDED): " + ", ".join(bad))
+print(f"all {len(objs)} native objects link libasan (NEEDED)")
 EOF
 }
 
