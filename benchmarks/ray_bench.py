@@ -134,7 +134,8 @@ async def load(url: str, args, no_end: dict) -> dict:
     wall = time.perf_counter() - t0
     return {"tokens": tokens, "requests": requests, "errors": errors,
             "wall_s": round(wall, 2), "tok_s": round(tokens / wall, 1),
-            "requests_per_replica": sorted(replicas.values(), reverse=True)}
+            "requests_per_replica": sorted(replicas.values(), reverse=True),
+            "loadavg_1m_after": round(os.getloadavg()[0], 2)}     # this run and the others
 
 
 def run_one(kind: str, replicas: int, args, no_end: dict, tmp: Path) -> dict:
@@ -187,12 +188,13 @@ def main(argv=None) -> int:
         results.append(run_one("serve", 1, args, no_end, Path(d)))
         for n in (int(x) for x in args.replicas.split(",")):
             results.append(run_one("serve-ray", n, args, no_end, Path(d)))
-    print("\n| server | replicas x threads | tokens/s | requests | errors | per replica |")
-    print("|---|---|---|---|---|---|")
+    print("\n| server | replicas x threads | tokens/s | requests | errors | per replica | "
+          "load avg |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['server']} | {r['replicas']} x {r['threads_each']} | {r['tok_s']} | "
               f"{r['requests']} | {r['errors']} | "
-              f"{'/'.join(map(str, r['requests_per_replica']))} |")
+              f"{'/'.join(map(str, r['requests_per_replica']))} | {r['loadavg_1m_after']} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

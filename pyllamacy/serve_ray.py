@@ -116,7 +116,7 @@ class ReplicaApp:
         return self._app
 
     async def __call__(self, scope, receive, send):
-        app = self._app or self._build()
+        app = self._build() if self._app is None else self._app
         if scope["type"] != "http":
             return await app(scope, receive, send)
         extra = self._headers
