@@ -5,6 +5,7 @@
     pyllamacy bench [options]                   pyllamacy vs llama-bench vs llama-cpp-python
     pyllamacy fetch-model                       download the default model, print its path
     pyllamacy quantize SRC DST TYPE             re-quantize a GGUF file
+    pyllamacy serve-ray --config F --replicas N the server as Ray Serve replicas (docs/SCALE.md)
 
 Exit codes: 0 success, 1 failure while running, 2 bad input (bad arguments, missing or invalid
 model file), 130 interrupted (Ctrl-C), 141 output pipe closed. Errors are one line on stderr;
@@ -403,6 +404,24 @@ def cmd_fetch_model(args) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------------ serve-ray
+
+
+def cmd_serve_ray(args) -> int:
+    """The server as Ray Serve replicas (pyllamacy.serve_ray; needs the `ray` extra)."""
+    from pyllamacy import serve_ray
+
+    try:
+        return serve_ray.main(args)
+    except ImportError as e:         # serve_ray.RayNotInstalledError: the message says the fix
+        raise UsageError(str(e)) from e
+    except (OSError, ValueError) as e:
+        ue = _usage_error_from(e) if isinstance(e, OSError) else UsageError(str(e))
+        if ue is None:
+            raise
+        raise ue from e
+
+
 # ------------------------------------------------------------------------------- quantize
 
 
@@ -570,6 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
     s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser("serve-ray", help="the server as Ray Serve replicas behind Ray's HTTP "
+                                         "proxy (needs pyllamacy[ray]; docs/SCALE.md)")
+    from pyllamacy import serve_ray
+    serve_ray.add_arguments(s)
+    s.set_defaults(func=cmd_serve_ray)
 
     s = sub.add_parser("serve", add_help=False,
                        help="OpenAI-compatible server (python -m pyllamacy.server; "
