@@ -79,7 +79,9 @@ def _greedy(llm: Llama, prompt: str):
 
 
 def _llama(path, **kw):
-    return Llama(path, n_ctx=256, n_batch=64, n_threads=2, flash_attn=False, verbose=False,
+    # one thread: with more runnable threads than free cores (CI, a shared box) ggml's CPU
+    # threads stall each other at every operation's barrier
+    return Llama(path, n_ctx=256, n_batch=64, n_threads=1, flash_attn=False, verbose=False,
                  **kw)
 
 
@@ -257,6 +259,23 @@ def test_server_settings_check_rpc_servers(smollm2_path):
         ModelSettings(model=smollm2_path, n_gpu_layers=10, rpc_servers="127.0.0.1:0")
     with pytest.raises(ValidationError, match="n_gpu_layers as a number"):
         ModelSettings(model=smollm2_path, rpc_servers="127.0.0.1:50052")
+
+
+def test_server_runner_loads_the_model_on_the_servers(smollm2_path, rpc_servers):
+    from pyllamacy.server import ModelSettings
+    from pyllamacy.server.runner import EngineRunner
+
+    def settings(servers):
+        return ModelSettings(model=smollm2_path, n_gpu_layers=10, rpc_servers=servers,
+                             n_ctx=256, n_parallel=1, n_threads=1, warmup=False)
+
+    runner = EngineRunner(settings(",".join(rpc_servers)))
+    try:
+        assert runner.loaded.model.rpc_servers == tuple(rpc_servers)
+    finally:
+        runner.close()
+    with pytest.raises(rpc.RPCError, match="not reachable"):
+        EngineRunner(settings(f"127.0.0.1:{free_port()}"))
 
 
 # ---------------------------------------------------------------------- the rpc-server command
