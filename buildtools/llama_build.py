@@ -49,7 +49,13 @@ BASE_CMAKE_ARGS = [
     "-DMTMD_VIDEO=OFF",
     # every library and program lands in bin/ and finds its siblings through $ORIGIN
     "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON",
+    # the RPC backend (a small CPU-only module, libggml-rpc.so) and its server program: a model
+    # split across hosts (docs/SCALE.md); no RDMA (it would link libibverbs into the wheel)
+    "-DGGML_RPC=ON", "-DGGML_RPC_RDMA=OFF",
 ]
+
+# built and packaged whatever PYLLAMACY_TOOLS says: `pyllamacy rpc-server` runs the program
+RPC_SERVER = "ggml-rpc-server"
 
 
 class BuildError(RuntimeError):
@@ -134,7 +140,7 @@ def build(src: Path, extra_cmake_args: list[str] | None = None,
     # note: `ggml` depends on every CPU variant, so all are built; _variant_targets matters
     # when ggml is already up to date and for PYLLAMACY_CPU_VARIANTS
     targets = ["llama", "llama-common", "mtmd", "ggml", "ggml-base", *_variant_targets(bdir, ninja),
-               *tools]
+               "ggml-rpc", RPC_SERVER, *tools]
     jobs = os.environ.get("PYLLAMACY_JOBS") or str(os.cpu_count() or 2)
     env = dict(os.environ)
     # let ccache share objects between checkouts in different folders (CI clones, worktrees)
@@ -182,4 +188,8 @@ def libraries(bin_dir: Path) -> list[Path]:
         variants = [v for v in variants if v.stem[len("libggml-cpu-"):] in keep]
     if not variants:
         raise BuildError(f"no CPU backend variant in {bin_dir}")
-    return libs + variants
+    rpc = [bin_dir / "libggml-rpc.so", bin_dir / RPC_SERVER]
+    for p in rpc:
+        if not p.exists():
+            raise BuildError(f"{p} was not built")
+    return libs + variants + rpc

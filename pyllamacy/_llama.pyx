@@ -7,6 +7,7 @@ This file is a table of contents; each included .pxi holds one domain:
     _errors.pxi    exception classes and the one place that maps llama.cpp return codes to them
     _logging.pxi   llama.cpp / ggml log capture and verbosity
     _backend.pxi   loading backends (CPU variant choice, GPU modules), devices, system info
+    _rpc.pxi       RPC devices: a model's layers on llama.cpp rpc-servers (pyllamacy/rpc.py)
     _model.pxi     Model (weights + vocabulary), tokenization
     _lora.pxi      LoraAdapter (a LoRA adapter of one Model, attached to Contexts)
     _batch.pxi     Batch (llama_batch owner)
@@ -55,6 +56,7 @@ import numpy as np
 include "_errors.pxi"
 include "_logging.pxi"
 include "_backend.pxi"
+include "_rpc.pxi"
 include "_model.pxi"
 include "_lora.pxi"
 include "_batch.pxi"

@@ -39,7 +39,11 @@ cdef class Model:
 
     Model(path, *, n_gpu_layers=-1, split_mode="layer", main_gpu=0, tensor_split=None,
           vocab_only=False, use_mmap=True, use_mlock=False, check_tensors=False,
-          kv_overrides=None, progress_callback=None)
+          kv_overrides=None, progress_callback=None, rpc_servers=None)
+
+    rpc_servers: llama.cpp rpc-servers ("host:port,host:port" or a list) whose devices take the
+    offloaded layers (n_gpu_layers), before any local GPU; each is checked and probed first
+    (pyllamacy.rpc.RPCError when one cannot be used, ValueError for a malformed endpoint).
 
     Contexts keep their model alive; close() frees the weights once no context uses them.
     """
@@ -53,6 +57,7 @@ cdef class Model:
     cdef bint _close_pending
     cdef int32_t _n_vocab
     cdef object _meta_keys     # the file's non-array metadata keys (read by the pre-flight)
+    cdef readonly tuple rpc_servers   # the RPC endpoints holding layers of this model
     cdef object __weakref__
 
     def __cinit__(self):
@@ -60,13 +65,21 @@ cdef class Model:
         self._vocab = NULL
         self._users = 0
         self._close_pending = False
+        self.rpc_servers = ()
 
     def __init__(self, path, *, int n_gpu_layers=-1, split_mode="layer", int main_gpu=0,
                  tensor_split=None, bint vocab_only=False, bint use_mmap=True,
                  bint use_mlock=False, bint check_tensors=False, kv_overrides=None,
-                 progress_callback=None, tensor_buft_overrides=None):
+                 progress_callback=None, tensor_buft_overrides=None, rpc_servers=None):
         if self._model != NULL:
             raise RuntimeError("Model.__init__ called twice")
+        # checked before anything else: llama.cpp aborts on a bad endpoint (pyllamacy/rpc.py)
+        rpc_endpoints = []
+        if rpc_servers is not None:
+            from pyllamacy import rpc
+            rpc_endpoints = rpc.parse_servers(rpc_servers)
+            if rpc_endpoints and vocab_only:
+                raise ValueError("a vocab_only model has no weights to put on rpc_servers")
         # the file (and kv_overrides) checked for what would make llama.cpp abort the process
         from pyllamacy import gguf_preflight
         header = gguf_preflight.check_model_file(path, vocab_only=vocab_only, use_mmap=use_mmap,
@@ -111,12 +124,23 @@ cdef class Model:
         cdef const char * c_path = bpath
         cdef uint64_t mark = S.log_mark()
         cdef L.llama_model * model = NULL
+        cdef vector[GB.ggml_backend_dev_t] c_devs
         # [(tensor name regex, buffer type name)], as fit_params() answers them
         cdef _FitParams tbo_owner = None
         if tensor_buft_overrides:
             tbo_owner = _FitParams(self.path, tensor_buft_overrides=tensor_buft_overrides)
             p.tensor_buft_overrides = tbo_owner.tbo
         try:
+            if rpc_endpoints:
+                # the servers' devices first (as llama.cpp's --rpc puts them), then the local
+                # GPUs llama.cpp would pick; given to this model only (see _rpc.pxi)
+                _rpc_server_devices(rpc_endpoints, c_devs)
+                _local_offload_devices(c_devs)
+                if c_devs.size() > max_dev:
+                    raise ValueError(f"rpc_servers and the local GPUs make {c_devs.size()} "
+                                     f"devices; this build supports at most {max_dev}")
+                c_devs.push_back(NULL)
+                p.devices = c_devs.data()
             if tensor_split is not None:
                 vals = [float(x) for x in tensor_split]
                 if len(vals) > max_dev:
@@ -144,6 +168,10 @@ cdef class Model:
             raise ModelLoadError(f"failed to load model from {self.path}: "
                                  f"{reason or 'llama.cpp gave no reason'}")
         self._model = model
+        if rpc_endpoints:
+            self.rpc_servers = tuple(rpc_endpoints)
+            for ep in rpc_endpoints:
+                _rpc_users[ep] = _rpc_users.get(ep, 0) + 1
         self._vocab = L.llama_model_get_vocab(model)
         self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
         self._progress_cb = None
@@ -171,6 +199,20 @@ cdef class Model:
                 L.llama_model_free(self._model)
             self._model = NULL
             self._vocab = NULL
+            self._rpc_release()
+
+    cdef void _rpc_release(self) noexcept:
+        # the model's RPC connections are closed with its buffers
+        try:
+            for ep in self.rpc_servers:
+                n = _rpc_users.get(ep, 0) - 1
+                if n > 0:
+                    _rpc_users[ep] = n
+                else:
+                    _rpc_users.pop(ep, None)
+            self.rpc_servers = ()
+        except BaseException:
+            pass
 
     def close(self):
         """Free the weights (deferred until every Context of this model is closed). Idempotent."""
@@ -195,6 +237,7 @@ cdef class Model:
         if self._model != NULL:
             L.llama_model_free(self._model)
             self._model = NULL
+            self._rpc_release()
 
     def __repr__(self):
         if self._model == NULL:

@@ -596,6 +596,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve_ray.add_arguments(s)
     s.set_defaults(func=cmd_serve_ray)
 
+    # -- rpc-server: llama.cpp's RPC server, a model's layers on this host (pyllamacy/rpc.py)
+    from pyllamacy import rpc as _rpc
+    s = sub.add_parser("rpc-server", help="serve this host's devices to a model loaded "
+                                          "elsewhere (llama.cpp's RPC; private networks only)",
+                       description="Run llama.cpp's RPC server (the bundled ggml-rpc-server) "
+                                   "so that a model loaded on another host with "
+                                   "rpc_servers=HOST:PORT puts layers here. The protocol has "
+                                   "no authentication: it binds 127.0.0.1 unless --host says "
+                                   "otherwise; bind only to a private network.")
+    _rpc.add_server_arguments(s)
+    s.set_defaults(func=_rpc.cmd_rpc_server)
+
     s = sub.add_parser("serve", add_help=False,
                        help="OpenAI-compatible server (python -m pyllamacy.server; "
                             "'serve --help' for its options)")

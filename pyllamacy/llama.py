@@ -172,6 +172,7 @@ class Llama:
         use_mmap: bool = USE_MMAP,
         use_mlock: bool = USE_MLOCK,
         kv_overrides: Optional[Dict[str, Union[bool, int, float, str]]] = None,
+        rpc_servers: Optional[Union[str, List[str]]] = None,
         # context
         seed: int = LLAMA_DEFAULT_SEED,
         n_ctx: int = N_CTX,
@@ -235,6 +236,11 @@ class Llama:
         where a request allows it: a chain of greedy/dist/top_k/top_p/min_p/temp/logit_bias,
         no logprobs, grammar, penalties, logits processors or draft model. Saves copying the
         logits to the host every token; llama.cpp marks it experimental.
+        rpc_servers: llama.cpp rpc-servers ("host:port,host:port" or a list; `pyllamacy
+        rpc-server` starts one) whose devices take the offloaded layers: give n_gpu_layers
+        too (with the default 0 every layer stays here). Each server is probed before the
+        load (pyllamacy.rpc.RPCError if it cannot be used); see docs/SCALE.md, and run the
+        servers on a private network only.
         """
         self._closed = True          # until everything is built
         self._loaded: Optional[LoadedModel] = None
@@ -274,7 +280,8 @@ class Llama:
         self._init_kwargs = dict(
             model_path=model_path, n_gpu_layers=n_gpu_layers, split_mode=split_mode,
             main_gpu=main_gpu, tensor_split=tensor_split, vocab_only=vocab_only,
-            use_mmap=use_mmap, use_mlock=use_mlock, kv_overrides=kv_overrides, seed=seed,
+            use_mmap=use_mmap, use_mlock=use_mlock, kv_overrides=kv_overrides,
+            rpc_servers=rpc_servers, seed=seed,
             n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=n_threads,
             n_threads_batch=n_threads_batch, rope_scaling_type=rope_scaling_type,
             pooling_type=pooling_type, attention_type=attention_type,
@@ -331,6 +338,7 @@ class Llama:
         loaded = load(self.model_path, n_gpu_layers=n_gpu_layers, split_mode=split_mode,
                       main_gpu=main_gpu, tensor_split=tensor_split, vocab_only=vocab_only,
                       use_mmap=use_mmap, use_mlock=use_mlock, kv_overrides=kv_overrides,
+                      rpc_servers=rpc_servers,
                       n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
                       context_options=context_options, fit_margin_mib=fit_margin_mib,
                       # a vocab_only Llama ignores its adapter (it has no weights to change)

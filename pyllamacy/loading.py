@@ -23,7 +23,7 @@ from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Unio
 from ._llama import Context, LoraAdapter, Model, Projector, check_gguf
 from .defaults import (DRAFT_N_BATCH, DRAFT_N_CTX, MAIN_GPU, N_BATCH, N_CTX, N_GPU_LAYERS,
                        N_GPU_LAYERS_AUTO, N_SEQ_MAX, N_UBATCH, SPLIT_MODE, USE_MLOCK, USE_MMAP)
-from . import memory
+from . import memory, rpc
 
 __all__ = ["load", "LoadedModel"]
 
@@ -120,6 +120,7 @@ def load(model: Union[_Path, Model], *,
          main_gpu: int = MAIN_GPU, tensor_split: Optional[Sequence[float]] = None,
          vocab_only: bool = False, use_mmap: bool = USE_MMAP, use_mlock: bool = USE_MLOCK,
          kv_overrides: Optional[Mapping[str, Union[bool, int, float, str]]] = None,
+         rpc_servers: Optional[Union[str, Sequence[str]]] = None,
          # the context (none with vocab_only)
          n_ctx: int = N_CTX, n_seq_max: int = N_SEQ_MAX, n_batch: int = N_BATCH,
          n_ubatch: int = N_UBATCH, context_options: Optional[Mapping[str, Any]] = None,
@@ -155,8 +156,17 @@ def load(model: Union[_Path, Model], *,
     device, measured by a dry run that allocates nothing; a load that cannot fit even the host
     raises MemoryError with the figures, before anything is loaded. The choice is logged once
     at info level and kept in the result's n_gpu_layers, n_ctx and fit.
+
+    rpc_servers ("host:port,..." or a list): llama.cpp rpc-servers whose devices take the
+    offloaded layers (pyllamacy.rpc; checked first, ValueError for a malformed one). The fit
+    stage does not see them: with rpc_servers, n_ctx=0 is the training context unfitted, and
+    fit=True or n_gpu_layers="auto" is a ValueError.
     """
     borrowed_model = isinstance(model, Model)
+    rpc_endpoints = rpc.parse_servers(rpc_servers)
+    if rpc_endpoints and borrowed_model:
+        raise ValueError("rpc_servers applies to a model loaded here, not to an open Model "
+                         "(give Model(..., rpc_servers=) instead)")
     if not borrowed_model:
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError(f"model_path must be str or os.PathLike, not "
@@ -172,8 +182,12 @@ def load(model: Union[_Path, Model], *,
                          "projector or draft model")
 
     auto = n_gpu_layers == N_GPU_LAYERS_AUTO
+    if rpc_endpoints and (fit or auto):
+        # common_fit_params measures the registered devices, never a model's RPC devices
+        raise ValueError("fitting (fit=True, n_gpu_layers='auto') does not see rpc_servers: "
+                         "give n_gpu_layers as a number")
     if fit is None:
-        fit = auto or n_ctx == 0
+        fit = (auto or n_ctx == 0) and not rpc_endpoints
     if auto and not fit:
         raise ValueError("n_gpu_layers='auto' needs fit on: give a number of layers with "
                          "fit=False")
@@ -206,7 +220,8 @@ def load(model: Union[_Path, Model], *,
                 model, n_gpu_layers=int(n_gpu_layers), split_mode=split_mode,
                 main_gpu=main_gpu, tensor_split=tensor_split, vocab_only=vocab_only,
                 use_mmap=use_mmap, use_mlock=use_mlock, kv_overrides=kv_overrides,
-                tensor_buft_overrides=tensor_buft_overrides))
+                tensor_buft_overrides=tensor_buft_overrides,
+                rpc_servers=rpc_endpoints or None))
             lm.n_gpu_layers = int(n_gpu_layers)
         m = lm.model
         n_ctx_total = (n_ctx or m.n_ctx_train) * n_seq_max

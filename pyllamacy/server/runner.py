@@ -142,7 +142,8 @@ class EngineRunner:
         self.loaded = load(
             s.model, n_gpu_layers=layers, fit=fit, fit_margin_mib=s.fit_target,
             split_mode=s.split_mode,
-            main_gpu=s.main_gpu, tensor_split=s.tensor_split, use_mmap=s.use_mmap,
+            main_gpu=s.main_gpu, tensor_split=s.tensor_split, rpc_servers=s.rpc_servers,
+            use_mmap=s.use_mmap,
             use_mlock=s.use_mlock, n_ctx=s.n_ctx, n_seq_max=self.n_slots, n_batch=s.n_batch,
             n_ubatch=s.n_ubatch,
             context_options=dict(n_threads=s.n_threads, n_threads_batch=s.n_threads_batch,

@@ -40,6 +40,23 @@ class ModelSettings(BaseModel):
     main_gpu: int = MAIN_GPU
     split_mode: Union[int, str] = SPLIT_MODE
     tensor_split: Optional[List[float]] = None
+    rpc_servers: Optional[str] = Field(
+        None, description="llama.cpp rpc-servers (host:port,host:port; `pyllamacy rpc-server` "
+        "starts one, on a private network only) whose devices take the offloaded layers: give "
+        "n_gpu_layers as a number (fitting does not see them). Each is probed at load.")
+
+    @field_validator("rpc_servers", mode="before")
+    @classmethod
+    def _check_rpc_servers(cls, v, info):
+        if v is None:
+            return None
+        from ..rpc import parse_servers     # the syntax now; reachability when loading
+        endpoints = parse_servers(v)
+        layers = info.data.get("n_gpu_layers")
+        if endpoints and (not isinstance(layers, int) or info.data.get("fit")):
+            raise ValueError("rpc_servers needs n_gpu_layers as a number and fit off: fitting "
+                             "does not see the servers' devices")
+        return ",".join(endpoints) or None
     use_mmap: bool = USE_MMAP
     use_mlock: bool = USE_MLOCK
     lora_path: Optional[str] = Field(None, description="LoRA adapter (GGUF) applied to every "
