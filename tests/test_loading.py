@@ -278,7 +278,11 @@ def test_the_layers_agree_on_defaults():
     from pyllamacy.server.settings import ModelSettings
     from pyllamacy.server.types import CompletionRequest
     ms = ModelSettings(model="m.gguf")
-    assert ms.n_gpu_layers == defaults.N_GPU_LAYERS and ms.seed == defaults.SEED_RANDOM
+    # the server fits by default, as llama-server (docs/MEMORY.md): no layers given -> "auto";
+    # fit off -> the library default
+    assert ms.n_gpu_layers is None and ms.offload() == (defaults.N_GPU_LAYERS_AUTO, True)
+    assert ModelSettings(model="m.gguf", fit=False).offload() == (defaults.N_GPU_LAYERS, False)
+    assert ms.seed == defaults.SEED_RANDOM
     assert (ms.n_ctx, ms.n_batch, ms.n_ubatch) == (defaults.N_CTX_SLOT, defaults.N_BATCH,
                                                    defaults.N_UBATCH)
     assert ms.last_n_tokens_size == defaults.LAST_N_TOKENS_SIZE
