@@ -161,6 +161,18 @@ def _n_gpu_layers_arg(v: str):
         raise argparse.ArgumentTypeError(f"expected a number of layers or 'auto', got {v!r}")
 
 
+def _tensor_split_arg(v: str):
+    """"3,1" -> [3.0, 1.0] (llama.cpp's -ts): finite, >= 0, not all zero."""
+    try:
+        parts = [float(x) for x in v.replace("/", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {v!r}")
+    if not all(0 <= p < float("inf") for p in parts) or not any(parts):
+        raise argparse.ArgumentTypeError(f"tensor split shares must be finite, >= 0 and not "
+                                         f"all 0, got {v!r}")
+    return parts
+
+
 def cmd_fit(args) -> int:
     """Print what MODEL would use per device (a dry run: nothing is allocated)."""
     from pyllamacy.memory import estimate
@@ -250,7 +262,8 @@ def _complete_llama(Llama, model_path: str, prompt: str, args, outcome: _Outcome
     if args.threads is not None:
         kw["n_threads"] = args.threads
         kw["n_threads_batch"] = args.threads
-    kw["n_gpu_layers"] = args.ngl
+    kw.update(n_gpu_layers=args.ngl, split_mode=args.split_mode, main_gpu=args.main_gpu,
+              tensor_split=args.tensor_split)
     if args.lora is not None:
         kw["lora_path"] = args.lora
         kw["lora_scale"] = args.lora_scale
@@ -302,6 +315,8 @@ def _complete_core(model_path: str, prompt: str, args, outcome: _Outcome) -> Ite
     stop = normalize_stop(args.stop)
     lora = [] if args.lora is None else [(args.lora, args.lora_scale)]
     with load(model_path, n_gpu_layers=args.ngl, n_ctx=args.n_ctx,
+              split_mode=args.split_mode, main_gpu=args.main_gpu,
+              tensor_split=args.tensor_split,
               context_options={"n_threads": args.threads}, lora=lora) as loaded:
         model, ctx = loaded.model, loaded.ctx
         tokens = model.tokenize(prompt, add_special=True, parse_special=True)
@@ -554,9 +569,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop when TEXT is generated (repeatable)")
     s.add_argument("--no-stream", action="store_true",
                    help="generate everything, then print it")
-    s.add_argument("--ngl", "--n-gpu-layers", dest="ngl", type=int, default=N_GPU_LAYERS,
-                   help=f"layers to offload to a GPU (-1: all; default {N_GPU_LAYERS}, as "
-                        f"pyllamacy.Llama)")
+    s.add_argument("--ngl", "--n-gpu-layers", dest="ngl", type=_n_gpu_layers_arg,
+                   default=N_GPU_LAYERS,
+                   help=f"layers to offload to a GPU (-1: all; 'auto': as many as fit; default "
+                        f"{N_GPU_LAYERS}, as pyllamacy.Llama)")
+    s.add_argument("--split-mode", "-sm", choices=("layer", "row", "none"), default="layer",
+                   help="how layers spread over several GPUs (default layer, as llama.cpp)")
+    s.add_argument("--main-gpu", "-mg", type=int, default=0,
+                   help="the GPU for the whole model with --split-mode none (default 0)")
+    s.add_argument("--tensor-split", "-ts", type=_tensor_split_arg, default=None,
+                   metavar="P0,P1,...", help="share of the model for each GPU, e.g. 3,1")
     s.add_argument("--lora", metavar="PATH", default=None,
                    help="LoRA adapter (GGUF) to apply to the model")
     s.add_argument("--lora-scale", type=float, default=LORA_SCALE,

@@ -81,6 +81,24 @@ def test_complete_engines_agree(smollm2_path):
     assert a.stdout == b.stdout
 
 
+@pytest.mark.parametrize("engine", ["llama", "core"])
+def test_complete_split_options(smollm2_path, engine):
+    """--split-mode / --main-gpu / --tensor-split reach the model (one device here: the greedy
+    text is the plain one); bad values are a usage error naming the option."""
+    base = ("complete", "Once upon a time", "--model", smollm2_path, "-n", "8",
+            "--temperature", "0", "--n-ctx", "256", "--engine", engine)
+    plain = run_cli(*base)
+    split = run_cli(*base, "--split-mode", "row", "--main-gpu", "0", "--tensor-split", "3,1")
+    assert plain.returncode == 0 and split.returncode == 0, plain.stderr + split.stderr
+    assert split.stdout == plain.stdout
+    for bad, opt in ((["--tensor-split", "1,x"], "--tensor-split"),
+                     (["--tensor-split", "0,0"], "--tensor-split"),
+                     (["--split-mode", "diagonal"], "--split-mode"),
+                     (["--ngl", "many"], "--ngl")):
+        r = run_cli(*base, *bad)
+        assert r.returncode == 2 and opt in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_complete_stdin_no_stream_and_stop(smollm2_path):
     r = run_cli("complete", "--model", smollm2_path, "-n", "16", "--temperature", "0",
                 "--no-stream", "--n-ctx", "256", "--stats", input="Count: 1, 2, 3,")
