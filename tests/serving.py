@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+from typing import Optional
 from pathlib import Path
 
 
@@ -101,10 +102,20 @@ def log_tail(path: Path, n: int = 3000) -> str:
         return ""
 
 
-def start_process(cmd, log_path: Path, url: str, health: str, env=None,
-                  timeout: float = 120) -> subprocess.Popen:
-    """Start `cmd` (its output into log_path) and wait until GET url+health answers 200."""
-    import httpx
+def start_process(cmd, log_path: Path, url: Optional[str] = None, health: Optional[str] = None,
+                  env=None, timeout: float = 120, ready=None,
+                  what: Optional[str] = None) -> subprocess.Popen:
+    """Start `cmd` (its output into log_path) and wait until it is ready: GET url+health
+    answers 200, or `ready()` returns True (a check of the caller's: a handshake, a port)."""
+    if ready is None:
+        import httpx
+
+        def ready():
+            try:
+                return httpx.get(url + health, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+    what = what or (f"answer {health}" if health else "get ready")
     log = open(log_path, "wb")
     # started from the log's folder: `python -m` puts the current folder first on sys.path, and
     # in a source checkout the uncompiled pyllamacy/ there would shadow the installed package
@@ -117,13 +128,10 @@ def start_process(cmd, log_path: Path, url: str, health: str, env=None,
             if proc.poll() is not None:
                 raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}:\n"
                                    f"{log_tail(log_path)}")
-            try:
-                if httpx.get(url + health, timeout=2).status_code == 200:
-                    return proc
-            except httpx.HTTPError:
-                pass
+            if ready():
+                return proc
             if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"{cmd[0]} did not answer {health} within {timeout:g} s:\n"
+                raise RuntimeError(f"{cmd[0]} did not {what} within {timeout:g} s:\n"
                                    f"{log_tail(log_path)}")
             time.sleep(0.2)
     except BaseException:

@@ -20,7 +20,7 @@ import pytest
 import pyllamacy
 from pyllamacy import Llama, Model, rpc
 
-from serving import free_port, log_tail, run_cli, stop_process
+from serving import free_port, run_cli, start_process, stop_process
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):",
            "Once upon a time, in a small village,"]
@@ -33,30 +33,18 @@ def _start_rpc_server(tmp_path: Path, port: int) -> subprocess.Popen:
     parent = str(Path(pyllamacy.__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = parent + os.pathsep + env.get("PYTHONPATH", "")
-    log_path = tmp_path / f"rpc-server-{port}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pyllamacy", "rpc-server", "--port", str(port),
-             "--threads", "1"], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=parent)
-    t0 = time.monotonic()
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"rpc-server exited with {proc.returncode}:\n"
-                                   f"{log_tail(log_path)}")
-            try:
-                rpc.probe(f"127.0.0.1:{port}", timeout=2)
-                return proc
-            except rpc.RPCError:
-                pass
-            if time.monotonic() - t0 > 60:
-                raise RuntimeError(f"rpc-server did not answer within 60 s:\n"
-                                   f"{log_tail(log_path)}")
-            time.sleep(0.2)
-    except BaseException:
-        stop_process(proc)
-        raise
+    endpoint = f"127.0.0.1:{port}"
+
+    def handshake() -> bool:
+        try:
+            rpc.probe(endpoint, timeout=2)
+            return True
+        except rpc.RPCError:
+            return False
+
+    return start_process([sys.executable, "-m", "pyllamacy", "rpc-server", "--port", str(port),
+                          "--threads", "1"], tmp_path / f"rpc-server-{port}.log", env=env,
+                         timeout=60, ready=handshake, what="answer the RPC handshake")
 
 
 @pytest.fixture(scope="module")
