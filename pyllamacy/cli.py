@@ -516,6 +516,30 @@ def cmd_bench(args) -> int:
 # ---------------------------------------------------------------------------------- parser
 
 
+def cmd_rpc_server(args) -> int:
+    """`pyllamacy rpc-server`: exec the bundled ggml-rpc-server (its signals and exit code are
+    the program's own). Bad options exit 2 before anything starts."""
+    from pyllamacy import rpc
+
+    try:
+        port = rpc.check_port(str(args.port), f"--port {args.port!r}")
+        cmd = rpc.server_command(args.host, port, threads=args.threads, devices=args.device,
+                                 cache=args.cache)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    except FileNotFoundError as e:
+        raise UsageError(f"{e.filename}: {e.strerror}") from None
+    if not rpc.is_loopback(args.host):
+        sys.stderr.write(rpc.SECURITY_WARNING.format(host=args.host, port=port))
+    sys.stderr.write(f"pyllamacy: starting {' '.join(cmd)}\n")
+    sys.stderr.flush()
+    if args.dry_run:
+        return 0
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)
+    return 1                                            # not reached
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pyllamacy",
@@ -628,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "no authentication: it binds 127.0.0.1 unless --host says "
                                    "otherwise; bind only to a private network.")
     _rpc.add_server_arguments(s)
-    s.set_defaults(func=_rpc.cmd_rpc_server)
+    s.set_defaults(func=cmd_rpc_server)
 
     s = sub.add_parser("serve", add_help=False,
                        help="OpenAI-compatible server (python -m pyllamacy.server; "

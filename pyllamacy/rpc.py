@@ -25,12 +25,12 @@ import os
 import re
 import socket
 import struct
-import sys
 from typing import List, Optional, Sequence, Tuple, Union
 
 from ._llama import LlamaError
 
-__all__ = ["RPCError", "parse_servers", "probe", "server_binary", "server_command",
+__all__ = ["RPCError", "parse_servers", "probe", "server_binary", "server_command", "check_port",
+           "is_loopback", "add_server_arguments",
            "DEFAULT_PORT", "PROBE_TIMEOUT", "SECURITY_WARNING"]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -79,7 +79,7 @@ def _check_host(host: str, what: str) -> None:
         raise ValueError(f"{what}: {host!r} is not a host name or an IPv4 address")
 
 
-def _check_port(port_text: str, what: str) -> int:
+def check_port(port_text: str, what: str) -> int:
     if not port_text.isascii() or not port_text.isdigit():
         raise ValueError(f"{what}: the port {port_text!r} is not a number (expected host:port, "
                          f"e.g. 127.0.0.1:{DEFAULT_PORT})")
@@ -105,7 +105,7 @@ def parse_endpoint(endpoint: str) -> Tuple[str, int]:
                          f"connects over IPv4); expected host:port")
     host, port_text = endpoint.split(":")
     _check_host(host, what)
-    return host, _check_port(port_text, what)
+    return host, check_port(port_text, what)
 
 
 def parse_servers(servers: Union[str, Sequence[str], None]) -> List[str]:
@@ -265,27 +265,3 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
                         "~/.cache/llama.cpp/rpc): a model sent again loads faster")
     p.add_argument("--dry-run", action="store_true",
                    help="check the options, print the warnings and the command, do not start")
-
-
-def cmd_rpc_server(args) -> int:
-    """`pyllamacy rpc-server`: exec the bundled ggml-rpc-server (its signals and exit code are
-    the program's own). Bad options exit 2 before anything starts."""
-    from .cli import UsageError
-
-    try:
-        port = _check_port(str(args.port), f"--port {args.port!r}")
-        cmd = server_command(args.host, port, threads=args.threads, devices=args.device,
-                             cache=args.cache)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    except FileNotFoundError as e:
-        raise UsageError(f"{e.filename}: {e.strerror}") from None
-    if not is_loopback(args.host):
-        sys.stderr.write(SECURITY_WARNING.format(host=args.host, port=port))
-    sys.stderr.write(f"pyllamacy: starting {' '.join(cmd)}\n")
-    sys.stderr.flush()
-    if args.dry_run:
-        return 0
-    sys.stdout.flush()
-    os.execv(cmd[0], cmd)
-    return 1                                            # not reached
