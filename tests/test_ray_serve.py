@@ -42,11 +42,15 @@ def _model(path: str, alias: str = "smol") -> ModelSettings:
 
 
 @pytest.fixture(scope="module")
-def replicas(smollm2_path):
+def replicas(smollm2_path, tmp_path_factory):
     """Ray (2 CPUs, no dashboard, a small object store) and the test model as 2 replicas of
     1 CPU each behind Ray's HTTP proxy on a free port; Serve and Ray are shut down after the
-    module's tests. The workers import the same pyllamacy as this process."""
+    module's tests. The workers import the same pyllamacy as this process: Ray's workers
+    put the driver's working folder first on sys.path, and from a source checkout its
+    uncompiled pyllamacy/ would shadow the installed one, so Ray starts from an empty one."""
     parent = str(Path(pyllamacy.__file__).resolve().parent.parent)
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ray-cwd"))
     ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False,
              log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": parent}})
@@ -61,6 +65,7 @@ def replicas(smollm2_path):
             serve.shutdown()
         finally:
             ray.shutdown()
+            os.chdir(cwd)
 
 
 def _client(url: str):
@@ -283,6 +288,6 @@ def test_cli_without_ray_says_what_to_install(tmp_path):
     import pyllamacy as p
     parent = str(Path(p.__file__).resolve().parent.parent)
     r = run_cli("serve-ray", "--config", str(cfg),
-                env={"PYTHONPATH": os.pathsep.join([parent, str(fake.parent)])})
+                env={"PYTHONPATH": os.pathsep.join([str(fake.parent), parent])})
     assert r.returncode == 2, r.stderr
     assert "pip install 'pyllamacy[ray]'" in r.stderr
