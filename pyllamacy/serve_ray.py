@@ -377,7 +377,9 @@ def app_from_args(args):
 
 
 def main(args) -> int:
-    """``pyllamacy serve-ray``: deploy and serve until Ctrl-C."""
+    """``pyllamacy serve-ray``: deploy and serve until Ctrl-C. Without Ray, that is said first
+    (RayNotInstalledError), before the options and models are checked."""
+    _serve()
     app, host, port = app_from_args(args)
     print(f"pyllamacy serve-ray: starting Ray Serve at http://{host}:{port}/v1", flush=True)
     run(app, host=host, port=port, address=args.address, blocking=True)

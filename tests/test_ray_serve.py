@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -287,7 +289,12 @@ def test_cli_without_ray_says_what_to_install(tmp_path):
     cfg.write_text(json.dumps({"models": [{"model": "m.gguf"}]}))
     import pyllamacy as p
     parent = str(Path(p.__file__).resolve().parent.parent)
-    r = run_cli("serve-ray", "--config", str(cfg),
-                env={"PYTHONPATH": os.pathsep.join([str(fake.parent), parent])})
+    # the stand-in goes first on sys.path from inside the process: `python -m` would put the
+    # working folder (site-packages itself, for an installed pyllamacy) before PYTHONPATH
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pyllamacy.cli import main; "
+            "sys.exit(main(['serve-ray', '--config', sys.argv[2]]))")
+    r = subprocess.run([sys.executable, "-c", code, str(fake.parent), str(cfg)],
+                       capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
+                       env=dict(os.environ, PYTHONPATH=parent))
     assert r.returncode == 2, r.stderr
     assert "pip install 'pyllamacy[ray]'" in r.stderr
