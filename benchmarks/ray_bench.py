@@ -31,6 +31,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_bench import level  # noqa: E402  (the same client loop)
+
 ROOT = Path(__file__).resolve().parent.parent
 if list((ROOT / "pyllamacy").glob("_llama*.so")):
     # a built checkout (this one): benchmark its pyllamacy, not an installed one
@@ -105,37 +108,15 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 async def load(url: str, args, no_end: dict) -> dict:
-    tokens = requests = errors = 0
+    """server_bench's load (args.clients clients, back to back), counting the replica that
+    answered each request."""
     replicas: Counter = Counter()
-    t_end = time.perf_counter() + args.duration
-
-    async def client(i: int):
-        nonlocal tokens, requests, errors
-        seed = 1000 * i
-        async with httpx.AsyncClient(base_url=url, timeout=600) as c:
-            while time.perf_counter() < t_end:
-                seed += 1
-                body = {"model": "m", "prompt": f"Story number {i}-{seed}: once upon a time",
-                        "max_tokens": args.max_tokens, "temperature": 0.8, "seed": seed,
-                        "logit_bias": no_end}
-                try:
-                    r = await c.post("/v1/completions", json=body)
-                    r.raise_for_status()
-                    n = r.json()["usage"]["completion_tokens"]
-                except Exception:           # noqa: BLE001 - counted
-                    errors += 1
-                    continue
-                tokens += n
-                requests += 1
-                replicas[r.headers.get(REPLICA_HEADER, "-")] += 1
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(args.clients)))
-    wall = time.perf_counter() - t0
-    return {"tokens": tokens, "requests": requests, "errors": errors,
-            "wall_s": round(wall, 2), "tok_s": round(tokens / wall, 1),
-            "requests_per_replica": sorted(replicas.values(), reverse=True),
-            "loadavg_1m_after": round(os.getloadavg()[0], 2)}     # this run and the others
+    res = await level(url, args.clients, args, no_end,
+                      on_reply=lambda r: replicas.update([r.headers.get(REPLICA_HEADER, "-")]))
+    res.pop("clients")
+    res["requests_per_replica"] = sorted(replicas.values(), reverse=True)
+    res["loadavg_1m_after"] = round(os.getloadavg()[0], 2)     # this run and the others
+    return res
 
 
 def run_one(kind: str, replicas: int, args, no_end: dict, tmp: Path) -> dict:

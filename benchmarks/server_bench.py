@@ -104,7 +104,9 @@ def start(kind: str, args, port: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-async def level(url: str, n_clients: int, args, no_end: dict) -> dict:
+async def level(url: str, n_clients: int, args, no_end: dict, on_reply=None) -> dict:
+    """`n_clients` clients sending completions back to back for args.duration seconds;
+    on_reply(response) is called for each answered request (ray_bench counts replicas)."""
     tokens = 0
     requests = 0
     errors = 0
@@ -128,6 +130,8 @@ async def level(url: str, n_clients: int, args, no_end: dict) -> dict:
                     continue
                 tokens += n
                 requests += 1
+                if on_reply is not None:
+                    on_reply(r)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(n_clients)))
