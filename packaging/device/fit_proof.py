@@ -6,8 +6,8 @@
    GPU memory (nvidia-smi) under the budget (free - margin).
 3. No margin (fit_margin_mib=0): every layer goes to the GPU.
 4. After each load, the estimate of the chosen placement against what nvidia-smi shows for
-   this process (the CUDA context is in nvidia-smi's figure and in no estimate: it is measured
-   before loading and reported beside).
+   this process, less the CUDA context (in nvidia-smi's figure and in no estimate: measured
+   before loading, judged without it, both ratios printed).
 
 Prints one JSON object per step and a summary line; exit status 1 when a check fails.
 
@@ -58,7 +58,8 @@ def load_and_check(pc, model: str, n_ctx: int, margin: int, base_mib: int, n_lay
         out = llm.create_completion("The capital of France is", max_tokens=32, temperature=0)
         n_gen = out["usage"]["completion_tokens"]
         used = process_gpu_mib()
-        est = pc.estimate(model, n_ctx=n_ctx, n_gpu_layers=llm.n_gpu_layers)
+        est = pc.estimate(model, n_ctx=llm.n_ctx(), n_gpu_layers=llm.n_gpu_layers,
+                          n_batch=llm.n_batch, n_ubatch=llm.n_ubatch)
         est_dev = sum(d.used for d in est.devices) // MiB
         loaded = llm.memory_breakdown()
         loaded_dev = sum(d.used for d in loaded.devices) // MiB
@@ -92,10 +93,12 @@ def main() -> int:
     free, total = gpu_free_total_mib()
     emit(step="estimate_all_layers", device_mib=need, host_mib=full.host.used // MiB,
          gpu_free_mib=free, gpu_total_mib=total, n_layer=n_layer, table=full.table())
-    # a first load with no offload creates the CUDA context: its size is the baseline
+    # a first load with no offload creates the CUDA context; what stays after it is closed is
+    # the baseline (the context and the libraries' handles: no model's buffers)
     with pc.Llama(a.model, n_gpu_layers=0, n_ctx=256, verbose=False):
-        base = process_gpu_mib()
-    emit(step="cuda_context", mib=base)
+        while_loaded = process_gpu_mib()
+    base = process_gpu_mib()
+    emit(step="cuda_context", mib=base, while_a_cpu_model_was_loaded_mib=while_loaded)
 
     fails = []
     half_margin = max(0, free - need // 2)
@@ -110,11 +113,13 @@ def main() -> int:
     whole = load_and_check(pc, a.model, a.n_ctx, 0, base, n_layer)
     if whole["n_gpu_layers"] < n_layer:
         fails.append(f"no margin: {whole['n_gpu_layers']} of {n_layer} layers offloaded")
+    # judged: the estimate against what loading added to nvidia-smi's figure for this process
+    # (the CUDA context was there before the model and is in no estimate); both are printed
     for rec in (part, whole):
-        if abs(rec["estimate_vs_smi"] - 1) > 0.10:
+        if abs(rec["estimate_vs_smi_without_context"] - 1) > 0.10:
             fails.append(f"margin {rec['margin_mib']}: estimate {rec['estimate_device_mib']} "
-                         f"MiB vs nvidia-smi {rec['nvidia_smi_process_mib']} MiB: off by more "
-                         f"than 10%")
+                         f"MiB vs nvidia-smi {rec['nvidia_smi_process_mib']} MiB less the "
+                         f"{rec['cuda_context_mib']} MiB context: off by more than 10%")
     emit(step="summary", ok=not fails, fails=fails)
     return 0 if not fails else 1
 

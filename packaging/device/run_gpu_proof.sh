@@ -340,13 +340,17 @@ if [ "$STAGE" = issue11 ]; then
             "$W/b/core/bin/llama-batched-bench" -m "$W/$m" -ngl 99 -c 8192 -b 512 -ub 512 -t 8 \
                 -npp 16 -ntg 64 -npl 1,16 2>&1 | grep '^|' | tee "$OUT/i11-batched-$b.txt"
         fi
-        say "server throughput $m"
-        [ "${TRACE:-0}" = 1 ] && export PYLLAMACY_TRACE_STEPS="$OUT/i11-trace-serve-$b.jsonl"
-        python3 "$W/src/benchmarks/server_bench.py" --model "$W/$m" --ngl -1 --slots 16 \
-            --threads 8 --duration ${SERVE_S:-10} --max-tokens 64 --clients 16 \
-            --llama-server "$W/b/core/bin/llama-server" --only pyllamacy,llama-server 2>&1 \
-            | tee "$OUT/i11-serve-$b.txt"
-        unset PYLLAMACY_TRACE_STEPS
+        # REPEATS=N: N rounds of (pyllamacy, llama-server), each server started afresh, so the
+        # two alternate through the call and the machine's drift falls on both
+        for r in $(seq 1 "${REPEATS:-1}"); do
+            say "server throughput $m, round $r"
+            [ "${TRACE:-0}" = 1 ] && export PYLLAMACY_TRACE_STEPS="$OUT/i11-trace-serve-$b-$r.jsonl"
+            python3 "$W/src/benchmarks/server_bench.py" --model "$W/$m" --ngl -1 --slots 16 \
+                --threads 8 --duration ${SERVE_S:-10} --max-tokens 64 --clients 16 \
+                --llama-server "$W/b/core/bin/llama-server" --only pyllamacy,llama-server 2>&1 \
+                | tee -a "$OUT/i11-serve-$b.txt"
+            unset PYLLAMACY_TRACE_STEPS
+        done
         if [ -d "$W/site-old" ]; then
             # the same level with the earlier commit's server, then ours again (drift check)
             say "server throughput $m: earlier commit, then this one again"
