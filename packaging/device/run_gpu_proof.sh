@@ -142,6 +142,13 @@ build_old() {
         "$W"/dist-old/pyllamacy-*.whl "$W"/dist/pyllamacy_cuda13-*.whl
     (cd "$W" && PYTHONPATH=$W/site-old python3 -c 'import pyllamacy, sys; print("old:", pyllamacy.__file__, pyllamacy.build_info().get("git_commit"))')
 }
+# the servers' Python packages (fastapi, uvicorn, pydantic, ...), for both servers: carried with
+# `build` or, when that call's carry is full (64 MiB), with the first server stage
+install_srv() {
+    [ -d "$W/srvsite" ] && return 0
+    ls "$R"/.device/srv/*.whl > /dev/null 2>&1 || { say "no .device/srv carried yet"; return 0; }
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/srvsite" "$R"/.device/srv/*.whl
+}
 install_wheels() {
     rm -rf "$W/site"
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/site" "$W"/dist/*.whl
@@ -166,8 +173,7 @@ if [ "$STAGE" = build ]; then
     tar -xJf "$R/.device/llama.cpp-trim.tar.xz" -C "$W/src/vendor"
     cp "$R"/.device/m1/* "$W/"
     python3 -m pip install -q --no-index --no-deps --target "$W/gguf" "$R"/.device/whl/gguf-*.whl
-    # the servers' Python packages (fastapi, uvicorn, pydantic, ...), for both servers
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/srvsite" "$R"/.device/srv/*.whl
+    install_srv
     cp "$R/.device/whl/smollm2-template.gguf" "$W/"
 
     # llama-cpp-python: its own CMake build (not GGML_BACKEND_DL), CUDA sm_90, same llama.cpp
@@ -260,6 +266,7 @@ if [ "$STAGE" = bench ]; then
 fi
 if [ "$STAGE" = serve ]; then
     # call 3: aggregate tokens/s of the three servers with 1, 4, 16 clients, all layers on the GPU
+    install_srv
     export PYTHONPATH=$W/site:$W/srvsite
     LCPPY=/nonexistent
     [ "$(cat $W/lcp-build.rc 2>/dev/null)" = 0 ] && LCPPY=$W/lcpvenv/bin/python
@@ -281,6 +288,7 @@ if [ "$STAGE" = prefill ]; then
     # call 4: the prefill-heavy serving workload (issue 11), both servers on the same settings
     wait_builds ${BUILD_WAIT_S:-400} || exit 1
     after_builds
+    install_srv
     cd "$W"
     if [ ! -f "$W/smol.gguf" ] && [ -f "$R/.device/m2/smol.sha256" ]; then
         cat "$W/smol.part-aa" "$R"/.device/m2/smol.part-a[b-z] > "$W/smol.gguf"
@@ -318,6 +326,7 @@ if [ "$STAGE" = issue11 ]; then
     # prefill-heavy workload (16 streamed chats, unique ~1,500-token prompts, 128 tokens)
     wait_builds ${BUILD_WAIT_S:-400} || exit 1
     after_builds
+    install_srv
     build_old
     cd "$W"
     if [ ! -f "$W/smol.gguf" ] && echo "${ISSUE11_MODELS:-smol.gguf}" | grep -q smol; then
