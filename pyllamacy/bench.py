@@ -29,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import random
 import statistics
 import subprocess
@@ -333,13 +334,22 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _program(given: str) -> str:
+    """A program named on the command line, as an absolute path: the engines run in their own
+    working folders, where a relative path means something else. A bare name is looked up
+    on $PATH."""
+    if os.sep not in given:
+        return shutil.which(given) or given
+    return os.path.abspath(given)
+
+
 def find_llama_bench(explicit: Optional[str] = None) -> Optional[str]:
     """llama.cpp's llama-bench from the vendored build: --llama-bench, $PYLLAMACY_LLAMA_BIN,
     or pyllamacy.build_info()["build_bin_dir"]."""
     import pyllamacy
 
     if explicit:
-        return explicit
+        return _program(explicit)
     for d in (os.environ.get("PYLLAMACY_LLAMA_BIN"), pyllamacy.build_info().get("build_bin_dir")):
         if d:
             p = os.path.join(d, "llama-bench")
@@ -352,7 +362,7 @@ def find_llama_cpp_python(explicit: Optional[str] = None) -> Optional[str]:
     """An interpreter that can import llama_cpp: --llama-cpp-python-python,
     $PYLLAMACY_LCP_PYTHON, /opt/lcp-venv/bin/python, or this one if llama_cpp is installed."""
     if explicit:
-        return explicit
+        return _program(explicit)
     for p in (os.environ.get("PYLLAMACY_LCP_PYTHON"), DEFAULT_LCP_VENV_PYTHON):
         if p and os.path.isfile(p) and os.access(p, os.X_OK):
             return p

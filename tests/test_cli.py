@@ -208,9 +208,13 @@ def test_quantize_requantize(tmp_path, smollm2_path):
 # --------------------------------------------------------------------------------- bench
 
 
-def _llama_bench_present() -> bool:
+def _llama_bench_path():
     d = os.environ.get("PYLLAMACY_LLAMA_BIN") or pyllamacy.build_info().get("build_bin_dir")
-    return bool(d) and (Path(d) / "llama-bench").exists()
+    return Path(d) / "llama-bench" if d and (Path(d) / "llama-bench").exists() else None
+
+
+def _llama_bench_present() -> bool:
+    return _llama_bench_path() is not None
 
 
 def test_bench_smoke(smollm2_path):
@@ -218,6 +222,11 @@ def test_bench_smoke(smollm2_path):
             "--threads", "2", "--no-llama-cpp-python", "--json", "--quiet"]
     if not _llama_bench_present():
         args.append("--no-llama-bench")
+    else:
+        # given relative to the folder the command runs in (run_cli: the package's parent):
+        # the engines run in folders of their own, so the path must be resolved before that
+        run_dir = Path(pyllamacy.__file__).resolve().parent.parent
+        args += ["--llama-bench", os.path.relpath(_llama_bench_path(), run_dir)]
     r = run_cli(*args, timeout=600)
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
