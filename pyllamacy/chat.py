@@ -34,7 +34,8 @@ from . import _chat
 from ._chat import (ChatParseError, ChatTemplateError, ChatTemplateLimitError, SchemaError,
                     get_limits, prestart_sandbox, sandbox_max_workers, set_limits)
 from .chat_formats import chat_template_names, get_chat_template
-from .chat_generic import GenericReplyScanner, scan_generic_reply
+from .chat_generic import (GenericReplyScanner, ThoughtReader, scan_generic_reply, thinking_for,
+                           thought_grammar)
 from .grammars import check_patterns as _check_patterns
 from .grammars import check_schema as _check_schema
 from .grammars import parse_schema as _parse_schema
@@ -468,6 +469,8 @@ class _Plan:
         self.special_tokens: set = set()
         self.forced_name = None
         self.tools_given = False
+        self.thinking = None         # chat_generic.Thinking: a thought may come before the JSON
+        self.reasoning_format = "none"
 
 
 def _word_trigger_regex(word: str) -> str:
@@ -530,12 +533,31 @@ def _plan(llama, messages, tools, mode, forced_name, schema, user_grammar, paral
         else:
             plan.grammar = LlamaGrammar.for_chat(r["grammar"],
                                                  prefill=r["generation_prompt"])
+    if plan.generic_tools:
+        _think_first(plan, model, r, gschema, enable_thinking)
+    plan.reasoning_format = reasoning_format
     plan.json_content = schema is not None and not use_tools
     plan.parser = _chat.ChatParser({"format": r["format"], "parser": r["parser"],
                                     "generation_prompt": r["generation_prompt"],
                                     "reasoning_format": reasoning_format,
                                     "parse_tool_calls": use_tools and not plan.generic_tools})
     return plan
+
+
+def _think_first(plan: _Plan, model, r: dict, gschema: dict, enable_thinking: bool) -> None:
+    """A thinking template's generic tool reply: the grammar lets the model think first
+    (chat_generic.thought_grammar) and the reply is split there. llama.cpp's own grammar for the
+    JSON schema does so for some templates and not for others (LFM2); this one place does it
+    for all, with the markers llama.cpp's chat layer reports for the template."""
+    th = thinking_for(r["generation_prompt"], r.get("supports_thinking", False),
+                      r.get("thinking_start_tag", ""), r.get("thinking_end_tags") or [],
+                      enable_thinking)
+    if th is None:
+        return
+    text, root = thought_grammar(schema_to_grammar(gschema), th)
+    plan.thinking = th
+    plan.grammar = LlamaGrammar.for_chat(text, root=root)
+    plan.special_tokens |= _special_ids(model, [th.start, th.end])
 
 
 def _special_ids(model, texts) -> set:
@@ -568,10 +590,12 @@ def _parse(plan: _Plan, text: str, partial: bool) -> dict:
     if plan.generic_tools:
         if partial:
             return {"content": "", "tool_calls": [], "reasoning": ""}
-        content, calls = _parse_generic(text)
+        reader = ThoughtReader(plan.thinking) if plan.thinking is not None else None
+        content, calls = _parse_generic(reader.feed(text) if reader is not None else text)
         if not plan.tools_given:
             calls = []
-        return {"content": content, "tool_calls": calls, "reasoning": ""}
+        content, reasoning = _with_thought(plan, reader, content, True)
+        return {"content": content, "tool_calls": calls, "reasoning": reasoning}
     try:
         msg = plan.parser.parse(text, partial)
     except ChatParseError:
@@ -581,6 +605,16 @@ def _parse(plan: _Plan, text: str, partial: bool) -> dict:
     calls = [(c["name"], c["arguments"]) for c in msg.get("tool_calls", []) if c.get("name")]
     return {"content": msg.get("content", ""), "tool_calls": calls,
             "reasoning": msg.get("reasoning_content", "")}
+
+
+def _with_thought(plan: _Plan, reader, content: str, final: bool):
+    """-> (content, reasoning) of a generic reply whose thought `reader` read: the thought as
+    reasoning, or, with reasoning_format "none", as written in front of the content."""
+    if reader is None:
+        return content, ""
+    if plan.reasoning_format == "none":
+        return reader.raw + content, ""
+    return content, reader.thought(final)
 
 
 def _call_id() -> str:
@@ -771,8 +805,8 @@ class ChatDeltas:
         self.sent_content = ""
         self.sent_calls: List[List[str]] = []      # [id, name, arguments sent]
         plan = req.plan
-        self._scanner = GenericReplyScanner() if plan is not None and plan.generic_tools \
-            else None
+        self._scanner = GenericReplyScanner(plan.thinking) \
+            if plan is not None and plan.generic_tools else None
 
     @property
     def text(self) -> str:
@@ -793,7 +827,8 @@ class ChatDeltas:
                     if c.name is None:
                         break
                     calls.append((c.name, c.arguments))
-            return {"content": s.response or "", "tool_calls": calls, "reasoning": ""}
+            content, reasoning = _with_thought(plan, s.thought, s.response or "", False)
+            return {"content": content, "tool_calls": calls, "reasoning": reasoning}
         return _parse(plan, self.text, not final)
 
     def _deltas(self, parsed, final):
