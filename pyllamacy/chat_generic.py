@@ -11,13 +11,20 @@ normalized to json.dumps' default separators (", " and ": ", nothing else): for 
 produces this is json.dumps(json.loads(text)) as far as whitespace goes, and string escapes and
 number spellings stay as the model wrote them. The streamed fragments concatenate to exactly the
 final arguments string because both come from this one scanner.
+
+Thinking templates (SmolLM3, DeepSeek-R1-Distill, ...; llama.cpp's chat layer names their markers)
+may think before the JSON: Thinking says how (the tags, and whether the generation prompt opened
+the block already), thought_grammar() puts the optional thought in front of the JSON grammar,
+and ThoughtReader splits the reply into the thought and the JSON after it, whole or as it comes.
 """
 from __future__ import annotations
 
 import json
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
-__all__ = ["GenericCall", "GenericReplyScanner", "scan_generic_reply"]
+__all__ = ["GenericCall", "GenericReplyScanner", "scan_generic_reply", "Thinking",
+           "thinking_for", "thought_grammar", "ThoughtReader"]
 
 _WS = " \t\r\n"
 _HEX = "0123456789abcdefABCDEF"
@@ -49,9 +56,12 @@ class GenericReplyScanner:
 
     calls: the calls seen so far; response: the text of a {"response": ...} reply decoded so far
     (None when there is none); done: the top-level object is closed; broken: the text is not
-    JSON (the scanner stops reading; the final parse decides what the reply is)."""
+    JSON (the scanner stops reading; the final parse decides what the reply is). With
+    `thinking` (a thinking template's markers), the JSON is read after the reply's thought, which
+    `thought` (a ThoughtReader) holds."""
 
-    def __init__(self):
+    def __init__(self, thinking: Optional["Thinking"] = None):
+        self.thought = ThoughtReader(thinking) if thinking is not None else None
         self.calls: List[GenericCall] = []
         self.response: Optional[str] = None
         self.done = False
@@ -71,6 +81,8 @@ class GenericReplyScanner:
     # -- input ------------------------------------------------------------------------------------
 
     def feed(self, text: str) -> None:
+        if self.thought is not None and self.thought.state != "after":
+            text = self.thought.feed(text)
         for ch in text:
             if self.done or self.broken:
                 return
@@ -253,8 +265,172 @@ def _decode(raw: str) -> Optional[str]:
         return None
 
 
-def scan_generic_reply(text: str) -> GenericReplyScanner:
+def scan_generic_reply(text: str, thinking: Optional["Thinking"] = None) -> GenericReplyScanner:
     """The whole reply, scanned."""
-    s = GenericReplyScanner()
+    s = GenericReplyScanner(thinking)
     s.feed(text)
     return s
+
+
+# -- a thought before the JSON (thinking templates) --------------------------------------------
+
+@dataclass(frozen=True)
+class Thinking:
+    """How a thinking template marks the reply's thought: its start and end tags, and `opened`:
+    the generation prompt's text from the start tag on (e.g. "<think>\\n") when the prompt has
+    opened the block already, so that the reply starts inside the thought; "" when the reply
+    may open a block itself."""
+    start: str
+    end: str
+    opened: str = ""
+
+
+def thinking_for(generation_prompt: str, supports_thinking: bool, start_tag: str,
+                 end_tags: Sequence[str], enable_thinking: bool) -> Optional[Thinking]:
+    """The Thinking of a generic tool-call reply, from what llama.cpp's chat layer says of the
+    template (supports_thinking, thinking_start_tag, thinking_end_tags, generation_prompt); None
+    when the reply does not think: the template does not, thinking is off (enable_thinking
+    False), or the generation prompt holds a closed block (the template's own way of turning
+    thinking off). A block the prompt opened is a thought whatever enable_thinking says: the
+    template did not honour it, and the model must close it before the JSON."""
+    end = end_tags[0] if end_tags else ""
+    if not supports_thinking or not start_tag or not end:
+        return None
+    i = generation_prompt.rfind(start_tag)
+    if i >= 0:
+        if end in generation_prompt[i + len(start_tag):]:
+            return None
+        return Thinking(start_tag, end, generation_prompt[i:])
+    return Thinking(start_tag, end) if enable_thinking else None
+
+
+def _gbnf_char(ch: str) -> str:
+    """One character as a GBNF escape (valid in literals and character classes)."""
+    o = ord(ch)
+    return f"\\u{o:04X}" if o <= 0xFFFF else f"\\U{o:08X}"
+
+
+def _gbnf_literal(text: str) -> str:
+    return '"' + "".join(_gbnf_char(c) for c in text) + '"'
+
+
+def _until_rules(prefix: str, end: str) -> List[str]:
+    """GBNF rules {prefix}0 .. {prefix}{n-1}: any text that does not contain `end`, then `end`.
+
+    A string-matching automaton (Knuth-Morris-Pratt): rule {prefix}k is the state where the
+    text read so far ends with the first k characters of `end`; each character leads to exactly
+    one next state, the full `end` to the end of the rule. Right-recursive, so llama.cpp's
+    grammar stacks do not grow with the length of the text."""
+    n = len(end)
+    fail = [0] * (n + 1)                      # KMP failure function
+    k = 0
+    for i in range(1, n):
+        while k and end[i] != end[k]:
+            k = fail[k]
+        if end[i] == end[k]:
+            k += 1
+        fail[i + 1] = k
+    rules = []
+    for state in range(n):
+        moves = []                            # (character, next state) leaving state 0
+        for c in sorted(set(end)):
+            nxt = state
+            while nxt and end[nxt] != c:
+                nxt = fail[nxt]
+            nxt = nxt + 1 if end[nxt] == c else 0
+            if nxt:
+                moves.append((c, nxt))
+        others = "[^" + "".join(_gbnf_char(c) for c, _ in moves) + "]"
+        alts = [f"{others} {prefix}0"] + [
+            _gbnf_literal(c) + ("" if nxt == n else f" {prefix}{nxt}") for c, nxt in moves]
+        rules.append(f"{prefix}{state} ::= " + " | ".join(alts))
+    return rules
+
+
+def thought_grammar(json_grammar: str, thinking: Thinking, json_root: str = "root") \
+        -> Tuple[str, str]:
+    """-> (grammar, its root rule): `json_grammar` (GBNF whose rule `json_root` is the JSON
+    reply) with the thought in front: an optional "<start> ... <end>" block (any text without
+    the end tag inside) and a little whitespace, or, when the prompt opened the block, the rest
+    of the thought up to the end tag, which the reply must then write."""
+    taken = {line.split("::=", 1)[0].strip() for line in json_grammar.splitlines()
+             if "::=" in line}
+    prefix = "thought-"
+    while any(name.startswith(prefix) for name in taken):
+        prefix = "x" + prefix
+    root = prefix + "reply"
+    ws = f"{prefix}ws"
+    rules = _until_rules(prefix + "until-", thinking.end)
+    rules.append(f'{ws} ::= [ \\t\\r\\n]{{0,8}}')
+    if thinking.opened:
+        rules.append(f"{root} ::= {prefix}until-0 {ws} {json_root}")
+    else:
+        rules.append(f"{root} ::= {ws} ({_gbnf_literal(thinking.start)} {prefix}until-0 {ws})? "
+                     f"{json_root}")
+    return json_grammar.rstrip("\n") + "\n" + "\n".join(rules) + "\n", root
+
+
+class ThoughtReader:
+    """Splits a reply into its thought and the text after it, as the reply comes: feed() the
+    text, it returns the part that follows the thought (the JSON reply).
+
+    thought(final): the text inside the block, stripped of surrounding whitespace; while the
+    block is open (final False) a trailing part of the end tag is held back. raw: the thought
+    as generated, with its tags (the opened prompt text first), for reasoning_format "none".
+    A reply that does not start with the start tag (leading whitespace aside) has no thought:
+    all of it is passed on."""
+
+    def __init__(self, thinking: Thinking):
+        self.thinking = thinking
+        self.state = "in" if thinking.opened else "before"     # before | in | after
+        self._head = ""                    # text read before deciding whether a block opens
+        self._raw = [thinking.opened] if thinking.opened else []
+        self._parts: List[str] = []        # the text inside the block
+        self._tail = ""                    # its last len(end) - 1 characters
+
+    def feed(self, text: str) -> str:
+        t = self.thinking
+        if self.state == "after":
+            return text
+        if self.state == "before":
+            self._head += text
+            head = self._head.lstrip()
+            if len(head) < len(t.start) and t.start.startswith(head):
+                return ""                  # whitespace or a part of the start tag: wait
+            if not head.startswith(t.start):
+                self.state = "after"
+                return self._head
+            self.state = "in"
+            self._raw.append(t.start)
+            text, self._head = head[len(t.start):], ""
+        buf = self._tail + text
+        i = buf.find(t.end)
+        if i < 0:
+            self._add(text)
+            return ""
+        cut = i + len(t.end) - len(self._tail)          # where the end tag ends in `text`
+        self._add(text[:cut])
+        inside = "".join(self._parts)
+        self._parts = [inside[:len(inside) - len(t.end)]]
+        self.state = "after"
+        return text[cut:]
+
+    def _add(self, text: str) -> None:
+        self._parts.append(text)
+        self._raw.append(text)
+        keep = len(self.thinking.end) - 1
+        self._tail = (self._tail + text)[-keep:] if keep else ""
+
+    def thought(self, final: bool = True) -> str:
+        inside = "".join(self._parts)
+        if self.state == "in" and not final:
+            end = self.thinking.end
+            for k in range(min(len(end) - 1, len(inside)), 0, -1):
+                if inside.endswith(end[:k]):
+                    inside = inside[:-k]
+                    break
+        return inside.strip()
+
+    @property
+    def raw(self) -> str:
+        return "".join(self._raw)

@@ -121,11 +121,12 @@ class LlamaGrammar:
         return cls(_grammar=grammar)
 
     @classmethod
-    def for_chat(cls, grammar: str, *, lazy_triggers=None, prefill: str = "") -> "LlamaGrammar":
+    def for_chat(cls, grammar: str, *, lazy_triggers=None, prefill: str = "",
+                 root: str = "root") -> "LlamaGrammar":
         """A grammar that a chat template's rendering produced (pyllamacy.chat): lazy, waiting
         for one of `lazy_triggers` = (regex patterns, token ids), or starting with `prefill`
-        text (the template's generation prompt)."""
-        return cls(_grammar=grammar, _lazy=lazy_triggers, _prefill=prefill)
+        text (the template's generation prompt); `root`: its start rule."""
+        return cls(_grammar=grammar, root=root, _lazy=lazy_triggers, _prefill=prefill)
 
     @classmethod
     def from_file(cls, file, verbose: bool = True) -> "LlamaGrammar":
