@@ -128,6 +128,13 @@ def _text(value, path: str) -> str:
     return value
 
 
+def _nonempty(value, path: str) -> str:
+    """A non-empty string (ids, names, the model, stop sequences)."""
+    if not isinstance(value, str) or not value:
+        raise AnthropicRequestError(path, f"must be a non-empty string, got {short(value)}")
+    return value
+
+
 def _dict(value, path: str) -> dict:
     if not isinstance(value, dict):
         raise AnthropicRequestError(path, f"must be an object, got {short(value)}")
@@ -171,8 +178,7 @@ def _convert(body, count_only: bool) -> dict:
     model = body.get("model")
     if model is None:
         raise AnthropicRequestError("model", "missing required parameter")
-    if not isinstance(model, str) or not model:
-        raise AnthropicRequestError("model", f"must be a non-empty string, got {short(model)}")
+    _nonempty(model, "model")
     out: Dict[str, Any] = {"model": model}
     if not count_only:
         mt = body.get("max_tokens")
@@ -214,9 +220,7 @@ def _convert(body, count_only: bool) -> dict:
     stops = body.get("stop_sequences")
     if stops is not None:
         for i, s in enumerate(_list(stops, "stop_sequences")):
-            if not isinstance(s, str) or not s:
-                raise AnthropicRequestError(f"stop_sequences[{i}]",
-                                            f"must be a non-empty string, got {short(s)}")
+            _nonempty(s, f"stop_sequences[{i}]")
         if stops:
             out["stop"] = list(stops)
     stream = body.get("stream")
@@ -357,17 +361,11 @@ def _assistant(blocks: list, at: str, known_ids: set) -> dict:
         elif typ == "thinking":
             reasoning.append(_text(b.get("thinking"), f"{bat}.thinking"))
         elif typ == "tool_use":
-            tid = b.get("id")
-            if not isinstance(tid, str) or not tid:
-                raise AnthropicRequestError(f"{bat}.id", f"must be a non-empty string, got "
-                                                         f"{short(tid)}")
+            tid = _nonempty(b.get("id"), f"{bat}.id")
             if tid in known_ids:
                 raise AnthropicRequestError(f"{bat}.id", f"tool_use ids must be unique; "
                                                          f"{short(tid)} is used twice")
-            name = b.get("name")
-            if not isinstance(name, str) or not name:
-                raise AnthropicRequestError(f"{bat}.name", f"must be a non-empty string, got "
-                                                           f"{short(name)}")
+            name = _nonempty(b.get("name"), f"{bat}.name")
             args = _dict(b.get("input"), f"{bat}.input")
             known_ids.add(tid)
             calls.append({"id": tid, "type": "function",
@@ -453,10 +451,7 @@ def _tools(tools) -> List[dict]:
             raise AnthropicRequestError(f"{at}.type",
                                         f"only client tools (type 'custom' or none) are "
                                         f"supported; server tools such as {short(typ)} are not")
-        name = t.get("name")
-        if not isinstance(name, str) or not name:
-            raise AnthropicRequestError(f"{at}.name", f"must be a non-empty string, got "
-                                                      f"{short(name)}")
+        name = _nonempty(t.get("name"), f"{at}.name")
         if name in names:
             raise AnthropicRequestError(f"{at}.name", f"tool names must be unique; "
                                                       f"{name!r} is given twice")
