@@ -62,32 +62,20 @@ def _env():
 def test_json_log_lines(smollm2_path, tmp_path):
     """--log_format json: every line the server writes is a JSON object with time, level,
     logger and message; a request's line has method, route, status, tokens and duration."""
-    from serving import free_port
+    from serving import free_port, start_process, stop_process
     port = free_port()
-    out = open(tmp_path / "out.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "pyllamacy.server", "-m", smollm2_path,
-                             "-a", "smol", "--port", str(port), "-t", "2", "-c", "512",
-                             "-np", "2", "--log_format", "json"],
-                            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=_env())
+    url = f"http://127.0.0.1:{port}"
+    proc = start_process([sys.executable, "-m", "pyllamacy.server", "-m", smollm2_path,
+                          "-a", "smol", "--port", str(port), "-t", "2", "-c", "512",
+                          "-np", "2", "--log_format", "json"], tmp_path / "out.log",
+                         url=url, health="/health", env=_env())
     try:
-        url = f"http://127.0.0.1:{port}"
-        t = time.time()
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.time() - t < 120, \
-                (tmp_path / "out.log").read_text()
-            time.sleep(0.2)
         r = httpx.post(url + "/v1/chat/completions", timeout=120, json={
             "model": "smol", "max_tokens": 3,
             "messages": [{"role": "user", "content": "hi"}]}).json()
         time.sleep(0.3)
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_process(proc)
     lines = [ln for ln in (tmp_path / "out.log").read_text().splitlines() if ln.strip()]
     objs = [json.loads(ln) for ln in lines]          # every line is JSON
     for o in objs:

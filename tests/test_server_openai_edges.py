@@ -88,24 +88,13 @@ def test_cli_logs_startup_and_requests(smollm2_path, tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert bad.returncode == 2 and "no model file" in bad.stderr
     assert "Traceback" not in bad.stderr
-    from serving import free_port
+    from serving import free_port, start_process, stop_process
     port = free_port()
-    log = open(tmp_path / "err.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "pyllamacy.server", "-m", smollm2_path,
-                             "-a", "smol", "--port", str(port), "-t", "2", "--n_ctx", "256"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+    url = f"http://127.0.0.1:{port}"
+    proc = start_process([sys.executable, "-m", "pyllamacy.server", "-m", smollm2_path,
+                          "-a", "smol", "--port", str(port), "-t", "2", "--n_ctx", "256"],
+                         tmp_path / "err.log", url=url, health="/health", env=env)
     try:
-        url = f"http://127.0.0.1:{port}"
-        t = time.time()
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.time() - t < 120, \
-                (tmp_path / "err.log").read_text()
-            time.sleep(0.2)
         c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
         c.chat.completions.create(model="smol", messages=[{"role": "user", "content": "hi"}],
                                   max_tokens=3)
@@ -115,8 +104,7 @@ def test_cli_logs_startup_and_requests(smollm2_path, tmp_path):
         assert "model 'smol':" in text and "slots" in text
         assert "POST /v1/chat/completions smol 200 prompt=" in text and "completion=" in text
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_process(proc)
 
 
 def test_tool_with_a_nested_pydantic_model(client):
