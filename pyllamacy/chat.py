@@ -499,7 +499,10 @@ def _plan(llama, messages, tools, mode, forced_name, schema, user_grammar, paral
     r = render_chat(template, messages, tools=tools if use_tools else None,
                     tool_choice=mode if use_tools else "auto",
                     json_schema=schema if not use_tools else None, **kw)
-    native = use_tools and r["caps"].get("supports_tool_calls") and (
+    # native: the template has a tool-call format of its own. llama.cpp's probe of the template
+    # says so, or its chat layer knows the template and wrote a tool-call grammar for it
+    # (LFM2-8B-A1B, LFM2.5-Instruct: the probe misses their format, llama-server uses it)
+    native = use_tools and (r["caps"].get("supports_tool_calls") or bool(r["grammar"])) and (
         r["grammar"] or mode == "auto")
     if use_tools and not native:
         # no tool-call format of its own: the generic JSON scheme, as a response format

@@ -310,3 +310,29 @@ def test_server_thinks_then_calls(smollm2_path, templates_dir):
         assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "tool_calls"
     finally:
         s.stop()
+
+
+# -- templates llama.cpp knows by their source (LFM2) -------------------------------------------
+
+LFM2_CALL = '<|tool_call_start|>[get_weather(city="Paris")]<|tool_call_end|>'
+
+
+@pytest.mark.parametrize("name", ["LFM2-8B-A1B.jinja", "LFM2.5-Instruct.jinja"])
+def test_lfm2_uses_its_own_tool_format(name, model, vocab_model, templates_dir):
+    """llama.cpp's probe of these templates says they make no tool calls, but its chat layer
+    knows them and writes LFM2's own tool-call grammar (llama-server uses it): pyllamacy uses
+    it too, not the generic JSON scheme. The prompt lists the tools in LFM2's words, the grammar
+    takes an LFM2 call and refuses generic JSON, and llama.cpp's parser reads the call back."""
+    target = _target(model, templates_dir, name)
+    req = chat.prepare_chat(target, MSGS, tools=TOOLS, tool_choice="required")
+    assert not req.plan.generic_tools
+    assert "List of tools: " in chat.prompt_text(target, req.plan)
+    assert _accepts(model, req.grammar, LFM2_CALL)
+    assert not _accepts(model, req.grammar, CALL)
+    req = chat.prepare_chat(_target(vocab_model, templates_dir, name), MSGS, tools=TOOLS)
+    msg, finish = chat.chat_message(req, LFM2_CALL, "stop")
+    assert finish == "tool_calls" and _calls(msg) == [("get_weather", {"city": "Paris"})]
+    before, deltas, sfinish = _stream(req, LFM2_CALL, [3] * len(LFM2_CALL))
+    assert sfinish == "tool_calls" and _joined(deltas, "content") == ""
+    assert "".join(tc["function"].get("arguments") or "" for d in deltas
+                   for tc in d.get("tool_calls", [])) == msg["tool_calls"][0]["function"]["arguments"]
