@@ -81,6 +81,8 @@ start_builds() {
     say "core + CUDA builds started in the background"
 }
 wait_builds() {   # $1: seconds at most; 0 when both are done
+    # a fresh machine (the last one went back when idle): nothing to wait for, run `build`
+    [ -d "$W/src" ] || { say "no build on this machine (a fresh one?): run the build stage first"; return 1; }
     for i in $(seq 1 "$1"); do
         [ -f "$W/core.rc" ] && [ -f "$W/cuda.rc" ] && break; sleep 1
     done
