@@ -12,6 +12,7 @@ import pytest
 
 from pyllamacy import Llama, chat
 from pyllamacy.chat_formats import register_chat_template
+from chat_streams import joined, stream_deltas  # noqa: E402
 
 MSGS = [{"role": "user", "content": "What is the capital of France?"}]
 TOOLS = [{"type": "function", "function": {
@@ -64,25 +65,6 @@ def _target(vocab_model, templates_dir, name, **attrs):
     return types.SimpleNamespace(model=vocab_model, chat_format=fmt, **attrs)
 
 
-def _stream(req, reply, sizes):
-    """Feed `reply` to ChatDeltas in pieces of the given sizes -> (deltas, finish)."""
-    d = chat.ChatDeltas(req)
-    out, i = [], 0
-    for n in sizes:
-        if i >= len(reply):
-            break
-        out += d.feed(reply[i:i + n])
-        i += n
-    if i < len(reply):
-        out += d.feed(reply[i:])
-    last, finish = d.finish("stop")
-    return out, out + last, finish
-
-
-def _joined(deltas, key):
-    return "".join(d.get(key, "") for d in deltas)
-
-
 def _splits(reply, seed):
     rng = random.Random(seed)
     return [rng.randint(1, 9) for _ in range(len(reply))]
@@ -97,9 +79,9 @@ def test_recorded_replies_whole_and_streamed(case, vocab_model, templates_dir):
     assert msg.get("reasoning_content", "") == reasoning
     assert ("reasoning_content" in msg) == bool(reasoning)
     for sizes in ([1] * len(reply), [3] * len(reply), _splits(reply, 1), _splits(reply, 2)):
-        before, deltas, finish = _stream(req, reply, sizes)
-        assert _joined(deltas, "reasoning_content") == reasoning, sizes[:8]
-        assert _joined(deltas, "content") == content, sizes[:8]
+        before, deltas, finish = stream_deltas(req, reply, sizes)
+        assert joined(deltas, "reasoning_content") == reasoning, sizes[:8]
+        assert joined(deltas, "content") == content, sizes[:8]
         assert finish == "stop" and not any("tool_calls" in d for d in deltas)
         if reasoning and set(sizes) == {1}:
             # streamed while generated: in many deltas, before the reply ended
@@ -125,9 +107,9 @@ def test_reasoning_format_none_leaves_the_raw_text(case, vocab_model, templates_
         assert "reasoning_content" not in msg
         assert msg["content"] == raw
         for sizes in ([1] * len(reply), _splits(reply, 3)):
-            _b, deltas, _f = _stream(req, reply, sizes)
-            assert _joined(deltas, "content") == raw
-            assert not _joined(deltas, "reasoning_content")
+            _b, deltas, _f = stream_deltas(req, reply, sizes)
+            assert joined(deltas, "content") == raw
+            assert not joined(deltas, "reasoning_content")
 
 
 def test_deepseek_names_match_auto(vocab_model, templates_dir):
@@ -155,10 +137,10 @@ def test_reasoning_and_tool_call(vocab_model, templates_dir):
     assert [(c["function"]["name"], json.loads(c["function"]["arguments"]))
             for c in msg["tool_calls"]] == [("get_weather", {"city": "Paris"})]
     for sizes in ([1] * len(reply), _splits(reply, 4)):
-        before, deltas, finish = _stream(req, reply, sizes)
+        before, deltas, finish = stream_deltas(req, reply, sizes)
         assert finish == "tool_calls"
-        assert _joined(deltas, "reasoning_content") == msg["reasoning_content"]
-        assert not _joined(deltas, "content")
+        assert joined(deltas, "reasoning_content") == msg["reasoning_content"]
+        assert not joined(deltas, "content")
         args = [d["tool_calls"][0]["function"].get("arguments", "") for d in deltas
                 if "tool_calls" in d]
         assert "".join(args) == msg["tool_calls"][0]["function"]["arguments"]

@@ -16,6 +16,7 @@ import pytest
 import pyllamacy
 from pyllamacy import Llama, chat
 from pyllamacy.chat_formats import register_chat_template
+from chat_streams import joined, stream_deltas  # noqa: E402
 from pyllamacy.chat_generic import Thinking, thought_grammar
 
 MSGS = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -149,22 +150,6 @@ REPLIES = [
 ]
 
 
-def _stream(req, reply, sizes):
-    d = chat.ChatDeltas(req)
-    out, i = [], 0
-    for n in sizes:
-        if i >= len(reply):
-            break
-        out += d.feed(reply[i:i + n])
-        i += n
-    last, finish = d.finish("stop")
-    return out, out + last, finish
-
-
-def _joined(deltas, key):
-    return "".join(d.get(key, "") for d in deltas)
-
-
 def _calls(msg):
     return [(c["function"]["name"], json.loads(c["function"]["arguments"]))
             for c in msg.get("tool_calls") or []]
@@ -181,10 +166,10 @@ def test_reasoning_and_calls_whole_and_streamed(case, vocab_model, templates_dir
     rng = random.Random(len(reply))
     for sizes in ([1] * len(reply), [4] * len(reply),
                   [rng.randint(1, 9) for _ in range(len(reply))]):
-        before, deltas, sfinish = _stream(req, reply, sizes)
+        before, deltas, sfinish = stream_deltas(req, reply, sizes)
         assert sfinish == finish
-        assert _joined(deltas, "reasoning_content") == reasoning
-        assert _joined(deltas, "content") == (content or "")
+        assert joined(deltas, "reasoning_content") == reasoning
+        assert joined(deltas, "content") == (content or "")
         kinds = [next(iter(d)) for d in deltas]
         # the reasoning first, then the calls (or the response); nothing after the calls
         assert kinds == sorted(kinds, key=["reasoning_content", "content",
@@ -212,8 +197,8 @@ def test_reasoning_format_none_keeps_the_thought_in_content(vocab_model, templat
         msg, finish = chat.chat_message(req, reply, "stop")
         assert (msg["content"], finish) == (raw, "tool_calls")
         assert "reasoning_content" not in msg and _calls(msg) == REPLIES[0][4]
-        _b, deltas, _f = _stream(req, reply, [3] * len(reply))
-        assert _joined(deltas, "content") == raw and not _joined(deltas, "reasoning_content")
+        _b, deltas, _f = stream_deltas(req, reply, [3] * len(reply))
+        assert joined(deltas, "content") == raw and not joined(deltas, "reasoning_content")
 
 
 def test_cut_short_inside_the_thought(vocab_model, templates_dir):
@@ -223,10 +208,10 @@ def test_cut_short_inside_the_thought(vocab_model, templates_dir):
     reply = "<think>Hmm, the weather </thi"
     d = chat.ChatDeltas(req)
     out = d.feed(reply)
-    assert _joined(out, "reasoning_content") == "Hmm, the weather"
+    assert joined(out, "reasoning_content") == "Hmm, the weather"
     last, finish = d.finish("length")
-    assert _joined(out + last, "reasoning_content") == "Hmm, the weather </thi"
-    assert finish == "length" and not _joined(out + last, "content")
+    assert joined(out + last, "reasoning_content") == "Hmm, the weather </thi"
+    assert finish == "length" and not joined(out + last, "content")
     msg, _ = chat.chat_message(req, reply, "length")
     assert msg == {"role": "assistant", "content": "",
                    "reasoning_content": "Hmm, the weather </thi"}
@@ -269,7 +254,7 @@ def test_llama_thinks_then_calls_whole_and_streamed(smol3):
     first_call = kinds.index("tool_calls")
     assert set(kinds[:first_call]) == {"reasoning_content"} and \
         set(kinds[first_call:]) == {"tool_calls"}
-    assert _joined(deltas, "reasoning_content") == msg["reasoning_content"]
+    assert joined(deltas, "reasoning_content") == msg["reasoning_content"]
     args = "".join(tc["function"].get("arguments") or "" for d in deltas
                    for tc in d.get("tool_calls") or [])
     assert args == call["function"]["arguments"]
@@ -332,7 +317,7 @@ def test_lfm2_uses_its_own_tool_format(name, model, vocab_model, templates_dir):
     req = chat.prepare_chat(_target(vocab_model, templates_dir, name), MSGS, tools=TOOLS)
     msg, finish = chat.chat_message(req, LFM2_CALL, "stop")
     assert finish == "tool_calls" and _calls(msg) == [("get_weather", {"city": "Paris"})]
-    before, deltas, sfinish = _stream(req, LFM2_CALL, [3] * len(LFM2_CALL))
-    assert sfinish == "tool_calls" and _joined(deltas, "content") == ""
+    before, deltas, sfinish = stream_deltas(req, LFM2_CALL, [3] * len(LFM2_CALL))
+    assert sfinish == "tool_calls" and joined(deltas, "content") == ""
     assert "".join(tc["function"].get("arguments") or "" for d in deltas
                    for tc in d.get("tool_calls", [])) == msg["tool_calls"][0]["function"]["arguments"]
