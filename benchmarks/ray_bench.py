@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server_bench import level  # noqa: E402  (the same client loop)
+from server_bench import level, wait_up  # noqa: E402  (the same client loop)
 
 ROOT = Path(__file__).resolve().parent.parent
 if list((ROOT / "pyllamacy").glob("_llama*.so")):
@@ -76,21 +76,6 @@ def start(kind: str, config: Path, replicas: int, log_path: Path) -> subprocess.
     return proc
 
 
-def wait_up(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 300) -> None:
-    t = time.time()
-    while time.time() - t < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n"
-                               f"{log_path.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("server did not come up")
-
-
 def stop(proc: subprocess.Popen) -> None:
     """SIGINT to the command (serve-ray then shuts Serve and its Ray down), SIGKILL after
     60 s; then SIGKILL whatever is left of its process group."""
@@ -129,7 +114,7 @@ def run_one(kind: str, replicas: int, args, no_end: dict, tmp: Path) -> dict:
     proc = start(kind, config, replicas, log_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_up(url, proc, log_path)
+        wait_up(url, proc, log_path=log_path)
         startup = time.perf_counter() - t0
         for _ in range(2 * max(1, replicas)):          # warm-up: every replica once or so
             httpx.post(url + "/v1/completions", timeout=300,

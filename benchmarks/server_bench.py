@@ -54,11 +54,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_up(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+def wait_up(url: str, proc: subprocess.Popen, timeout: float = 300, log_path=None) -> None:
+    """Until GET /v1/models answers 200; the server's exit (with its log's end when
+    `log_path` is given) or the timeout raise RuntimeError."""
     t = time.time()
     while time.time() - t < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
+            tail = "" if log_path is None else \
+                ":\n" + Path(log_path).read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"server exited with {proc.returncode}{tail}")
         try:
             if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
                 return
